@@ -36,7 +36,10 @@ pub trait Cloud: Send + Sync + 'static {
         instance_id: &str,
     ) -> impl Future<Output = CloudResult<()>> + Send;
     /// DeleteNetworkInterface. Unknown ENI = success.
-    fn delete_network_interface(&self, eni_id: &str) -> impl Future<Output = CloudResult<()>> + Send;
+    fn delete_network_interface(
+        &self,
+        eni_id: &str,
+    ) -> impl Future<Output = CloudResult<()>> + Send;
     /// DescribeNetworkInterfaces with every page followed.
     fn describe_network_interfaces(
         &self,
@@ -77,7 +80,10 @@ pub trait Cloud: Send + Sync + 'static {
         instance_types: &[String],
     ) -> impl Future<Output = CloudResult<Vec<InstanceTypeLimits>>> + Send;
     /// DescribeVSwitches for the given ids.
-    fn describe_vswitches(&self, ids: &[String]) -> impl Future<Output = CloudResult<Vec<VSwitch>>> + Send;
+    fn describe_vswitches(
+        &self,
+        ids: &[String],
+    ) -> impl Future<Output = CloudResult<Vec<VSwitch>>> + Send;
     /// CreateRouteEntry (VPC-route mode): `destination` via instance `next_hop_instance`.
     fn create_route_entry(
         &self,

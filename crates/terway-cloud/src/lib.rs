@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod error;
+pub mod sign;
 pub mod types;
 
 pub use api::{Cloud, CloudResult, EniMetadata, InstanceIdentity, Metadata};
