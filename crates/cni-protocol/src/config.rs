@@ -126,6 +126,8 @@ pub struct ValidAttachment {
 
 /// GC: the attachments the runtime still considers live.
 pub const VALID_ATTACHMENTS_KEY: &str = "cni.dev/valid-attachments";
+/// The key an early 1.1.0 draft used; libcni sends both, we read it when the first is absent.
+pub const LEGACY_ATTACHMENTS_KEY: &str = "cni.dev/attachments";
 
 /// A parsed plugin configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -182,6 +184,29 @@ fn typed<T: serde::de::DeserializeOwned>(
     }
 }
 
+fn highest_supported(list: &Value) -> Result<CniVersion, CniError> {
+    let Value::Array(items) = list else {
+        return Err(CniError::decode(
+            "network config field \"cniVersions\" must be a list of strings",
+        ));
+    };
+    let mut best = None;
+    for item in items {
+        let s = item.as_str().ok_or_else(|| {
+            CniError::decode("network config field \"cniVersions\" must be a list of strings")
+        })?;
+        if let Ok(v) = s.parse::<CniVersion>() {
+            best = best.max(Some(v));
+        }
+    }
+    best.ok_or_else(|| {
+        CniError::incompatible_version(format!(
+            "none of cniVersions {list} is supported; this plugin supports {}",
+            CniVersion::supported_list()
+        ))
+    })
+}
+
 /// Best effort: the supported `cniVersion` of some stdin bytes, to stamp on an error reply.
 pub fn sniff_version(stdin: &[u8]) -> Option<CniVersion> {
     let v: Value = serde_json::from_slice(stdin).ok()?;
@@ -208,16 +233,18 @@ impl NetConf {
                 "network configuration must be a JSON object",
             ));
         };
-        let version = match obj.get("cniVersion") {
-            Some(Value::String(s)) => s
+        let version = match (obj.get("cniVersion"), obj.get("cniVersions")) {
+            (Some(Value::String(s)), _) => s
                 .parse::<CniVersion>()
                 .map_err(|e| CniError::incompatible_version(e.to_string()))?,
-            Some(_) => {
+            (Some(_), _) => {
                 return Err(CniError::decode(
                     "network config field \"cniVersion\" must be a string",
                 ))
             }
-            None => {
+            // 1.1.0 lets a config list several versions; take the newest one we speak.
+            (None, Some(list)) => highest_supported(list)?,
+            (None, None) => {
                 return Err(CniError::invalid_config(
                     "network configuration has no \"cniVersion\"",
                 ))
@@ -257,7 +284,10 @@ impl NetConf {
                     .map_err(|e| CniError::decode(format!("failed to decode prevResult: {e}")))?,
             ),
         };
-        let valid_attachments = typed::<Vec<ValidAttachment>>(obj, VALID_ATTACHMENTS_KEY)?;
+        let valid_attachments = match typed::<Vec<ValidAttachment>>(obj, VALID_ATTACHMENTS_KEY)? {
+            Some(v) => Some(v),
+            None => typed::<Vec<ValidAttachment>>(obj, LEGACY_ATTACHMENTS_KEY)?,
+        };
         Ok(NetConf {
             cni_version: version,
             name,

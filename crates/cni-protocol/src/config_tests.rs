@@ -150,6 +150,23 @@ fn error_codes() {
 }
 
 #[test]
+fn cni_versions_list_and_legacy_gc_key() {
+    let c = parse(
+        json!({"cniVersions": ["0.2.0", "1.0.0", "1.1.0", "2.0.0"], "name": "n", "type": "t",
+        "cni.dev/attachments": [{"containerID": "x", "ifname": "eth0"}]}),
+    )
+    .unwrap();
+    assert_eq!(c.cni_version, CniVersion::V1_1_0);
+    assert_eq!(c.valid_attachments.unwrap()[0].container_id, "x");
+    let e = parse(json!({"cniVersions": ["0.1.0"], "name": "n", "type": "t"})).unwrap_err();
+    assert_eq!(e.code, codes::INCOMPATIBLE_VERSION);
+    let e = parse(json!({"cniVersions": "1.0.0", "name": "n", "type": "t"})).unwrap_err();
+    assert_eq!(e.code, codes::DECODE_FAILURE);
+    let e = parse(json!({"cniVersions": [1], "name": "n", "type": "t"})).unwrap_err();
+    assert_eq!(e.code, codes::DECODE_FAILURE);
+}
+
+#[test]
 fn sniffing_version_for_errors() {
     assert_eq!(
         sniff_version(br#"{"cniVersion":"0.3.1"}"#),
