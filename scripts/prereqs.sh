@@ -11,7 +11,8 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
-pkgs=(iproute2 iputils-ping nftables iperf3 containernetworking-plugins python3-pip)
+pkgs=(iproute2 iputils-ping nftables iperf3 containernetworking-plugins)
+command -v python3 >/dev/null 2>&1 && python3 -m pip --version >/dev/null 2>&1 || pkgs+=(python3 python3-pip)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -20,4 +21,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# The official Alibaba Cloud Python SDKs, unmodified, are driven against the emulator by a compatibility test.
+sdk=("alibabacloud_ecs20140526==7.11.8" "alibabacloud_vpc20160428==7.2.2")
+if ! python3 -c 'import alibabacloud_ecs20140526, alibabacloud_vpc20160428' 2>/dev/null; then
+    python3 -m pip install -q --disable-pip-version-check "${sdk[@]}" 2>/dev/null ||
+        python3 -m pip install -q --disable-pip-version-check --break-system-packages "${sdk[@]}"
 fi
