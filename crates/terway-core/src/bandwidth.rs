@@ -33,40 +33,92 @@ fn invalid(input: &str, reason: &str) -> BandwidthError {
     }
 }
 
-/// Parse Terway's deprecated annotation value: an integer number of **bytes/s** with an optional
-/// binary suffix K, M, G or T (case-insensitive; 1K = 1024). `"10M"` = 10 485 760 bytes/s.
+/// Split `body` into its decimal number and the suffix that follows it.
+fn split_number<'a>(
+    input: &str,
+    body: &'a str,
+) -> Result<(&'a str, &'a str, &'a str), BandwidthError> {
+    let num_len = body
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(body.len());
+    let (number, suffix) = body.split_at(num_len);
+    let (int_part, frac_part) = number.split_once('.').unwrap_or((number, ""));
+    if (int_part.is_empty() && frac_part.is_empty()) || frac_part.contains('.') {
+        return Err(invalid(input, "expected a number such as 10M, 1Gi or 500k"));
+    }
+    Ok((int_part, frac_part, suffix))
+}
+
+/// Exactly `int.frac × 2^bin_exp × 10^dec_exp`, rounded up or down, checked against u64.
+fn scale(
+    input: &str,
+    int_part: &str,
+    frac_part: &str,
+    bin_exp: u32,
+    dec_exp: i32,
+    round_up: bool,
+) -> Result<u64, BandwidthError> {
+    let overflow = || BandwidthError::Overflow(input.to_string());
+    let mut numerator: u128 = 0;
+    for b in int_part.bytes().chain(frac_part.bytes()) {
+        numerator = numerator
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(u128::from(b - b'0')))
+            .ok_or_else(overflow)?;
+    }
+    let frac_len = i32::try_from(frac_part.len()).map_err(|_| overflow())?;
+    let net_dec = dec_exp.checked_sub(frac_len).ok_or_else(overflow)?;
+    let pow10 = |e: i32| 10u128.checked_pow(e.unsigned_abs()).ok_or_else(overflow);
+    let mut denominator: u128 = 1;
+    if numerator != 0 {
+        if net_dec >= 0 {
+            numerator = numerator
+                .checked_mul(pow10(net_dec)?)
+                .ok_or_else(overflow)?;
+        } else {
+            denominator = pow10(net_dec)?;
+        }
+        numerator = numerator
+            .checked_mul(1u128 << bin_exp)
+            .ok_or_else(overflow)?;
+    }
+    let value = if round_up {
+        numerator.div_ceil(denominator)
+    } else {
+        numerator / denominator
+    };
+    u64::try_from(value).map_err(|_| overflow())
+}
+
+/// Parse Terway's deprecated annotation value: a positive number of **bytes/s** with an optional
+/// binary suffix (case-insensitive) K/KB/KiB, M/MB/MiB, G/GB/GiB, T/TB/TiB or B; `"10M"` =
+/// 10 485 760 bytes/s. Fractions are allowed and truncated to whole bytes, as Terway does.
 pub fn parse_aliyun_bandwidth(input: &str) -> Result<u64, BandwidthError> {
-    let s = input.trim();
-    if s.is_empty() {
+    let upper = input.trim().to_ascii_uppercase();
+    if upper.is_empty() {
         return Err(invalid(
             input,
             "it is empty; write e.g. \"10M\" (bytes/s, K/M/G/T = 1024-based)",
         ));
     }
-    let (digits, shift) = match s.as_bytes()[s.len() - 1].to_ascii_uppercase() {
-        b'K' => (&s[..s.len() - 1], 10),
-        b'M' => (&s[..s.len() - 1], 20),
-        b'G' => (&s[..s.len() - 1], 30),
-        b'T' => (&s[..s.len() - 1], 40),
-        c if c.is_ascii_digit() => (s, 0),
+    let (int_part, frac_part, suffix) = split_number(input, &upper)?;
+    let bin_exp = match suffix {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
         _ => {
             return Err(invalid(
                 input,
-                "the suffix must be one of K, M, G, T (bytes/s, 1024-based)",
+                "the unit must be one of K, M, G, T (bytes/s, 1024-based)",
             ))
         }
     };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(invalid(
-            input,
-            "expected a whole number followed by K, M, G or T",
-        ));
+    match scale(input, int_part, frac_part, bin_exp, 0, false)? {
+        0 => Err(invalid(input, "the rate must be at least 1 byte/s")),
+        n => Ok(n),
     }
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| BandwidthError::Overflow(input.to_string()))?;
-    n.checked_mul(1u64 << shift)
-        .ok_or_else(|| BandwidthError::Overflow(input.to_string()))
 }
 
 /// Parse a Kubernetes `resource.Quantity` (as used by `kubernetes.io/*-bandwidth`, bits/s) and round
@@ -78,15 +130,7 @@ pub fn parse_k8s_quantity(input: &str) -> Result<u64, BandwidthError> {
     if body.starts_with('-') {
         return Err(invalid(input, "negative quantities are not allowed"));
     }
-    let num_len = body
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(body.len());
-    let (number, suffix) = body.split_at(num_len);
-    let (int_part, frac_part) = number.split_once('.').unwrap_or((number, ""));
-    if (int_part.is_empty() && frac_part.is_empty()) || frac_part.contains('.') {
-        return Err(invalid(input, "expected a number such as 10M, 1Gi or 500k"));
-    }
-    // value = digits / 10^frac_len * 2^bin * 10^dec
+    let (int_part, frac_part, suffix) = split_number(input, body)?;
     let (bin_exp, dec_exp): (u32, i32) = match suffix {
         "" => (0, 0),
         "n" => (0, -9),
@@ -120,30 +164,7 @@ pub fn parse_k8s_quantity(input: &str) -> Result<u64, BandwidthError> {
             ))
         }
     };
-    let overflow = || BandwidthError::Overflow(input.to_string());
-    let mut numerator: u128 = 0;
-    for b in int_part.bytes().chain(frac_part.bytes()) {
-        numerator = numerator
-            .checked_mul(10)
-            .and_then(|n| n.checked_add(u128::from(b - b'0')))
-            .ok_or_else(overflow)?;
-    }
-    let frac_len = i32::try_from(frac_part.len()).map_err(|_| overflow())?;
-    let mut denominator: u128 = 1;
-    let net_dec = dec_exp - frac_len;
-    let pow10 = |e: i32| 10u128.checked_pow(e.unsigned_abs()).ok_or_else(overflow);
-    if net_dec >= 0 {
-        numerator = numerator
-            .checked_mul(pow10(net_dec)?)
-            .ok_or_else(overflow)?;
-    } else {
-        denominator = pow10(net_dec)?;
-    }
-    numerator = numerator
-        .checked_mul(1u128 << bin_exp)
-        .ok_or_else(overflow)?;
-    let value = numerator.div_ceil(denominator);
-    u64::try_from(value).map_err(|_| overflow())
+    scale(input, int_part, frac_part, bin_exp, dec_exp, true)
 }
 
 /// Convert a rate in bits/s (CNI runtimeConfig, Kubernetes annotations) to bytes/s, rounding up so a

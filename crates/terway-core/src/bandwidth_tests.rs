@@ -8,11 +8,18 @@ fn aliyun_units_are_binary_bytes() {
     assert_eq!(parse_aliyun_bandwidth("2G").unwrap(), 2 << 30);
     assert_eq!(parse_aliyun_bandwidth("1T").unwrap(), 1 << 40);
     assert_eq!(parse_aliyun_bandwidth(" 4096 ").unwrap(), 4096);
+    assert_eq!(parse_aliyun_bandwidth("10MB").unwrap(), 10 << 20);
+    assert_eq!(parse_aliyun_bandwidth("10Mib").unwrap(), 10 << 20);
+    assert_eq!(parse_aliyun_bandwidth("512b").unwrap(), 512);
+    assert_eq!(parse_aliyun_bandwidth("1.5M").unwrap(), 3 << 19);
+    assert_eq!(parse_aliyun_bandwidth("0.5k").unwrap(), 512);
 }
 
 #[test]
 fn aliyun_garbage_and_overflow() {
-    for bad in ["", "M", "10X", "1.5M", "-1M", "ten", "10MB"] {
+    for bad in [
+        "", "M", "10X", "-1M", "ten", "10MBs", "0", "0M", "0.0001B", "1 M", "1..5M",
+    ] {
         assert!(
             matches!(
                 parse_aliyun_bandwidth(bad),
@@ -26,6 +33,10 @@ fn aliyun_garbage_and_overflow() {
         Err(BandwidthError::Overflow("99999999999T".into()))
     );
     assert!(parse_aliyun_bandwidth("99999999999999999999").is_err());
+    assert!(matches!(
+        parse_aliyun_bandwidth(&"9".repeat(60)),
+        Err(BandwidthError::Overflow(_))
+    ));
 }
 
 #[test]
@@ -44,6 +55,8 @@ fn k8s_quantities() {
     );
     assert_eq!(parse_k8s_quantity("0.5Ki").unwrap(), 512);
     assert_eq!(parse_k8s_quantity("1Ti").unwrap(), 1 << 40);
+    assert_eq!(parse_k8s_quantity("0").unwrap(), 0);
+    assert_eq!(parse_k8s_quantity("0e30").unwrap(), 0);
 }
 
 #[test]
