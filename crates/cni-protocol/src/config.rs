@@ -210,7 +210,10 @@ fn highest_supported(list: &Value) -> Result<CniVersion, CniError> {
 /// Best effort: the supported `cniVersion` of some stdin bytes, to stamp on an error reply.
 pub fn sniff_version(stdin: &[u8]) -> Option<CniVersion> {
     let v: Value = serde_json::from_slice(stdin).ok()?;
-    v.get("cniVersion")?.as_str()?.parse().ok()
+    match v.get("cniVersion") {
+        Some(s) => s.as_str()?.parse().ok(),
+        None => highest_supported(v.get("cniVersions")?).ok(),
+    }
 }
 
 impl NetConf {

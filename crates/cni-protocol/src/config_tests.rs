@@ -174,4 +174,8 @@ fn sniffing_version_for_errors() {
     );
     assert_eq!(sniff_version(br#"{"cniVersion":"0.1.0"}"#), None);
     assert_eq!(sniff_version(b"garbage"), None);
+    assert_eq!(
+        sniff_version(br#"{"cniVersions":["0.4.0","1.0.0"]}"#),
+        Some(CniVersion::V1_0_0)
+    );
 }

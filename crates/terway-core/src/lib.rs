@@ -31,6 +31,9 @@ pub use cni_conf::{BandwidthMode, EniipVirtualType, TerwayCniConf, VlanStripType
 pub use config_error::ConfigError;
 pub use duration::GoDuration;
 pub use eni_conf::{EniConf, EniSelectionPolicy, IpStack, IpamType, VSwitchSelectionPolicy};
-pub use limits::{check_node_admission, pool_sizing, InstanceLimits, PoolKnobs, PoolSizing};
+pub use limits::{
+    check_node_admission, ips_to_add, ips_to_release, pool_sizing, InstanceLimits, PoolKnobs,
+    PoolSizing,
+};
 pub use merge_patch::merge_patch;
 pub use types::{annotations, vswitch_gateway, Mode, PodKey};

@@ -158,6 +158,26 @@ pub fn pool_sizing(adapters: u32, ips_per_eni: u32, k: &PoolKnobs) -> PoolSizing
     }
 }
 
+/// How many idle IPs a pool sync should release (reference §4.2, `calculateToDel`): everything above
+/// `max_pool_size`, plus — when an idle-reclaim round is due — up to `reclaim_batch` more, never
+/// going below `min_pool_size`.
+pub fn ips_to_release(idle: u32, sizing: &PoolSizing, reclaim_batch: Option<u32>) -> u32 {
+    let over = idle.saturating_sub(sizing.max_pool_size);
+    let remaining = idle - over;
+    let extra = reclaim_batch.map_or(0, |batch| {
+        batch.min(remaining.saturating_sub(sizing.min_pool_size))
+    });
+    over + extra
+}
+
+/// How many IPs a pool sync should pre-allocate: up to `min_pool_size` idle, without exceeding the
+/// pool's capacity given `in_use` IPs already held by pods.
+pub fn ips_to_add(idle: u32, in_use: u32, sizing: &PoolSizing) -> u32 {
+    let deficit = sizing.min_pool_size.saturating_sub(idle);
+    let room = sizing.capacity.saturating_sub(idle.saturating_add(in_use));
+    deficit.min(room)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,6 +235,30 @@ mod tests {
             max_pool_size: 5,
             min_pool_size: 0,
         }
+    }
+
+    #[test]
+    fn release_and_add() {
+        let s = PoolSizing {
+            max_eni: 3,
+            capacity: 30,
+            max_pool_size: 5,
+            min_pool_size: 2,
+        };
+        assert_eq!(ips_to_release(8, &s, None), 3);
+        assert_eq!(
+            ips_to_release(8, &s, Some(5)),
+            6,
+            "reclaim stops at min_pool_size"
+        );
+        assert_eq!(ips_to_release(4, &s, Some(1)), 1);
+        assert_eq!(ips_to_release(2, &s, Some(5)), 0);
+        assert_eq!(ips_to_release(0, &s, Some(5)), 0);
+        assert_eq!(ips_to_add(0, 10, &s), 2);
+        assert_eq!(ips_to_add(1, 10, &s), 1);
+        assert_eq!(ips_to_add(3, 10, &s), 0);
+        assert_eq!(ips_to_add(0, 29, &s), 1, "capacity bounds pre-allocation");
+        assert_eq!(ips_to_add(0, 30, &s), 0);
     }
 
     #[test]
