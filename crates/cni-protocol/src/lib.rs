@@ -33,6 +33,8 @@
 //!
 //! In `main`, use [`run_process`] and `std::process::exit` with its return value.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod env;
 pub mod error;

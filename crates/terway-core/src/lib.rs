@@ -12,6 +12,8 @@
 //! assert_eq!((conf.min_pool_size, conf.max_pool_size), (2, 10));
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod backoff;
 pub mod bandwidth;
 pub mod cni_conf;

@@ -38,6 +38,15 @@ pub fn lingjun_exclusive_pod_limit(leni_quota: u32) -> u32 {
     leni_quota.saturating_sub(1)
 }
 
+/// Prefix mode's advertised pod IPs (node annotation `max-available-ip`):
+/// `(IPv4PerAdapter − 1) × 16 × (TotalAdapters − 1)`, one /28 per secondary IP slot.
+pub fn prefix_mode_max_ips(ipv4_per_adapter: u32, total_adapters: u32) -> u32 {
+    ipv4_per_adapter
+        .saturating_sub(1)
+        .saturating_mul(16)
+        .saturating_mul(total_adapters.saturating_sub(1))
+}
+
 /// A shared-mode node joins the cluster only if its pod limit is greater than this.
 pub const SHARED_MIN_POD_LIMIT_EXCLUSIVE_BOUND: u32 = 11;
 /// An exclusive-mode node joins the cluster only if its pod limit is greater than this.
@@ -199,6 +208,8 @@ mod tests {
         assert_eq!(pod_limit(Mode::VpcRoute, &G7_4XLARGE), None);
         assert_eq!(lingjun_exclusive_pod_limit(4), 3);
         assert_eq!(lingjun_exclusive_pod_limit(0), 0);
+        assert_eq!(prefix_mode_max_ips(30, 8), 29 * 16 * 7);
+        assert_eq!(prefix_mode_max_ips(0, 0), 0);
     }
 
     #[test]
