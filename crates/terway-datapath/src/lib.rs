@@ -2,6 +2,7 @@
 //! lab fabric reuses them) and the per-mode pod drivers (policy-route veth, ipvlan, exclusive ENI, VPC route).
 
 pub mod addr;
+pub mod driver;
 pub mod error;
 pub mod link;
 pub mod neigh;
@@ -11,6 +12,7 @@ pub mod route;
 pub mod rule;
 pub mod sysctl;
 pub mod tc;
+pub mod testbed;
 
 pub use error::{Context, Error, ErrorList, Result};
 pub use link::{Link, MacAddr};

@@ -345,8 +345,10 @@ pub struct LinkUpdate {
     pub mac: Option<MacAddr>,
     /// Bring up (`true`) or down (`false`).
     pub up: Option<bool>,
-    /// New `ifalias`.
+    /// New `ifalias` (empty string clears it).
     pub alias: Option<String>,
+    /// Set (`true`) or clear IFF_NOARP.
+    pub noarp: Option<bool>,
 }
 
 /// Apply `update` to link `index`.
@@ -365,9 +367,15 @@ pub async fn update_link(nl: &Netlink, index: u32, update: &LinkUpdate) -> Resul
         m.attributes.push(LinkAttribute::IfAlias(a.clone()));
     }
     if let Some(up) = update.up {
-        m.header.change_mask = LinkFlags::Up;
+        m.header.change_mask |= LinkFlags::Up;
         if up {
-            m.header.flags = LinkFlags::Up;
+            m.header.flags |= LinkFlags::Up;
+        }
+    }
+    if let Some(noarp) = update.noarp {
+        m.header.change_mask |= LinkFlags::Noarp;
+        if noarp {
+            m.header.flags |= LinkFlags::Noarp;
         }
     }
     nl.execute(RouteNetlinkMessage::SetLink(m), ACK, || {

@@ -36,6 +36,9 @@ pub(crate) const EINVAL_: i32 = nix::libc::EINVAL;
 pub struct Netlink {
     handle: rtnetlink::Handle,
     ns: String,
+    // The kernel runs one dump per socket at a time (a second one gets EBUSY), so dumps on a shared handle
+    // take turns; plain requests do not wait.
+    dump_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Netlink {
@@ -75,7 +78,11 @@ impl Netlink {
         let socket = unsafe { TokioSocket::from_raw_fd(raw) };
         let (conn, handle, _) = rtnetlink::from_socket(socket);
         tokio::spawn(conn);
-        Ok(Self { handle, ns })
+        Ok(Self {
+            handle,
+            ns,
+            dump_lock: Default::default(),
+        })
     }
 
     /// Which namespace this socket talks to (for messages).
@@ -130,6 +137,11 @@ impl Netlink {
         flags: u16,
         op: impl Fn() -> String,
     ) -> Result<Vec<RouteNetlinkMessage>> {
+        let _turn = if flags & NLM_F_DUMP == NLM_F_DUMP {
+            Some(self.dump_lock.lock().await)
+        } else {
+            None
+        };
         let mut req = NetlinkMessage::from(msg);
         req.header.flags = flags;
         let mut handle = self.handle.clone();

@@ -1,0 +1,257 @@
+//! Building blocks shared by the drivers: the veth pair, the pod's link-local gateway, host sysctls,
+//! the ENI lookup and lock, and the state checks CHECK uses.
+
+use std::fs::OpenOptions;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use nix::fcntl::{Flock, FlockArg};
+
+use super::{HostCtx, PodCtx, PodNetwork, LINK_LOCAL_GW};
+use crate::addr::{self, Scope};
+use crate::error::{Context, Error, Result};
+use crate::link::{self, Link, LinkUpdate, MacAddr};
+use crate::neigh;
+use crate::nl::Netlink;
+use crate::route::{self, Route};
+use crate::rule::{self, Rule};
+use crate::sysctl;
+
+/// Find the pod's ENI in the host namespace by MAC, waiting (bounded) while it appears.
+pub(crate) async fn find_eni(host: &HostCtx, net: &PodNetwork) -> Result<Link> {
+    let eni = net.require_eni()?;
+    link::wait_link_by_mac(
+        &host.nl,
+        eni.mac,
+        host.eni_wait_attempts,
+        host.eni_wait_interval,
+    )
+    .await
+}
+
+/// Exclusive lock on one ENI's shared state (its address and route table) held while it is programmed, so
+/// concurrent ADDs on other ENIs never wait (no global lock).
+pub(crate) struct EniLock(#[allow(dead_code)] Flock<std::fs::File>);
+
+pub(crate) async fn lock_eni(host: &HostCtx, mac: MacAddr) -> Result<EniLock> {
+    let dir = host.lock_dir.clone();
+    let path = dir.join(format!("eni-{}.lock", mac.to_string().replace(':', "")));
+    let io = |e: std::io::Error| Error::Invalid(format!("lock file {}: {e}", path.display()));
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    let locked = tokio::task::spawn_blocking(move || Flock::lock(file, FlockArg::LockExclusive))
+        .await
+        .map_err(|e| Error::Invalid(format!("lock task: {e}")))?;
+    locked
+        .map(EniLock)
+        .map_err(|(_, errno)| Error::Invalid(format!("lock {}: {errno}", path.display())))
+}
+
+/// §3.0 host settings: forwarding on, rp_filter off, globally and on the given links.
+pub(crate) fn ensure_host_sysctls(host: &HostCtx, links: &[&str]) -> Result<()> {
+    let mut pairs = vec![
+        ("net.ipv4.conf.all.forwarding".to_string(), "1".to_string()),
+        (
+            "net.ipv4.conf.default.forwarding".to_string(),
+            "1".to_string(),
+        ),
+        ("net.ipv4.conf.all.rp_filter".to_string(), "0".to_string()),
+        (
+            "net.ipv4.conf.default.rp_filter".to_string(),
+            "0".to_string(),
+        ),
+    ];
+    for l in links {
+        pairs.push((sysctl::ipv4_link_key(l, "forwarding"), "1".into()));
+        pairs.push((sysctl::ipv4_link_key(l, "rp_filter"), "0".into()));
+    }
+    sysctl::ensure_sysctls(&host.ns, &pairs)
+}
+
+/// Create a fresh veth pair `host_name` ↔ `pod_name` (pod side directly in the pod namespace); whatever
+/// held those names before is removed first. Both ends are up, `lo` in the pod too.
+pub(crate) async fn create_veth_pair(
+    host: &HostCtx,
+    pod: &PodCtx,
+    host_name: &str,
+    pod_name: &str,
+    mtu: u32,
+) -> Result<(Link, Link)> {
+    link::remove_link_by_name(&host.nl, host_name).await?;
+    link::remove_link_by_name(&pod.nl, pod_name).await?;
+    let host_link = link::create_veth(
+        &host.nl,
+        host_name,
+        pod_name,
+        Some(&pod.ns),
+        Some(mtu),
+        None,
+    )
+    .await?;
+    link::set_up(&host.nl, host_link.index).await?;
+    let pod_link = link::require_link(&pod.nl, pod_name).await?;
+    link::set_up(&pod.nl, pod_link.index).await?;
+    let lo = link::require_link(&pod.nl, "lo").await?;
+    link::set_up(&pod.nl, lo.index).await?;
+    let host_link = link::link_by_index(&host.nl, host_link.index)
+        .await?
+        .unwrap_or(host_link);
+    Ok((host_link, pod_link))
+}
+
+/// Pod side of the veth modes: `podIP/32`, permanent neighbour 169.254.1.1 → host veth MAC, default route
+/// via 169.254.1.1 onlink (when this interface carries it) and extra routes via the same gateway.
+pub(crate) async fn setup_pod_gateway(
+    pod_nl: &Netlink,
+    pod_link: &Link,
+    host_mac: MacAddr,
+    net: &PodNetwork,
+) -> Result<()> {
+    let gw = IpAddr::V4(LINK_LOCAL_GW);
+    addr::set_addrs(
+        pod_nl,
+        pod_link.index,
+        &[(net.pod_net_v4()?, Scope::Universe)],
+    )
+    .await?;
+    neigh::ensure_permanent_neighbour(pod_nl, pod_link.index, gw, host_mac).await?;
+    if net.default_route {
+        route::ensure_route(
+            pod_nl,
+            &Route::via_onlink(Route::default_dst(&gw), gw, pod_link.index),
+        )
+        .await?;
+    }
+    if !net.extra_routes.is_empty() {
+        route::ensure_route(
+            pod_nl,
+            &Route::link_scope(IpNet::from(IpAddr::V4(LINK_LOCAL_GW)), pod_link.index),
+        )
+        .await?;
+        for dst in net.extra_routes.iter().filter(|d| d.addr().is_ipv4()) {
+            route::ensure_route(pod_nl, &Route::via_onlink(*dst, gw, pod_link.index)).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The veth modes' pod-gateway state, verified.
+pub(crate) async fn check_pod_gateway(
+    pod_nl: &Netlink,
+    pod_link: &Link,
+    host_mac: MacAddr,
+    net: &PodNetwork,
+) -> Result<()> {
+    let gw = IpAddr::V4(LINK_LOCAL_GW);
+    check_addr(pod_nl, pod_link, net.pod_net_v4()?).await?;
+    let n = neigh::list_neighbours(pod_nl, pod_link.index).await?;
+    if !n
+        .iter()
+        .any(|n| n.ip == gw && n.permanent && n.mac == Some(host_mac))
+    {
+        return Err(Error::Mismatch(format!(
+            "{}: no permanent neighbour {gw} lladdr {host_mac}",
+            pod_link.name
+        )));
+    }
+    if net.default_route {
+        check_route(
+            pod_nl,
+            &Route::via_onlink(Route::default_dst(&gw), gw, pod_link.index),
+        )
+        .await?;
+    }
+    for dst in net.extra_routes.iter().filter(|d| d.addr().is_ipv4()) {
+        check_route(pod_nl, &Route::via_onlink(*dst, gw, pod_link.index)).await?;
+    }
+    Ok(())
+}
+
+/// Look up a link and verify it is up with the expected MTU.
+pub(crate) async fn check_link(nl: &Netlink, name: &str, mtu: Option<u32>) -> Result<Link> {
+    let l = link::link_by_name(nl, name)
+        .await?
+        .ok_or_else(|| Error::Mismatch(format!("link {name} is missing in {}", nl.namespace())))?;
+    if !l.up {
+        return Err(Error::Mismatch(format!("link {name} is down")));
+    }
+    if let Some(m) = mtu {
+        if l.mtu != m {
+            return Err(Error::Mismatch(format!(
+                "link {name} has MTU {} instead of {m}",
+                l.mtu
+            )));
+        }
+    }
+    Ok(l)
+}
+
+/// Verify `net` is on `link`.
+pub(crate) async fn check_addr(nl: &Netlink, link: &Link, net: IpNet) -> Result<()> {
+    if addr::list_addrs(nl, Some(link.index))
+        .await?
+        .iter()
+        .any(|a| a.net == net)
+    {
+        Ok(())
+    } else {
+        Err(Error::Mismatch(format!(
+            "address {net} is missing on {}",
+            link.name
+        )))
+    }
+}
+
+/// Verify a route exists.
+pub(crate) async fn check_route(nl: &Netlink, want: &Route) -> Result<()> {
+    let have = route::list_routes(nl, want.dst.addr().is_ipv4(), Some(want.table)).await?;
+    if have.iter().any(|r| want.matches(r)) {
+        Ok(())
+    } else {
+        Err(Error::Mismatch(format!(
+            "route {want} is missing in {}",
+            nl.namespace()
+        )))
+    }
+}
+
+/// Verify a rule exists.
+pub(crate) async fn check_rule(nl: &Netlink, want: &Rule) -> Result<()> {
+    if rule::list_rules(nl, want.v4).await?.contains(want) {
+        Ok(())
+    } else {
+        Err(Error::Mismatch(format!("rule {want} is missing")))
+    }
+}
+
+/// Rename-free MTU/up for an existing link.
+pub(crate) async fn ensure_link_mtu_up(nl: &Netlink, l: &Link, mtu: u32) -> Result<()> {
+    if l.mtu != mtu || !l.up {
+        link::update_link(
+            nl,
+            l.index,
+            &LinkUpdate {
+                mtu: Some(mtu),
+                up: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .context(|| format!("set MTU {mtu} and up on {}", l.name))?;
+    }
+    Ok(())
+}
+
+/// Remove the pod interface inside the pod namespace if it is still there (the host veth's deletion
+/// normally takes it along).
+pub(crate) async fn remove_pod_link(pod: Option<&PodCtx>, name: &str) -> Result<()> {
+    if let Some(p) = pod {
+        link::remove_link_by_name(&p.nl, name).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,508 @@
+//! Every driver against the real kernel: setup → exact state → traffic → check → teardown → nothing left.
+
+use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use terway_core::{EniipVirtualType, Mode};
+use terway_datapath::driver::{
+    self, eni_table, AnyDriver, Bandwidth, Driver, DriverKind, EniRef, HostCtx, PodCtx,
+    PodIdentity, PodNetwork,
+};
+use terway_datapath::route::{self, MAIN_TABLE};
+use terway_datapath::testbed::Testbed;
+use terway_datapath::{addr, link, neigh, rule, sysctl, tc, Netns};
+
+fn host_ctx(tb: &Testbed, lock_dir: &std::path::Path) -> HostCtx {
+    let mut h = HostCtx::new(tb.host.try_clone().unwrap(), lock_dir.to_path_buf()).unwrap();
+    h.eni_wait_attempts = 3;
+    h.eni_wait_interval = Duration::from_millis(50);
+    h
+}
+
+fn pod_net(tb: &Testbed, name: &str, ip: Ipv4Addr) -> PodNetwork {
+    PodNetwork {
+        pod: PodIdentity {
+            namespace: "default".into(),
+            name: name.into(),
+            container_id: format!("cid-{name}"),
+        },
+        if_name: "eth0".into(),
+        ipv4: Some(ip),
+        ipv6: None,
+        subnet_v4: Some(tb.vswitch),
+        gateway_v4: Some(tb.gateway),
+        eni: Some(EniRef {
+            mac: tb.eni_mac,
+            gateway: Some(IpAddr::V4(tb.gateway)),
+            primary_ip: Some(IpAddr::V4(tb.node_ip)),
+        }),
+        node_ip: Some(IpAddr::V4(tb.node_ip)),
+        service_cidrs: vec!["172.21.0.0/20".parse().unwrap()],
+        host_stack_cidrs: vec!["169.254.20.10/32".parse().unwrap()],
+        extra_routes: vec![],
+        default_route: true,
+        mtu: 1500,
+        bandwidth: Bandwidth::default(),
+        disable_host_peer: false,
+    }
+}
+
+fn ping(ns_name: &str, dst: Ipv4Addr) -> bool {
+    std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns_name,
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            &dst.to_string(),
+        ])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Listen on `ip:port` inside `server`, connect from `client`, exchange one byte.
+fn tcp_connects(server: &Netns, client: &Netns, ip: Ipv4Addr, port: u16) -> bool {
+    let listener = server
+        .run(move || TcpListener::bind((ip, port)))
+        .unwrap()
+        .unwrap();
+    let accept = std::thread::spawn(move || {
+        listener.set_nonblocking(false).ok();
+        listener.accept().map(|(mut s, _)| {
+            use std::io::Write;
+            s.write_all(b"k").is_ok()
+        })
+    });
+    let ok = client
+        .run(move || {
+            use std::io::Read;
+            let mut s = TcpStream::connect_timeout(&(ip, port).into(), Duration::from_secs(3))?;
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b)?;
+            Ok::<_, std::io::Error>(b[0] == b'k')
+        })
+        .unwrap()
+        .unwrap_or(false);
+    ok && accept.join().map(|r| r.unwrap_or(false)).unwrap_or(false)
+}
+
+/// Nothing of ours in the host namespace: no cali*/ipvl_* links, no 512/2048 rules, no route to the pod,
+/// no tbf anywhere.
+async fn assert_host_clean(tb: &Testbed, pod_ip: Ipv4Addr) {
+    let links = link::list_links(&tb.host_nl).await.unwrap();
+    assert!(
+        links
+            .iter()
+            .all(|l| !l.name.starts_with("cali") && !l.name.starts_with("ipvl_")),
+        "{links:?}"
+    );
+    let rules = rule::list_rules(&tb.host_nl, true).await.unwrap();
+    assert!(
+        rules
+            .iter()
+            .all(|r| r.priority != 512 && r.priority != 2048),
+        "{rules:?}"
+    );
+    let pod = IpNet::from(IpAddr::V4(pod_ip));
+    let routes = route::list_routes(&tb.host_nl, true, None).await.unwrap();
+    assert!(routes.iter().all(|r| r.dst != pod), "{routes:?}");
+    for l in &links {
+        let q = tc::list_qdiscs(&tb.host_nl, l.index).await.unwrap();
+        assert!(q.iter().all(|q| q.kind != "tbf"), "{q:?}");
+    }
+}
+
+fn lock_dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+#[tokio::test]
+async fn policy_route_full_lifecycle() {
+    let tb = Testbed::new(31).await.unwrap();
+    let locks = lock_dir();
+    let host = host_ctx(&tb, locks.path());
+    let (pod_name, pod_path) = tb.pod_ns("a").unwrap();
+    let pod = PodCtx::open(&pod_path).unwrap();
+    let pod_ip = Ipv4Addr::new(10, 31, 0, 5);
+    let mut net = pod_net(&tb, "web", pod_ip);
+    net.bandwidth = Bandwidth {
+        ingress: Some(1_250_000),
+        egress: Some(2_500_000),
+    };
+    let d = AnyDriver::new(DriverKind::PolicyRoute);
+    d.validate(&net).unwrap();
+    let out = d.setup(&host, &pod, &net).await.unwrap();
+    let hv = net.host_veth();
+    assert_eq!(out.host_if.as_ref().unwrap().0, hv);
+    tb.vpc_learn(pod_ip).await.unwrap();
+
+    // pod side, exactly
+    let plinks = link::list_links(&pod.nl).await.unwrap();
+    let names: Vec<_> = plinks.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["lo", "eth0"]);
+    let eth0 = &plinks[1];
+    let host_link = link::require_link(&host.nl, &hv).await.unwrap();
+    let paddrs: Vec<_> = addr::list_addrs(&pod.nl, Some(eth0.index))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.net.addr().is_ipv4())
+        .collect();
+    assert_eq!(paddrs.len(), 1);
+    assert_eq!(paddrs[0].net.to_string(), "10.31.0.5/32");
+    let proutes = route::list_routes(&pod.nl, true, Some(MAIN_TABLE))
+        .await
+        .unwrap();
+    assert_eq!(proutes.len(), 1, "{proutes:?}");
+    assert_eq!(
+        proutes[0].to_string(),
+        format!(
+            "0.0.0.0/0 via 169.254.1.1 dev #{} onlink table 254",
+            eth0.index
+        )
+    );
+    let n = neigh::list_neighbours(&pod.nl, eth0.index).await.unwrap();
+    assert!(n
+        .iter()
+        .any(|n| n.ip == IpAddr::V4(Ipv4Addr::new(169, 254, 1, 1))
+            && n.permanent
+            && n.mac == host_link.mac));
+
+    // host side, exactly
+    let eni = link::require_link(&host.nl, &tb.eni_name).await.unwrap();
+    let eaddrs: Vec<_> = addr::list_addrs(&host.nl, Some(eni.index))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.net.addr().is_ipv4())
+        .collect();
+    assert_eq!(eaddrs.len(), 1);
+    assert_eq!(eaddrs[0].net.to_string(), "10.31.0.10/32");
+    let table = eni_table(eni.index);
+    let troutes = route::list_routes(&host.nl, true, Some(table))
+        .await
+        .unwrap();
+    assert_eq!(troutes.len(), 1);
+    assert_eq!(
+        troutes[0].to_string(),
+        format!(
+            "0.0.0.0/0 via 10.31.0.253 dev #{} onlink table {table}",
+            eni.index
+        )
+    );
+    let hroutes = route::list_routes(&host.nl, true, Some(MAIN_TABLE))
+        .await
+        .unwrap();
+    assert!(
+        hroutes.iter().any(|r| r.to_string()
+            == format!("10.31.0.5/32 dev #{} scope link table 254", host_link.index)),
+        "{hroutes:?}"
+    );
+    let rules: Vec<String> = rule::list_rules(&host.nl, true)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.priority == 512 || r.priority == 2048)
+        .map(|r| r.to_string())
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            "512: to 10.31.0.5/32 lookup 254".to_string(),
+            format!("2048: from 10.31.0.5/32 lookup {table}")
+        ]
+    );
+    for (k, v) in [
+        ("net.ipv4.conf.all.forwarding", "1"),
+        ("net.ipv4.conf.all.rp_filter", "0"),
+        (&format!("net.ipv4.conf.{hv}.rp_filter") as &str, "0"),
+        ("net.ipv4.conf.eth1.forwarding", "1"),
+    ] {
+        assert_eq!(sysctl::read_sysctl(&tb.host, k).unwrap(), v, "{k}");
+    }
+    let pq = tc::list_qdiscs(&pod.nl, eth0.index).await.unwrap();
+    let t = pq.iter().find(|q| q.is_root()).unwrap();
+    assert_eq!((t.kind.as_str(), t.tbf.unwrap().rate), ("tbf", 2_500_000));
+    let hq = tc::list_qdiscs(&host.nl, host_link.index).await.unwrap();
+    assert_eq!(
+        hq.iter().find(|q| q.is_root()).unwrap().tbf.unwrap().rate,
+        1_250_000
+    );
+
+    // traffic: the peer behind the ENI and the node
+    assert!(ping(&pod_name, tb.peer_ip), "pod -> vpc peer");
+    assert!(ping(&pod_name, tb.node_ip), "pod -> node");
+    assert!(
+        tcp_connects(&tb.vpc, &pod.ns, tb.peer_ip, 18080),
+        "pod -> peer TCP"
+    );
+    assert!(
+        tcp_connects(&pod.ns, &tb.vpc, pod_ip, 18081),
+        "peer -> pod TCP"
+    );
+
+    d.check(&host, &pod, &net).await.unwrap();
+    // drift is reported with the first difference
+    neigh::remove_neighbour(
+        &pod.nl,
+        eth0.index,
+        IpAddr::V4(Ipv4Addr::new(169, 254, 1, 1)),
+    )
+    .await
+    .unwrap();
+    let e = d.check(&host, &pod, &net).await.unwrap_err().to_string();
+    assert!(e.contains("permanent neighbour 169.254.1.1"), "{e}");
+
+    // ADD again for the same container repairs everything
+    d.setup(&host, &pod, &net).await.unwrap();
+    d.check(&host, &pod, &net).await.unwrap();
+    let n512 = rule::list_rules(&host.nl, true)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.priority == 512)
+        .count();
+    assert_eq!(n512, 1);
+
+    d.teardown(&host, Some(&pod), &net).await.unwrap();
+    d.teardown(&host, Some(&pod), &net).await.unwrap();
+    assert_host_clean(&tb, pod_ip).await;
+    let plinks = link::list_links(&pod.nl).await.unwrap();
+    assert_eq!(plinks.len(), 1, "only lo remains: {plinks:?}");
+    // The ENI's shared state stays for the other pods on it.
+    assert_eq!(
+        route::list_routes(&host.nl, true, Some(table))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn teardown_after_netns_vanished_and_parallel_pods() {
+    let tb = Testbed::new(32).await.unwrap();
+    let locks = lock_dir();
+    let host = host_ctx(&tb, locks.path());
+    let d = AnyDriver::new(DriverKind::PolicyRoute);
+    let mut pods = Vec::new();
+    for i in 0..6u8 {
+        let (_, path) = tb.pod_ns(&format!("p{i}")).unwrap();
+        pods.push((
+            path,
+            pod_net(&tb, &format!("pod{i}"), Ipv4Addr::new(10, 32, 0, 20 + i)),
+        ));
+    }
+    // parallel ADDs on one ENI
+    let ctxs: Vec<PodCtx> = pods.iter().map(|(p, _)| PodCtx::open(p).unwrap()).collect();
+    let futs = ctxs
+        .iter()
+        .zip(pods.iter())
+        .map(|(c, (_, n))| d.setup(&host, c, n));
+    for r in futures::future::join_all(futs).await {
+        r.unwrap();
+    }
+    for (c, (_, n)) in ctxs.iter().zip(pods.iter()) {
+        d.check(&host, c, n).await.unwrap();
+    }
+    let rules = rule::list_rules(&host.nl, true).await.unwrap();
+    assert_eq!(rules.iter().filter(|r| r.priority == 2048).count(), 6);
+
+    // the netns disappears between ADD and DEL: DEL still removes host state by identity
+    drop(ctxs);
+    for (path, _) in &pods {
+        Netns::delete_path(path).unwrap();
+    }
+    for (_, n) in &pods {
+        d.teardown(&host, None, n).await.unwrap();
+        d.teardown(&host, None, n).await.unwrap();
+    }
+    assert_host_clean(&tb, Ipv4Addr::new(10, 32, 0, 20)).await;
+}
+
+#[tokio::test]
+async fn missing_eni_fails_before_touching_anything() {
+    let tb = Testbed::new(33).await.unwrap();
+    let locks = lock_dir();
+    let host = host_ctx(&tb, locks.path());
+    let (_, path) = tb.pod_ns("x").unwrap();
+    let pod = PodCtx::open(&path).unwrap();
+    let mut net = pod_net(&tb, "ghost", Ipv4Addr::new(10, 33, 0, 7));
+    net.eni.as_mut().unwrap().mac = "02:ff:ff:00:00:01".parse().unwrap();
+    let e = AnyDriver::new(DriverKind::PolicyRoute)
+        .setup(&host, &pod, &net)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("no link with MAC 02:ff:ff:00:00:01 after 3 attempts"),
+        "{e}"
+    );
+    assert_host_clean(&tb, Ipv4Addr::new(10, 33, 0, 7)).await;
+    assert_eq!(link::list_links(&pod.nl).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn ipvlan_falls_back_to_policy_route_here() {
+    let tb = Testbed::new(34).await.unwrap();
+    let locks = lock_dir();
+    let host = host_ctx(&tb, locks.path());
+    let net = pod_net(&tb, "ipv", Ipv4Addr::new(10, 34, 0, 9));
+    let eni = link::require_link(&host.nl, &tb.eni_name).await.unwrap();
+    let supported = driver::probe_ipvlan(&host.nl, eni.index).await.unwrap();
+    let kernel_has_ipvlan = std::path::Path::new("/sys/module/ipvlan").exists();
+    assert_eq!(supported, kernel_has_ipvlan);
+    let (d, fb) = driver::select_driver(&host, Mode::Shared, EniipVirtualType::Ipvlan, &net)
+        .await
+        .unwrap();
+    if kernel_has_ipvlan {
+        assert_eq!(d.kind(), DriverKind::Ipvlan);
+        assert!(fb.is_none());
+    } else {
+        assert_eq!(d.kind(), DriverKind::PolicyRoute);
+        assert_eq!(fb.unwrap().requested, DriverKind::Ipvlan);
+        // the probe leaves nothing behind
+        let links = link::list_links(&host.nl).await.unwrap();
+        assert!(
+            links.iter().all(|l| !l.name.starts_with("ipvlprobe")),
+            "{links:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn vpc_route_lifecycle() {
+    let tb = Testbed::new(35).await.unwrap();
+    let locks = lock_dir();
+    let host = host_ctx(&tb, locks.path());
+    let (pod_name, path) = tb.pod_ns("v").unwrap();
+    let pod = PodCtx::open(&path).unwrap();
+    let pod_ip = Ipv4Addr::new(172, 20, 1, 5);
+    let mut net = pod_net(&tb, "vpcpod", pod_ip);
+    net.eni = None;
+    net.subnet_v4 = Some("172.20.1.0/24".parse().unwrap());
+    net.bandwidth.egress = Some(1_000_000);
+    // In VPC-route mode the node's own address sits on its primary interface.
+    let eth1 = link::require_link(&host.nl, &tb.eni_name).await.unwrap();
+    addr::ensure_addr(
+        &host.nl,
+        eth1.index,
+        "10.35.0.10/24".parse().unwrap(),
+        addr::Scope::Universe,
+    )
+    .await
+    .unwrap();
+    let d = AnyDriver::new(DriverKind::VpcRoute);
+    d.validate(&net).unwrap();
+    let mut bad = net.clone();
+    bad.ipv4 = Some(Ipv4Addr::new(172, 20, 2, 5));
+    assert!(d.validate(&bad).is_err(), "IP outside the PodCIDR");
+    d.setup(&host, &pod, &net).await.unwrap();
+    d.check(&host, &pod, &net).await.unwrap();
+    assert!(ping(&pod_name, tb.node_ip), "pod -> node");
+    assert!(tcp_connects(&tb.host, &pod.ns, tb.node_ip, 18082));
+    let rules = rule::list_rules(&host.nl, true).await.unwrap();
+    assert!(rules.iter().all(|r| r.priority != 2048));
+    d.teardown(&host, Some(&pod), &net).await.unwrap();
+    d.teardown(&host, Some(&pod), &net).await.unwrap();
+    assert_host_clean(&tb, pod_ip).await;
+}
+
+#[tokio::test]
+async fn exclusive_eni_moves_in_and_back_under_its_name() {
+    let tb = Testbed::new(36).await.unwrap();
+    let locks = lock_dir();
+    let host = host_ctx(&tb, locks.path());
+    let (pod_name, path) = tb.pod_ns("e").unwrap();
+    let pod = PodCtx::open(&path).unwrap();
+    let pod_ip = Ipv4Addr::new(10, 36, 0, 44);
+    let mut net = pod_net(&tb, "excl", pod_ip);
+    // The node reaches the pod through the veth1/cali pair; give the host an address of its own for that.
+    net.node_ip = Some(IpAddr::V4(Ipv4Addr::new(192, 168, 77, 1)));
+    let lo = link::require_link(&host.nl, "lo").await.unwrap();
+    addr::ensure_addr(
+        &host.nl,
+        lo.index,
+        "192.168.77.1/32".parse().unwrap(),
+        addr::Scope::Universe,
+    )
+    .await
+    .unwrap();
+    let d = AnyDriver::new(DriverKind::ExclusiveEni);
+    d.validate(&net).unwrap();
+    d.setup(&host, &pod, &net).await.unwrap();
+    assert!(
+        link::link_by_name(&host.nl, &tb.eni_name)
+            .await
+            .unwrap()
+            .is_none(),
+        "ENI left the host"
+    );
+    let eth0 = link::require_link(&pod.nl, "eth0").await.unwrap();
+    assert_eq!(eth0.mac, Some(tb.eni_mac));
+    let veth1 = link::require_link(&pod.nl, "veth1").await.unwrap();
+    let proutes: Vec<String> = route::list_routes(&pod.nl, true, Some(MAIN_TABLE))
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+    for want in [
+        format!(
+            "0.0.0.0/0 via 10.36.0.253 dev #{} onlink table 254",
+            eth0.index
+        ),
+        format!("169.254.1.1/32 dev #{} scope link table 254", veth1.index),
+        format!(
+            "172.21.0.0/20 via 169.254.1.1 dev #{} onlink table 254",
+            veth1.index
+        ),
+        format!(
+            "192.168.77.1/32 via 169.254.1.1 dev #{} onlink table 254",
+            veth1.index
+        ),
+        format!(
+            "169.254.20.10/32 via 169.254.1.1 dev #{} onlink table 254",
+            veth1.index
+        ),
+    ] {
+        assert!(proutes.contains(&want), "{want} not in {proutes:?}");
+    }
+    d.check(&host, &pod, &net).await.unwrap();
+    assert!(
+        ping(&pod_name, tb.peer_ip),
+        "pod -> vpc peer over its own ENI"
+    );
+    assert!(tcp_connects(&tb.vpc, &pod.ns, tb.peer_ip, 18083));
+    assert!(
+        ping(&pod_name, Ipv4Addr::new(192, 168, 77, 1)),
+        "pod -> node over veth1"
+    );
+    // ADD again is harmless
+    d.setup(&host, &pod, &net).await.unwrap();
+    d.check(&host, &pod, &net).await.unwrap();
+
+    d.teardown(&host, Some(&pod), &net).await.unwrap();
+    d.teardown(&host, Some(&pod), &net).await.unwrap();
+    let back = link::require_link(&host.nl, &tb.eni_name).await.unwrap();
+    assert_eq!(back.mac, Some(tb.eni_mac));
+    assert_eq!(back.alias, None);
+    assert_eq!(link::list_links(&pod.nl).await.unwrap().len(), 1);
+    assert_host_clean(&tb, pod_ip).await;
+    // reusable: a second pod gets the same ENI
+    let (_, path2) = tb.pod_ns("f").unwrap();
+    let pod2 = PodCtx::open(&path2).unwrap();
+    d.setup(&host, &pod2, &net).await.unwrap();
+    d.check(&host, &pod2, &net).await.unwrap();
+    d.teardown(&host, Some(&pod2), &net).await.unwrap();
+    assert!(link::link_by_name(&host.nl, &tb.eni_name)
+        .await
+        .unwrap()
+        .is_some());
+}
