@@ -36,6 +36,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod conflist;
 pub mod env;
 pub mod error;
 pub mod request;
