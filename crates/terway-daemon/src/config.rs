@@ -1,0 +1,271 @@
+//! The daemon's resolved configuration: paths, mode and pool knobs with their defaults. Built from
+//! Terway's `eni_conf` keys (see [`crate::eniconf`]) plus command-line flags.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+
+/// How pods are networked on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Secondary IPs of shared ENIs (Terway ENIIP).
+    Shared,
+    /// One whole ENI per pod.
+    Exclusive,
+    /// IPs from the node PodCIDR; the VPC route table forwards the CIDR to the node.
+    VpcRoute,
+}
+
+/// Which ENI an allocation takes its IP from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EniSelection {
+    /// Pack pods onto the fullest ENI (Terway default).
+    MostIps,
+    /// Spread pods over the emptiest ENI.
+    LeastIps,
+}
+
+/// Which vSwitch a new ENI is created in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VSwitchSelection {
+    /// Shuffle the candidates (Terway default).
+    Random,
+    /// The order given in the configuration.
+    Ordered,
+    /// Most available IPs first.
+    Most,
+}
+
+/// Where the Prometheus endpoint listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricsAddr {
+    /// A TCP address, e.g. `127.0.0.1:9450`.
+    Tcp(SocketAddr),
+    /// A unix socket path.
+    Unix(PathBuf),
+}
+
+impl std::str::FromStr for MetricsAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(p) = s.strip_prefix("unix://") {
+            return Ok(MetricsAddr::Unix(PathBuf::from(p)));
+        }
+        if s.starts_with('/') {
+            return Ok(MetricsAddr::Unix(PathBuf::from(s)));
+        }
+        s.parse::<SocketAddr>()
+            .map(MetricsAddr::Tcp)
+            .map_err(|e| format!("metrics address {s:?} is neither host:port nor a unix path: {e}"))
+    }
+}
+
+/// Knobs of the IP/ENI pool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    /// Low watermark of idle IPs (refilled in the background).
+    pub min_idle: u32,
+    /// High watermark of idle IPs (released above it).
+    pub max_idle: u32,
+    /// Keep at least this many ENIs (min pool = min_eni × IPs per ENI when set).
+    pub min_eni: u32,
+    /// Hard cap on secondary ENIs, if any.
+    pub max_eni: Option<u32>,
+    /// Scales the instance's ENI quota.
+    pub eni_cap_ratio: f64,
+    /// Shifts the instance's ENI quota.
+    pub eni_cap_shift: i32,
+    /// One-time pre-allocation of this many IPs on a fresh node.
+    pub warm_up: u32,
+    /// How long the allocator waits to batch demand before calling the cloud.
+    pub batch_window: Duration,
+    /// At most this many IPs per Create/Assign call (the API limit is 10).
+    pub max_ips_per_call: u32,
+    /// ENI choice for allocations.
+    pub eni_selection: EniSelection,
+    /// vSwitch choice for new ENIs.
+    pub vswitch_selection: VSwitchSelection,
+    /// Candidate vSwitches; empty = the node's own vSwitch.
+    pub vswitches: Vec<String>,
+    /// Security groups of new ENIs; empty = those of the primary ENI.
+    pub security_groups: Vec<String>,
+    /// Extra tags on new ENIs (`creator=terway` is always added).
+    pub eni_tags: BTreeMap<String, String>,
+    /// Resource group of new ENIs.
+    pub resource_group_id: Option<String>,
+    /// No ENI creation for this long after EniPerInstanceLimitExceeded.
+    pub inhibit_eni_limit: Duration,
+    /// No allocation from a vSwitch for this long after IpNotEnough / QuotaExceeded.
+    pub inhibit_ip_not_enough: Duration,
+    /// A released IP is not handed out again for this long.
+    pub ip_reuse_cooldown: Duration,
+    /// A StatefulSet-like pod's IP is kept for it this long after release.
+    pub ip_sticky_time: Duration,
+    /// Owner kinds treated like StatefulSet (StatefulSet itself is always included).
+    pub stateful_kinds: Vec<String>,
+    /// Release idle IPs above min after this long without allocations; `None` disables.
+    pub idle_reclaim_after: Option<Duration>,
+    /// How often idle reclaim runs.
+    pub idle_reclaim_interval: Duration,
+    /// IPs released per reclaim round.
+    pub idle_reclaim_batch: u32,
+    /// Period of the background pool sync (refill/trim).
+    pub sync_period: Duration,
+    /// How long an ENI may take to become InUse and visible in metadata.
+    pub eni_ready_timeout: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            min_idle: 0,
+            max_idle: 5,
+            min_eni: 0,
+            max_eni: None,
+            eni_cap_ratio: 1.0,
+            eni_cap_shift: 0,
+            warm_up: 0,
+            batch_window: Duration::from_millis(300),
+            max_ips_per_call: 10,
+            eni_selection: EniSelection::MostIps,
+            vswitch_selection: VSwitchSelection::Random,
+            vswitches: Vec::new(),
+            security_groups: Vec::new(),
+            eni_tags: BTreeMap::new(),
+            resource_group_id: None,
+            inhibit_eni_limit: Duration::from_secs(60),
+            inhibit_ip_not_enough: Duration::from_secs(600),
+            ip_reuse_cooldown: Duration::from_secs(30),
+            ip_sticky_time: Duration::from_secs(300),
+            stateful_kinds: Vec::new(),
+            idle_reclaim_after: None,
+            idle_reclaim_interval: Duration::from_secs(600),
+            idle_reclaim_batch: 5,
+            sync_period: Duration::from_secs(120),
+            eni_ready_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Everything `terwayd` needs to run.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// gRPC unix socket (parent dir is created 0700, socket 0600).
+    pub socket_path: PathBuf,
+    /// Directory of the redb state file.
+    pub state_dir: PathBuf,
+    /// Prometheus endpoint, if any.
+    pub metrics_addr: Option<MetricsAddr>,
+    /// Node name (reported in status; defaults to the instance id).
+    pub node_name: Option<String>,
+    /// Pod networking mode.
+    pub mode: Mode,
+    /// The node PodCIDR (vpc-route mode).
+    pub pod_cidr: Option<Ipv4Net>,
+    /// Service CIDRs pushed to the CNI.
+    pub service_cidrs: Vec<Ipv4Net>,
+    /// Pool knobs.
+    pub pool: PoolConfig,
+    /// Optional JSON file describing the node's live pods (local pod source).
+    pub pods_file: Option<PathBuf>,
+    /// Period of garbage collection (stale pods, leaked ENIs/IPs).
+    pub gc_period: Duration,
+    /// Longest an AllocIP waits for the pool before answering "try again later".
+    pub alloc_timeout: Duration,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            socket_path: PathBuf::from(terway_rpc::DEFAULT_SOCKET_PATH),
+            state_dir: PathBuf::from("/var/lib/cni/terway"),
+            metrics_addr: None,
+            node_name: None,
+            mode: Mode::Shared,
+            pod_cidr: None,
+            service_cidrs: Vec::new(),
+            pool: PoolConfig::default(),
+            pods_file: None,
+            gc_period: Duration::from_secs(300),
+            alloc_timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+impl DaemonConfig {
+    /// Check the combination of settings before anything starts.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.mode == Mode::VpcRoute && self.pod_cidr.is_none() {
+            return Err(
+                "mode vpc-route needs pod_cidr (the node PodCIDR) in eni_conf or --pod-cidr".into(),
+            );
+        }
+        if let Some(c) = self.pod_cidr {
+            if c.prefix_len() > 30 {
+                return Err(format!(
+                    "pod_cidr {c} is too small: it needs at least 2 usable addresses"
+                ));
+            }
+        }
+        if self.pool.min_idle > self.pool.max_idle {
+            return Err(format!(
+                "min_pool_size ({}) is larger than max_pool_size ({})",
+                self.pool.min_idle, self.pool.max_idle
+            ));
+        }
+        if self.pool.max_ips_per_call == 0 || self.pool.max_ips_per_call > 10 {
+            return Err("IPs per cloud call must be 1..=10 (the ECS API limit)".into());
+        }
+        if self.pool.eni_cap_ratio <= 0.0 {
+            return Err("eni_cap_ratio must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The redb file inside the state dir.
+    pub fn db_path(&self) -> PathBuf {
+        self.state_dir.join("terwayd.redb")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_addr_parses_tcp_and_unix() {
+        assert_eq!(
+            "127.0.0.1:9".parse::<MetricsAddr>(),
+            Ok(MetricsAddr::Tcp("127.0.0.1:9".parse().unwrap()))
+        );
+        assert_eq!(
+            "/run/m.sock".parse::<MetricsAddr>(),
+            Ok(MetricsAddr::Unix("/run/m.sock".into()))
+        );
+        assert_eq!(
+            "unix:///x".parse::<MetricsAddr>(),
+            Ok(MetricsAddr::Unix("/x".into()))
+        );
+        assert!("nonsense".parse::<MetricsAddr>().is_err());
+    }
+
+    #[test]
+    fn validate_rejects_bad_combinations() {
+        let mut c = DaemonConfig::default();
+        assert!(c.validate().is_ok());
+        c.mode = Mode::VpcRoute;
+        assert!(c.validate().unwrap_err().contains("pod_cidr"));
+        c.pod_cidr = Some("10.1.0.0/31".parse().unwrap());
+        assert!(c.validate().is_err());
+        c.pod_cidr = Some("10.1.0.0/24".parse().unwrap());
+        assert!(c.validate().is_ok());
+        c.pool.min_idle = 9;
+        assert!(c.validate().unwrap_err().contains("min_pool_size"));
+    }
+}

@@ -1,0 +1,252 @@
+//! Prometheus metrics of the daemon and the HTTP endpoint (`/metrics`) on TCP or a unix socket.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::config::MetricsAddr;
+use crate::error::{DaemonError, Result};
+use crate::pool::state::PoolCounts;
+
+/// Label: a pool slot state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    /// total | idle | in_use | cooldown | releasing.
+    pub state: String,
+}
+
+/// Label: an allocation result.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// ok | exhausted | busy | timeout | error.
+    pub result: String,
+}
+
+/// Label: fast or slow path.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PathLabel {
+    /// fast | slow | existing.
+    pub path: String,
+}
+
+/// Labels of a cloud call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabel {
+    /// API action.
+    pub action: String,
+    /// "ok" or the error code.
+    pub result: String,
+}
+
+/// Label: an inhibit kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InhibitLabel {
+    /// eni_limit | vswitch_exhausted.
+    pub kind: String,
+}
+
+/// All metrics of the daemon.
+pub struct Metrics {
+    registry: Registry,
+    /// Pool slots by state.
+    pub pool: Family<StateLabel, Gauge>,
+    /// Allocations by result.
+    pub allocations: Family<ResultLabel, Counter>,
+    /// Allocation latency by path.
+    pub alloc_latency: Family<PathLabel, Histogram>,
+    /// Cloud calls by action and result.
+    pub cloud_calls: Family<CallLabel, Counter>,
+    /// Active inhibits by kind.
+    pub inhibits: Family<InhibitLabel, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Register every metric under the `terwayd_` prefix.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("terwayd");
+        let pool = Family::<StateLabel, Gauge>::default();
+        let allocations = Family::<ResultLabel, Counter>::default();
+        let alloc_latency = Family::<PathLabel, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.0002, 2.0, 18))) as fn() -> Histogram,
+        );
+        let cloud_calls = Family::<CallLabel, Counter>::default();
+        let inhibits = Family::<InhibitLabel, Gauge>::default();
+        registry.register("pool_ips", "Pool address slots by state", pool.clone());
+        registry.register("allocations", "AllocIP results", allocations.clone());
+        registry.register(
+            "alloc_latency_seconds",
+            "AllocIP latency by path",
+            alloc_latency.clone(),
+        );
+        registry.register(
+            "cloud_calls",
+            "Cloud API calls by action and result",
+            cloud_calls.clone(),
+        );
+        registry.register(
+            "inhibit_active",
+            "Active allocation inhibits by kind",
+            inhibits.clone(),
+        );
+        Metrics {
+            registry,
+            pool,
+            allocations,
+            alloc_latency,
+            cloud_calls,
+            inhibits,
+        }
+    }
+
+    /// Publish pool counts.
+    pub fn set_pool(&self, c: &PoolCounts) {
+        for (state, v) in [
+            ("total", c.total),
+            ("idle", c.idle),
+            ("in_use", c.in_use),
+            ("cooldown", c.cooldown),
+            ("releasing", c.releasing),
+        ] {
+            self.pool
+                .get_or_create(&StateLabel {
+                    state: state.into(),
+                })
+                .set(v as i64);
+        }
+    }
+
+    /// Count one allocation result.
+    pub fn allocation(&self, result: &str) {
+        self.allocations
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    /// Observe an allocation latency.
+    pub fn latency(&self, path: &str, secs: f64) {
+        self.alloc_latency
+            .get_or_create(&PathLabel { path: path.into() })
+            .observe(secs);
+    }
+
+    /// Count a cloud call.
+    pub fn cloud_call(&self, action: &str, result: &str) {
+        self.cloud_calls
+            .get_or_create(&CallLabel {
+                action: action.into(),
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    /// Publish inhibit state.
+    pub fn set_inhibits(&self, eni_limit: bool, vswitches_blocked: usize) {
+        self.inhibits
+            .get_or_create(&InhibitLabel {
+                kind: "eni_limit".into(),
+            })
+            .set(eni_limit as i64);
+        self.inhibits
+            .get_or_create(&InhibitLabel {
+                kind: "vswitch_exhausted".into(),
+            })
+            .set(vswitches_blocked as i64);
+    }
+
+    /// Text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Serve `/metrics` until `shutdown` resolves.
+pub async fn serve(
+    addr: &MetricsAddr,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let m = metrics.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    m.encode(),
+                )
+            }
+        }),
+    );
+    match addr {
+        MetricsAddr::Tcp(a) => {
+            let l = tokio::net::TcpListener::bind(a)
+                .await
+                .map_err(|e| DaemonError::io(format!("bind metrics address {a}"), e))?;
+            Ok(tokio::spawn(async move {
+                if let Err(e) = axum::serve(l, app).with_graceful_shutdown(shutdown).await {
+                    tracing::warn!(error = %e, "metrics server stopped");
+                }
+            }))
+        }
+        MetricsAddr::Unix(p) => {
+            let _ = std::fs::remove_file(p);
+            let l = tokio::net::UnixListener::bind(p)
+                .map_err(|e| DaemonError::io(format!("bind metrics socket {}", p.display()), e))?;
+            Ok(tokio::spawn(async move {
+                if let Err(e) = axum::serve(l, app).with_graceful_shutdown(shutdown).await {
+                    tracing::warn!(error = %e, "metrics server stopped");
+                }
+            }))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_every_family() {
+        let m = Metrics::new();
+        m.set_pool(&PoolCounts {
+            total: 3,
+            idle: 1,
+            in_use: 2,
+            cooldown: 0,
+            releasing: 0,
+        });
+        m.allocation("ok");
+        m.latency("fast", 0.001);
+        m.cloud_call("AssignPrivateIpAddresses", "ok");
+        m.set_inhibits(true, 2);
+        let text = m.encode();
+        for needle in [
+            "terwayd_pool_ips{state=\"in_use\"} 2",
+            "terwayd_allocations_total{result=\"ok\"} 1",
+            "terwayd_alloc_latency_seconds_count{path=\"fast\"} 1",
+            "terwayd_cloud_calls_total{action=\"AssignPrivateIpAddresses\",result=\"ok\"} 1",
+            "terwayd_inhibit_active{kind=\"vswitch_exhausted\"} 2",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+}

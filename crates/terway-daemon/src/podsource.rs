@@ -1,0 +1,165 @@
+//! Where the daemon learns about pods beyond what the CNI request says: owner kind, annotations,
+//! labels, and which pods still exist on the node (for GC). The local implementation reads an optional
+//! JSON file the lab writes; a kube-rs implementation can implement the same trait later.
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::path::PathBuf;
+
+use crate::pool::state::PodKey;
+
+/// Annotation that asks for a sticky IP (Terway legacy).
+pub const ANNOTATION_IP_RESERVATION: &str = "k8s.aliyun.com/pod-ip-reservation";
+
+/// What the daemon knows about a pod.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PodMeta {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// UID, may be empty.
+    #[serde(default)]
+    pub uid: String,
+    /// Kind of the controlling owner (`StatefulSet`, `ReplicaSet`, …).
+    #[serde(default)]
+    pub owner_kind: Option<String>,
+    /// Annotations.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    /// Labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl PodMeta {
+    /// Key of the pod.
+    pub fn key(&self) -> PodKey {
+        PodKey::new(&self.namespace, &self.name)
+    }
+
+    /// Whether the pod should keep its IP across restarts (StatefulSet-like owner or the annotation).
+    pub fn wants_sticky_ip(&self, custom_stateful_kinds: &[String]) -> bool {
+        let stateful_owner = self
+            .owner_kind
+            .as_deref()
+            .is_some_and(|k| k == "StatefulSet" || custom_stateful_kinds.iter().any(|c| c == k));
+        stateful_owner
+            || self
+                .annotations
+                .get(ANNOTATION_IP_RESERVATION)
+                .is_some_and(|v| v == "true")
+    }
+}
+
+/// Pod metadata and liveness for the daemon.
+pub trait PodSource: Send + Sync + 'static {
+    /// Metadata of one pod, if known.
+    fn pod(&self, key: &PodKey) -> impl Future<Output = Option<PodMeta>> + Send;
+    /// The pods that currently exist on this node; `None` when that is unknown (GC then keeps all).
+    fn live_pods(&self) -> impl Future<Output = Option<HashSet<PodKey>>> + Send;
+}
+
+/// The file format of [`LocalPodSource`].
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct PodsFile {
+    /// Every pod living on the node.
+    pub pods: Vec<PodMeta>,
+}
+
+/// Reads a per-node JSON file (`{"pods":[{namespace,name,uid,owner_kind,annotations,labels}]}`).
+/// Without a file, pods are known only from their CNI request and nothing is garbage-collected.
+#[derive(Debug, Clone, Default)]
+pub struct LocalPodSource {
+    file: Option<PathBuf>,
+}
+
+impl LocalPodSource {
+    /// Use this file (or none).
+    pub fn new(file: Option<PathBuf>) -> Self {
+        LocalPodSource { file }
+    }
+
+    async fn read(&self) -> Option<PodsFile> {
+        let path = self.file.as_ref()?;
+        match tokio::fs::read(path).await {
+            Ok(bytes) => match serde_json::from_slice::<PodsFile>(&bytes) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "pods file is not valid JSON; ignoring it");
+                    None
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(PodsFile::default()),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot read pods file");
+                None
+            }
+        }
+    }
+}
+
+impl PodSource for LocalPodSource {
+    async fn pod(&self, key: &PodKey) -> Option<PodMeta> {
+        self.read()
+            .await?
+            .pods
+            .into_iter()
+            .find(|p| p.namespace == key.namespace && p.name == key.name)
+    }
+
+    async fn live_pods(&self) -> Option<HashSet<PodKey>> {
+        self.file.as_ref()?;
+        Some(self.read().await?.pods.iter().map(PodMeta::key).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sticky_rules() {
+        let mut p = PodMeta {
+            namespace: "a".into(),
+            name: "b".into(),
+            ..Default::default()
+        };
+        assert!(!p.wants_sticky_ip(&[]));
+        p.owner_kind = Some("StatefulSet".into());
+        assert!(p.wants_sticky_ip(&[]));
+        p.owner_kind = Some("CloneSet".into());
+        assert!(!p.wants_sticky_ip(&[]));
+        assert!(p.wants_sticky_ip(&["CloneSet".into()]));
+        p.owner_kind = None;
+        p.annotations
+            .insert(ANNOTATION_IP_RESERVATION.into(), "true".into());
+        assert!(p.wants_sticky_ip(&[]));
+    }
+
+    #[tokio::test]
+    async fn local_source_reads_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pods.json");
+        let none = LocalPodSource::new(None);
+        assert_eq!(none.live_pods().await, None);
+        let src = LocalPodSource::new(Some(path.clone()));
+        // Missing file = no pods live yet.
+        assert_eq!(src.live_pods().await, Some(HashSet::new()));
+        std::fs::write(
+            &path,
+            r#"{"pods":[{"namespace":"ns","name":"web-0","owner_kind":"StatefulSet"},{"namespace":"ns","name":"x"}]}"#,
+        )
+        .unwrap();
+        let live = src.live_pods().await.unwrap();
+        assert!(live.contains(&PodKey::new("ns", "web-0")) && live.len() == 2);
+        let meta = src.pod(&PodKey::new("ns", "web-0")).await.unwrap();
+        assert!(meta.wants_sticky_ip(&[]));
+        std::fs::write(&path, "garbage").unwrap();
+        assert_eq!(
+            src.live_pods().await,
+            None,
+            "a corrupt file must not make GC release every pod"
+        );
+    }
+}

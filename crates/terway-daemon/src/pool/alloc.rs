@@ -1,0 +1,260 @@
+//! Allocate and release pod addresses. The fast path takes a free slot under the pool lock; the slow
+//! path registers demand, wakes the manager and waits for a notification with no lock held.
+
+use std::time::Instant;
+
+use terway_cloud::{Cloud, Metadata};
+
+use super::decide::{blocked_reason, pick_slot};
+use super::state::{Allocation, Eni, IpSlot, PodKey};
+use super::{now_ms, Pool};
+use crate::error::{DaemonError, Result};
+use crate::store::Change;
+
+/// How an allocation was served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllocPath {
+    /// A free slot was there.
+    Fast,
+    /// The request waited for the cloud.
+    Slow,
+}
+
+impl AllocPath {
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            AllocPath::Fast => "fast",
+            AllocPath::Slow => "slow",
+        }
+    }
+}
+
+/// A pod asking for an address.
+#[derive(Debug, Clone)]
+pub struct AllocRequest {
+    /// Pod.
+    pub pod: PodKey,
+    /// Sandbox.
+    pub container_id: String,
+    /// UID.
+    pub uid: String,
+    /// Keep the IP for the pod after release.
+    pub sticky: bool,
+}
+
+/// Decrements the registered demand if the waiter leaves without a slot (error, timeout, cancel).
+struct DemandGuard<'a, C: Cloud, M: Metadata> {
+    pool: &'a Pool<C, M>,
+    armed: bool,
+    served_slow: bool,
+}
+
+impl<C: Cloud, M: Metadata> Drop for DemandGuard<'_, C, M> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut st = self.pool.lock();
+            st.demand = st.demand.saturating_sub(1);
+        }
+    }
+}
+
+impl<C: Cloud, M: Metadata> Pool<C, M> {
+    /// Give the pod a slot, waiting for the cloud until `deadline` if none is free.
+    pub async fn allocate(
+        &self,
+        req: &AllocRequest,
+        deadline: Instant,
+    ) -> Result<(Allocation, Eni, AllocPath)> {
+        let started = Instant::now();
+        let mut guard = DemandGuard {
+            pool: self,
+            armed: false,
+            served_slow: false,
+        };
+        let tokio_deadline = tokio::time::Instant::from_std(deadline);
+        loop {
+            let notified = self.inner.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some((alloc, snapshot)) = self.try_take(req, &mut guard)? {
+                let path = if guard.served_slow {
+                    AllocPath::Slow
+                } else {
+                    AllocPath::Fast
+                };
+                // Below min idle now? Let the manager refill in the background.
+                self.inner.wake.notify_one();
+                if let Err(e) = self
+                    .persist(vec![
+                        Change::PutEni(snapshot.clone()),
+                        Change::PutPod(alloc.clone()),
+                    ])
+                    .await
+                {
+                    self.undo_allocation(&alloc);
+                    return Err(e);
+                }
+                return Ok((alloc, snapshot, path));
+            }
+            self.inner.wake.notify_one();
+            if tokio::time::timeout_at(tokio_deadline, notified)
+                .await
+                .is_err()
+            {
+                let reason = self
+                    .lock()
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| "the cloud is slow".into());
+                return Err(DaemonError::Timeout {
+                    pod: req.pod.to_string(),
+                    waited_ms: started.elapsed().as_millis() as u64,
+                    reason,
+                });
+            }
+        }
+    }
+
+    /// Take a free slot under the lock, or register demand; `Ok(None)` means "wait".
+    fn try_take(
+        &self,
+        req: &AllocRequest,
+        guard: &mut DemandGuard<'_, C, M>,
+    ) -> Result<Option<(Allocation, Eni)>> {
+        let mut st = self.lock();
+        if st.stopping {
+            return Err(DaemonError::NotReady("terwayd is shutting down".into()));
+        }
+        let now = now_ms();
+        if let Some((eni_id, ip)) = pick_slot(&st, &req.pod, now, self.inner.cfg.pool.eni_selection)
+        {
+            let Some(snapshot) = st.set_slot(
+                &eni_id,
+                ip,
+                IpSlot::InUse {
+                    pod: req.pod.clone(),
+                },
+            ) else {
+                return Err(DaemonError::NotReady(format!(
+                    "ENI {eni_id} vanished while allocating"
+                )));
+            };
+            let alloc = Allocation {
+                pod: req.pod.clone(),
+                container_id: req.container_id.clone(),
+                uid: req.uid.clone(),
+                ip,
+                eni_id,
+                sticky: req.sticky,
+                at_ms: now,
+            };
+            st.pods.insert(req.pod.clone(), alloc.clone());
+            st.last_activity_ms = now;
+            if guard.armed {
+                st.demand = st.demand.saturating_sub(1);
+                guard.armed = false;
+                guard.served_slow = true;
+            }
+            return Ok(Some((alloc, snapshot)));
+        }
+        let params = self.plan_params(&st, now, false, 0);
+        if let Some(reason) = blocked_reason(&st, &params, &self.inner.node.instance_id) {
+            return Err(DaemonError::Exhausted {
+                pod: req.pod.to_string(),
+                reason,
+            });
+        }
+        if !guard.armed {
+            st.demand += 1;
+            guard.armed = true;
+        }
+        Ok(None)
+    }
+
+    fn undo_allocation(&self, alloc: &Allocation) {
+        let mut st = self.lock();
+        if st.pods.get(&alloc.pod) == Some(alloc) {
+            st.pods.remove(&alloc.pod);
+            st.set_slot(&alloc.eni_id, alloc.ip, IpSlot::Idle);
+        }
+    }
+
+    /// The pod's current allocation and its ENI.
+    pub fn lookup(&self, pod: &PodKey) -> Option<(Allocation, Eni)> {
+        let st = self.lock();
+        let a = st.pods.get(pod)?.clone();
+        let eni = st.enis.get(&a.eni_id)?.clone();
+        Some((a, eni))
+    }
+
+    /// Release the pod's address if `container_id` matches (empty = any). Returns whether anything
+    /// was released. The slot goes to cooldown, or stays reserved for a sticky pod.
+    pub async fn release(&self, pod: &PodKey, container_id: &str) -> Result<bool> {
+        let (snapshot, alloc) = {
+            let mut st = self.lock();
+            let Some(alloc) = st.pods.get(pod).cloned() else {
+                return Ok(false);
+            };
+            if !container_id.is_empty() && alloc.container_id != container_id {
+                tracing::info!(%pod, stale = container_id, current = %alloc.container_id, "ignoring release for a stale container");
+                return Ok(false);
+            }
+            st.pods.remove(pod);
+            let now = now_ms();
+            st.last_activity_ms = now;
+            let cfg = &self.inner.cfg.pool;
+            let cooldown = cfg.ip_reuse_cooldown.as_millis() as u64;
+            let slot = if alloc.sticky {
+                let hold = (cfg.ip_sticky_time.as_millis() as u64).max(cooldown);
+                IpSlot::Sticky {
+                    pod: pod.clone(),
+                    until_ms: now + hold,
+                }
+            } else if cooldown > 0 {
+                IpSlot::Cooldown {
+                    until_ms: now + cooldown,
+                }
+            } else {
+                IpSlot::Idle
+            };
+            (st.set_slot(&alloc.eni_id, alloc.ip, slot), alloc)
+        };
+        self.inner.changed.notify_waiters();
+        let mut changes = vec![Change::DelPod(pod.clone())];
+        changes.extend(snapshot.map(Change::PutEni));
+        self.persist(changes).await?;
+        tracing::info!(%pod, ip = %alloc.ip, eni = %alloc.eni_id, "released");
+        Ok(true)
+    }
+
+    /// Turn a sticky reservation whose pod is gone into an ordinary cooldown.
+    pub(crate) async fn drop_sticky(&self, pod: &PodKey) -> Result<()> {
+        let now = now_ms();
+        let cooldown = self.inner.cfg.pool.ip_reuse_cooldown.as_millis() as u64;
+        let snapshots: Vec<Eni> = {
+            let mut st = self.lock();
+            let mut out = Vec::new();
+            for eni in st.enis.values_mut() {
+                let mut touched = false;
+                for slot in eni.ips.values_mut() {
+                    if let IpSlot::Sticky { pod: p, until_ms } = slot {
+                        if p == pod && *until_ms > now {
+                            *slot = IpSlot::Cooldown {
+                                until_ms: now + cooldown,
+                            };
+                            touched = true;
+                        }
+                    }
+                }
+                if touched {
+                    eni.version += 1;
+                    out.push(eni.clone());
+                }
+            }
+            out
+        };
+        self.persist(snapshots.into_iter().map(Change::PutEni).collect())
+            .await
+    }
+}

@@ -1,0 +1,323 @@
+//! Pure pool decisions, no I/O: which slot a pod gets, what the pool should ask the cloud for
+//! (assign / create / unassign / delete) and why an allocation cannot make progress.
+
+use std::net::Ipv4Addr;
+
+use super::state::{Capacity, EniPhase, IpSlot, PodKey, PoolState};
+use crate::config::{EniSelection, Mode, PoolConfig};
+
+/// One cloud operation the pool wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// AssignPrivateIpAddresses on an existing ENI.
+    Assign {
+        /// ENI.
+        eni_id: String,
+        /// Addresses to add (≤ max per call).
+        count: u32,
+    },
+    /// CreateNetworkInterface + Attach, with this many secondary IPs (the primary is one more slot).
+    Create {
+        /// Secondary IPs at creation.
+        secondary: u32,
+    },
+    /// UnassignPrivateIpAddresses of idle secondaries.
+    Unassign {
+        /// ENI.
+        eni_id: String,
+        /// Addresses.
+        ips: Vec<Ipv4Addr>,
+    },
+    /// Detach + delete an ENI whose slots are all idle.
+    DeleteEni {
+        /// ENI.
+        eni_id: String,
+    },
+}
+
+/// Effective watermarks after `min_eni` and capacity are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watermarks {
+    /// Keep at least this many idle slots.
+    pub min_idle: u32,
+    /// Release idle slots above this.
+    pub max_idle: u32,
+}
+
+/// Watermarks for a pool of the given capacity.
+pub fn watermarks(cfg: &PoolConfig, cap: Capacity) -> Watermarks {
+    let total = cap.total();
+    let min = cfg
+        .min_idle
+        .max(cfg.min_eni.saturating_mul(cap.slots_per_eni))
+        .min(total);
+    let max = cfg.max_idle.min(total).max(min);
+    Watermarks {
+        min_idle: min,
+        max_idle: max,
+    }
+}
+
+/// Pool capacity from the instance type's quotas (Terway: `maxENI = EniQuantity × eni_cap_ratio +
+/// eni_cap_shift − 1` without the primary ENI, capped by `max_eni`; every slot of a secondary ENI,
+/// its primary IP included, is usable; one slot per ENI in exclusive mode).
+pub fn capacity(eni_quantity: u32, ips_per_eni: u32, cfg: &PoolConfig, mode: Mode) -> Capacity {
+    let scaled =
+        (eni_quantity as f64 * cfg.eni_cap_ratio).floor() as i64 + cfg.eni_cap_shift as i64 - 1;
+    let mut max_enis = scaled.clamp(0, u32::MAX as i64) as u32;
+    if let Some(cap) = cfg.max_eni {
+        max_enis = max_enis.min(cap);
+    }
+    let slots_per_eni = match mode {
+        Mode::Exclusive => 1,
+        _ => ips_per_eni,
+    };
+    Capacity {
+        max_enis,
+        slots_per_eni,
+    }
+}
+
+/// The free slot `pod` should get: its own sticky address first, then a free slot on a ready ENI
+/// chosen by the ENI selection policy (ties broken by ENI id, then address, for determinism).
+pub fn pick_slot(
+    state: &PoolState,
+    pod: &PodKey,
+    now_ms: u64,
+    policy: EniSelection,
+) -> Option<(String, Ipv4Addr)> {
+    for eni in state.enis.values().filter(|e| e.phase == EniPhase::Ready) {
+        for (ip, slot) in &eni.ips {
+            if matches!(slot, IpSlot::Sticky { pod: p, .. } if p == pod) {
+                return Some((eni.id.clone(), *ip));
+            }
+        }
+    }
+    let mut candidates: Vec<_> = state
+        .enis
+        .values()
+        .filter(|e| e.phase == EniPhase::Ready && e.free(now_ms) > 0)
+        .collect();
+    match policy {
+        EniSelection::MostIps => candidates.sort_by_key(|e| std::cmp::Reverse(e.in_use())),
+        EniSelection::LeastIps => candidates.sort_by_key(|e| e.in_use()),
+    }
+    let eni = candidates.first()?;
+    let ip = eni
+        .ips
+        .iter()
+        .find(|(_, s)| s.is_free(now_ms))
+        .map(|(ip, _)| *ip)?;
+    Some((eni.id.clone(), ip))
+}
+
+/// Inputs of [`plan`] besides the state.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanParams<'a> {
+    /// Pool knobs.
+    pub cfg: &'a PoolConfig,
+    /// Networking mode.
+    pub mode: Mode,
+    /// Node capacity.
+    pub cap: Capacity,
+    /// Now (unix ms).
+    pub now_ms: u64,
+    /// Whether this round may release (periodic sync) or only grow (demand wake-up).
+    pub allow_release: bool,
+    /// Extra idle slots to release for idle reclaim (never below min).
+    pub reclaim_extra: u32,
+    /// At most this many ENI creations in flight.
+    pub max_concurrent_creates: u32,
+    /// Whether a usable vSwitch exists for new ENIs.
+    pub vswitch_available: bool,
+}
+
+/// What the pool should do next. Growth covers waiting pods plus the low watermark (and warm-up);
+/// release trims idle slots above the high watermark, whole ENIs first when they are entirely idle.
+pub fn plan(state: &PoolState, p: &PlanParams<'_>) -> Vec<Op> {
+    if p.mode == Mode::VpcRoute {
+        return Vec::new();
+    }
+    let mut ops = Vec::new();
+    let counts = state.counts(p.now_ms);
+    let wm = watermarks(p.cfg, p.cap);
+    let have = counts.idle + state.adding;
+    let mut deficit = (state.demand + wm.min_idle).saturating_sub(have);
+    if !state.warm_up_done {
+        let warm = p.cfg.warm_up.min(p.cap.total());
+        deficit = deficit.max(warm.saturating_sub(counts.total + state.adding));
+    }
+    let room = p.cap.total().saturating_sub(counts.total + state.adding);
+    deficit = deficit.min(room);
+    let growing = deficit > 0 && state.backoff_until_ms <= p.now_ms;
+
+    if growing {
+        if p.mode == Mode::Shared {
+            let mut enis: Vec<_> = state
+                .enis
+                .values()
+                .filter(|e| {
+                    e.phase == EniPhase::Ready
+                        && !e.busy
+                        && !e.full
+                        && !state.inhibits.vswitch_blocked(&e.vswitch_id, p.now_ms)
+                        && (e.ips.len() as u32) < p.cap.slots_per_eni
+                })
+                .collect();
+            match p.cfg.eni_selection {
+                EniSelection::MostIps => enis.sort_by_key(|e| std::cmp::Reverse(e.ips.len())),
+                EniSelection::LeastIps => enis.sort_by_key(|e| e.ips.len()),
+            }
+            for eni in enis {
+                if deficit == 0 {
+                    break;
+                }
+                let n = deficit
+                    .min(p.cap.slots_per_eni - eni.ips.len() as u32)
+                    .min(p.cfg.max_ips_per_call);
+                ops.push(Op::Assign {
+                    eni_id: eni.id.clone(),
+                    count: n,
+                });
+                deficit -= n;
+            }
+        }
+        let mut enis_now = state.enis.len() as u32 + state.creating;
+        let mut creating = state.creating;
+        let create_ok = state.inhibits.create_blocked(p.now_ms).is_none() && p.vswitch_available;
+        while deficit > 0
+            && create_ok
+            && enis_now < p.cap.max_enis
+            && creating < p.max_concurrent_creates
+        {
+            let secondary = match p.mode {
+                Mode::Exclusive => 0,
+                _ => (deficit - 1)
+                    .min(p.cap.slots_per_eni.saturating_sub(1))
+                    .min(p.cfg.max_ips_per_call),
+            };
+            ops.push(Op::Create { secondary });
+            deficit = deficit.saturating_sub(secondary + 1);
+            enis_now += 1;
+            creating += 1;
+        }
+    }
+
+    if p.allow_release && state.demand == 0 && state.adding == 0 {
+        let over = counts.idle.saturating_sub(wm.max_idle);
+        let reclaim = p
+            .reclaim_extra
+            .min(counts.idle.saturating_sub(wm.min_idle).saturating_sub(over));
+        let mut excess = over + reclaim;
+        let mut enis: Vec<_> = state
+            .enis
+            .values()
+            .filter(|e| e.phase == EniPhase::Ready && !e.busy)
+            .collect();
+        // Least-loaded ENIs first, so whole ENIs empty out and can be deleted.
+        enis.sort_by_key(|e| (e.in_use(), e.ips.len(), e.id.clone()));
+        let mut eni_count = state.enis.len() as u32;
+        for eni in enis {
+            if excess == 0 {
+                break;
+            }
+            let free: Vec<Ipv4Addr> = eni
+                .ips
+                .iter()
+                .filter(|(_, s)| s.is_free(p.now_ms))
+                .map(|(ip, _)| *ip)
+                .collect();
+            if free.is_empty() {
+                continue;
+            }
+            let all_free = free.len() == eni.ips.len();
+            if all_free && free.len() as u32 <= excess && eni_count > p.cfg.min_eni {
+                ops.push(Op::DeleteEni {
+                    eni_id: eni.id.clone(),
+                });
+                excess -= free.len() as u32;
+                eni_count -= 1;
+                continue;
+            }
+            if p.mode == Mode::Shared {
+                let ips: Vec<Ipv4Addr> = free
+                    .into_iter()
+                    .filter(|ip| *ip != eni.primary_ip)
+                    .take(excess.min(p.cfg.max_ips_per_call) as usize)
+                    .collect();
+                if !ips.is_empty() {
+                    excess -= ips.len() as u32;
+                    ops.push(Op::Unassign {
+                        eni_id: eni.id.clone(),
+                        ips,
+                    });
+                }
+            }
+        }
+    }
+    ops
+}
+
+/// Why a waiting allocation cannot be served by anything the pool could do, if so: no free slot,
+/// nothing in flight, nothing in cooldown that will free up, and no way to grow.
+pub fn blocked_reason(state: &PoolState, p: &PlanParams<'_>, instance_id: &str) -> Option<String> {
+    let counts = state.counts(p.now_ms);
+    if counts.idle > 0 || state.adding > 0 || state.creating > 0 {
+        return None;
+    }
+    if counts.cooldown > 0 {
+        // Some address will come back when its cooldown or sticky reservation ends.
+        return None;
+    }
+    if p.mode == Mode::VpcRoute {
+        return Some(format!(
+            "every address of the node PodCIDR is in use ({} pods); use a larger pod_cidr",
+            counts.in_use
+        ));
+    }
+    let total = counts.total + state.adding;
+    if total >= p.cap.total() {
+        return Some(format!(
+            "node {instance_id} is at capacity: {} of {} pod addresses in use ({} ENIs × {} slots); \
+             lower the pod count or use an instance type with more ENIs/IPs (max_eni, eni_cap_ratio)",
+            counts.in_use,
+            p.cap.total(),
+            p.cap.max_enis,
+            p.cap.slots_per_eni
+        ));
+    }
+    let can_assign = p.mode == Mode::Shared
+        && state.enis.values().any(|e| {
+            e.phase == EniPhase::Ready
+                && !e.full
+                && (e.ips.len() as u32) < p.cap.slots_per_eni
+                && !state.inhibits.vswitch_blocked(&e.vswitch_id, p.now_ms)
+        });
+    if can_assign {
+        return None;
+    }
+    let can_create = (state.enis.len() as u32) < p.cap.max_enis;
+    if !can_create {
+        return Some(format!(
+            "node {instance_id} has all {} ENIs and they cannot take more addresses",
+            p.cap.max_enis
+        ));
+    }
+    if let Some(why) = state.inhibits.create_blocked(p.now_ms) {
+        return Some(why);
+    }
+    if !p.vswitch_available {
+        let mut why = state.inhibits.describe(p.now_ms).join("; ");
+        if why.is_empty() {
+            why = "no usable vSwitch".into();
+        }
+        return Some(format!(
+            "{why}; add vSwitches to eni_conf.vswitches or free addresses in them"
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+#[path = "decide_tests.rs"]
+mod tests;

@@ -1,0 +1,414 @@
+//! Recovery at start and periodic garbage collection, both against the cloud as the source of truth
+//! for which ENIs and addresses exist, and the store as the source of truth for which pod holds what.
+//!
+//! Start: every leftover intent is finished (unassign, delete) or rolled back (an ENI created but not
+//! attached is deleted); tagged ENIs attached to us are adopted with all their addresses; allocations
+//! whose address no longer exists are dropped. GC: pods that are gone are released, unknown addresses
+//! and ENIs of ours are adopted, our ENIs left Available are deleted.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+
+use terway_cloud::{Cloud, EniFilter, EniStatus, EniType, Metadata, NetworkInterface};
+
+use super::engine::{TAG_CREATOR, TAG_INSTANCE};
+use super::state::{Eni, EniPhase, IpSlot, PodKey};
+use super::{now_ms, pod_cidr_eni, Pool, POD_CIDR_ID};
+use crate::config::Mode;
+use crate::error::Result;
+use crate::podsource::PodSource;
+use crate::store::{Change, IntentKind};
+
+/// What a GC pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GcReport {
+    /// Allocations released because their pod is gone.
+    pub released_pods: u32,
+    /// Sticky reservations dropped because their pod is gone.
+    pub dropped_sticky: u32,
+    /// ENIs adopted (ours, attached, unknown locally).
+    pub adopted_enis: u32,
+    /// Addresses adopted as idle.
+    pub adopted_ips: u32,
+    /// Local addresses forgotten because the cloud no longer has them.
+    pub forgotten_ips: u32,
+    /// Leftover Available ENIs deleted.
+    pub deleted_enis: u32,
+}
+
+fn is_ours(n: &NetworkInterface) -> bool {
+    n.eni_type != EniType::Primary
+        && n.tags
+            .get(TAG_CREATOR.0)
+            .is_some_and(|v| v == TAG_CREATOR.1)
+}
+
+impl<C: Cloud, M: Metadata> Pool<C, M> {
+    async fn describe_attached(&self) -> Result<Vec<NetworkInterface>> {
+        let filter = EniFilter {
+            instance_id: Some(self.inner.node.instance_id.clone()),
+            ..Default::default()
+        };
+        Ok(self
+            .call(
+                "DescribeNetworkInterfaces",
+                self.inner.cloud.describe_network_interfaces(&filter),
+            )
+            .await?)
+    }
+
+    async fn describe_leftovers(&self) -> Result<Vec<NetworkInterface>> {
+        let mut tags = BTreeMap::new();
+        tags.insert(TAG_CREATOR.0.to_string(), TAG_CREATOR.1.to_string());
+        tags.insert(
+            TAG_INSTANCE.to_string(),
+            self.inner.node.instance_id.clone(),
+        );
+        let filter = EniFilter {
+            status: Some(EniStatus::Available),
+            tags,
+            ..Default::default()
+        };
+        let list = self
+            .call(
+                "DescribeNetworkInterfaces",
+                self.inner.cloud.describe_network_interfaces(&filter),
+            )
+            .await?;
+        // Filter again locally: an API that ignored a filter must not make us delete someone else's ENI.
+        Ok(list
+            .into_iter()
+            .filter(|n| {
+                n.status == EniStatus::Available
+                    && is_ours(n)
+                    && n.tags.get(TAG_INSTANCE) == Some(&self.inner.node.instance_id)
+            })
+            .collect())
+    }
+
+    /// Build an [`Eni`] for an attached ENI from the cloud's view plus metadata (gateway, CIDR).
+    async fn adopt(&self, n: &NetworkInterface) -> Option<Eni> {
+        let meta = match self.inner.meta.eni(&n.mac.to_lowercase()).await {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                tracing::info!(eni = %n.id, "ENI not yet visible in metadata; adopting it later");
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(eni = %n.id, error = %e, "metadata failed; adopting it later");
+                return None;
+            }
+        };
+        Some(Eni {
+            id: n.id.clone(),
+            mac: n.mac.to_lowercase(),
+            vswitch_id: n.vswitch_id.clone(),
+            cidr: meta.vswitch_cidr,
+            gateway: meta.gateway,
+            primary_ip: n.primary_ip,
+            phase: EniPhase::Ready,
+            ips: n
+                .private_ips
+                .iter()
+                .map(|p| (p.address, IpSlot::Idle))
+                .collect(),
+            version: 1,
+            busy: false,
+            full: false,
+        })
+    }
+
+    /// Rebuild the pool from the store and the cloud at start. Must run before serving.
+    pub async fn recover(&self) -> Result<()> {
+        let snap = self.inner.store.load()?;
+        let warm_up_done = snap
+            .meta
+            .iter()
+            .any(|(k, v)| k == "warm_up_done" && v == "true");
+        let stored: HashMap<String, Eni> = snap
+            .enis
+            .iter()
+            .map(|e| (e.id.clone(), e.clone()))
+            .collect();
+        let mut changes: Vec<Change> = snap
+            .intents
+            .iter()
+            .map(|i| Change::DelIntent(i.id.clone()))
+            .collect();
+        let mut enis: BTreeMap<String, Eni> = BTreeMap::new();
+
+        if self.inner.cfg.mode == Mode::VpcRoute {
+            if let Some(cidr) = self.inner.cfg.pod_cidr {
+                let mut e = pod_cidr_eni(cidr);
+                if let Some(s) = stored.get(POD_CIDR_ID) {
+                    for (ip, slot) in &s.ips {
+                        if e.ips.contains_key(ip) && !matches!(slot, IpSlot::InUse { .. }) {
+                            e.ips.insert(*ip, slot.clone());
+                        }
+                    }
+                    e.version = s.version + 1;
+                }
+                enis.insert(e.id.clone(), e);
+            }
+        } else {
+            let mut to_destroy: BTreeSet<String> = BTreeSet::new();
+            let mut to_unassign: Vec<(String, Vec<Ipv4Addr>)> = Vec::new();
+            for intent in &snap.intents {
+                tracing::info!(intent = ?intent.kind, "finishing an operation interrupted by a restart");
+                match &intent.kind {
+                    IntentKind::DeleteEni { eni_id } => {
+                        to_destroy.insert(eni_id.clone());
+                    }
+                    IntentKind::UnassignIps { eni_id, ips } => {
+                        to_unassign.push((eni_id.clone(), ips.clone()))
+                    }
+                    // Created-but-unattached ENIs are found by tag below; assigned IPs are adopted.
+                    IntentKind::CreateEni { .. } | IntentKind::AssignIps { .. } => {}
+                }
+            }
+            for (id, e) in &stored {
+                if e.phase == EniPhase::Deleting {
+                    to_destroy.insert(id.clone());
+                }
+            }
+            for n in self.describe_attached().await? {
+                if !is_ours(&n) || to_destroy.contains(&n.id) || n.status != EniStatus::InUse {
+                    continue;
+                }
+                let Some(mut e) = self.adopt(&n).await else {
+                    continue;
+                };
+                if let Some(old) = stored.get(&n.id) {
+                    e.version = old.version + 1;
+                    for (ip, slot) in &old.ips {
+                        if e.ips.contains_key(ip)
+                            && matches!(slot, IpSlot::Cooldown { .. } | IpSlot::Sticky { .. })
+                        {
+                            e.ips.insert(*ip, slot.clone());
+                        }
+                    }
+                } else {
+                    tracing::info!(eni = %n.id, ips = e.ips.len(), "adopting an attached ENI of ours");
+                }
+                enis.insert(e.id.clone(), e);
+            }
+            for (eni_id, ips) in to_unassign {
+                let Some(e) = enis.get(&eni_id) else { continue };
+                let present: Vec<Ipv4Addr> = ips
+                    .into_iter()
+                    .filter(|ip| e.ips.contains_key(ip) && *ip != e.primary_ip)
+                    .collect();
+                let in_use: BTreeSet<Ipv4Addr> = snap.pods.iter().map(|a| a.ip).collect();
+                let present: Vec<Ipv4Addr> = present
+                    .into_iter()
+                    .filter(|ip| !in_use.contains(ip))
+                    .collect();
+                if present.is_empty() {
+                    continue;
+                }
+                match self
+                    .call(
+                        "UnassignPrivateIpAddresses",
+                        self.inner.cloud.unassign_private_ips(&eni_id, &present),
+                    )
+                    .await
+                {
+                    Ok(()) => {
+                        if let Some(e) = enis.get_mut(&eni_id) {
+                            for ip in &present {
+                                e.ips.remove(ip);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(eni = %eni_id, error = %e, "could not finish unassign; keeping the IPs idle")
+                    }
+                }
+            }
+            for id in &to_destroy {
+                match self.destroy_eni(id).await {
+                    Ok(()) => changes.push(Change::DelEni(id.clone())),
+                    Err(e) => {
+                        tracing::warn!(eni = %id, error = %e, "could not finish ENI delete; GC retries")
+                    }
+                }
+            }
+            for n in self.describe_leftovers().await? {
+                tracing::info!(eni = %n.id, "deleting an ENI of ours left Available by an interrupted create");
+                if let Err(e) = self.destroy_eni(&n.id).await {
+                    tracing::warn!(eni = %n.id, error = %e, "leftover ENI not deleted yet; GC retries");
+                }
+            }
+        }
+
+        // Pod allocations: kept only where the address still exists, and never twice.
+        let mut pods = HashMap::new();
+        for a in snap.pods {
+            let slot = enis.get_mut(&a.eni_id).and_then(|e| e.ips.get_mut(&a.ip));
+            match slot {
+                Some(s) if !matches!(s, IpSlot::InUse { .. }) => {
+                    *s = IpSlot::InUse { pod: a.pod.clone() };
+                    pods.insert(a.pod.clone(), a);
+                }
+                _ => {
+                    tracing::warn!(pod = %a.pod, ip = %a.ip, eni = %a.eni_id, "allocation's address is gone; dropping it");
+                    changes.push(Change::DelPod(a.pod.clone()));
+                }
+            }
+        }
+        for id in stored.keys() {
+            if !enis.contains_key(id) {
+                changes.push(Change::DelEni(id.clone()));
+            }
+        }
+        changes.extend(enis.values().cloned().map(Change::PutEni));
+        {
+            let mut st = self.lock();
+            st.enis = enis;
+            st.pods = pods;
+            st.warm_up_done = warm_up_done;
+            st.last_activity_ms = now_ms();
+        }
+        self.persist(changes).await?;
+        self.publish_metrics();
+        Ok(())
+    }
+
+    /// One garbage-collection pass.
+    pub async fn gc<P: PodSource>(&self, pods: &P) -> Result<GcReport> {
+        let mut report = GcReport::default();
+        if let Some(live) = pods.live_pods().await {
+            let (gone, sticky_gone): (Vec<PodKey>, Vec<PodKey>) = {
+                let st = self.lock();
+                let gone = st
+                    .pods
+                    .keys()
+                    .filter(|k| !live.contains(k))
+                    .cloned()
+                    .collect();
+                let sticky = st
+                    .enis
+                    .values()
+                    .flat_map(|e| e.ips.values())
+                    .filter_map(|s| match s {
+                        IpSlot::Sticky { pod, .. } if !live.contains(pod) => Some(pod.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                (gone, sticky)
+            };
+            for pod in gone {
+                // A pod with a request in flight is left for the next pass.
+                let Ok(_claim) = self.claim(&pod) else {
+                    continue;
+                };
+                if self.release(&pod, "").await? {
+                    tracing::info!(%pod, "GC released the address of a pod that no longer exists");
+                    report.released_pods += 1;
+                }
+            }
+            for pod in sticky_gone {
+                self.drop_sticky(&pod).await?;
+                report.dropped_sticky += 1;
+            }
+        }
+        if self.inner.cfg.mode == Mode::VpcRoute {
+            return Ok(report);
+        }
+        let attached = self.describe_attached().await?;
+        let mut changes = Vec::new();
+        for n in attached
+            .iter()
+            .filter(|n| is_ours(n) && n.status == EniStatus::InUse)
+        {
+            let known = {
+                let st = self.lock();
+                st.enis.contains_key(&n.id) || st.pending_enis.contains(&n.id)
+            };
+            if known {
+                continue;
+            }
+            if let Some(e) = self.adopt(n).await {
+                let mut st = self.lock();
+                if !st.enis.contains_key(&e.id) && !st.pending_enis.contains(&e.id) {
+                    tracing::info!(eni = %e.id, "GC adopted an attached ENI of ours");
+                    report.adopted_enis += 1;
+                    st.enis.insert(e.id.clone(), e.clone());
+                    changes.push(Change::PutEni(e));
+                }
+            }
+        }
+        let by_id: HashMap<&str, &NetworkInterface> =
+            attached.iter().map(|n| (n.id.as_str(), n)).collect();
+        {
+            let mut st = self.lock();
+            let ids: Vec<String> = st.enis.keys().cloned().collect();
+            for id in ids {
+                let pending = st.pending_enis.contains(&id);
+                let Some(e) = st.enis.get_mut(&id) else {
+                    continue;
+                };
+                if e.busy || pending || e.phase != EniPhase::Ready {
+                    continue;
+                }
+                let Some(n) = by_id.get(id.as_str()) else {
+                    tracing::warn!(eni = %id, "ENI is no longer attached; forgetting it");
+                    continue;
+                };
+                let cloud_ips: BTreeSet<Ipv4Addr> =
+                    n.private_ips.iter().map(|p| p.address).collect();
+                let mut touched = false;
+                for ip in &cloud_ips {
+                    if !e.ips.contains_key(ip) {
+                        e.ips.insert(*ip, IpSlot::Idle);
+                        report.adopted_ips += 1;
+                        touched = true;
+                    }
+                }
+                let missing: Vec<Ipv4Addr> = e
+                    .ips
+                    .keys()
+                    .filter(|ip| !cloud_ips.contains(ip))
+                    .copied()
+                    .collect();
+                for ip in missing {
+                    if matches!(e.ips.get(&ip), Some(IpSlot::InUse { .. })) {
+                        tracing::error!(eni = %id, %ip, "the cloud removed an address a pod still holds");
+                        continue;
+                    }
+                    e.ips.remove(&ip);
+                    report.forgotten_ips += 1;
+                    touched = true;
+                }
+                if touched {
+                    e.version += 1;
+                    changes.push(Change::PutEni(e.clone()));
+                }
+            }
+        }
+        for n in self.describe_leftovers().await? {
+            let intent_tag = n
+                .tags
+                .get(super::engine::TAG_INTENT)
+                .cloned()
+                .unwrap_or_default();
+            let pending = {
+                let st = self.lock();
+                st.pending_enis.contains(&n.id) || st.pending_enis.contains(&intent_tag)
+            };
+            if pending {
+                continue;
+            }
+            match self.destroy_eni(&n.id).await {
+                Ok(()) => report.deleted_enis += 1,
+                Err(e) => tracing::warn!(eni = %n.id, error = %e, "leftover ENI not deleted"),
+            }
+        }
+        self.persist(changes).await?;
+        if report != GcReport::default() {
+            tracing::info!(?report, "GC pass");
+            self.inner.changed.notify_waiters();
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,114 @@
+//! Start-up helpers: learning the node from metadata and the cloud, and binding the socket.
+
+use std::path::Path;
+
+use terway_cloud::{Cloud, EniFilter, EniType, Metadata};
+use tokio::net::UnixListener;
+
+use crate::config::{DaemonConfig, Mode};
+use crate::error::{DaemonError, Result};
+use crate::pool::decide::capacity;
+use crate::pool::state::Capacity;
+use crate::pool::NodeInfo;
+
+/// Identity, capacity and security groups of this node.
+pub async fn node_info<C: Cloud, M: Metadata>(
+    cfg: &DaemonConfig,
+    cloud: &C,
+    meta: &M,
+) -> Result<NodeInfo> {
+    let id = meta.instance().await?;
+    let primary = meta.eni(&id.primary_mac).await?.ok_or_else(|| {
+        DaemonError::NotReady(format!(
+            "metadata does not show the primary ENI {} of {}",
+            id.primary_mac, id.instance_id
+        ))
+    })?;
+    let cap = match cfg.mode {
+        Mode::VpcRoute => {
+            let cidr = cfg
+                .pod_cidr
+                .ok_or_else(|| DaemonError::Config("vpc-route mode needs pod_cidr".into()))?;
+            // All hosts but the node-side gateway.
+            let hosts = cidr.hosts().count().saturating_sub(1) as u32;
+            Capacity {
+                max_enis: 1,
+                slots_per_eni: hosts,
+            }
+        }
+        _ => {
+            let limits = cloud
+                .describe_instance_types(std::slice::from_ref(&id.instance_type))
+                .await?;
+            let l = limits
+                .iter()
+                .find(|l| l.instance_type == id.instance_type)
+                .ok_or_else(|| {
+                    DaemonError::Config(format!(
+                    "DescribeInstanceTypes does not know instance type {}; cannot size the pool",
+                    id.instance_type
+                ))
+                })?;
+            capacity(
+                l.eni_quantity,
+                l.eni_private_ip_quantity,
+                &cfg.pool,
+                cfg.mode,
+            )
+        }
+    };
+    let mut security_groups = cfg.pool.security_groups.clone();
+    if security_groups.is_empty() && cfg.mode != Mode::VpcRoute {
+        let filter = EniFilter {
+            instance_id: Some(id.instance_id.clone()),
+            eni_type: Some(EniType::Primary),
+            ..Default::default()
+        };
+        let prim = cloud.describe_network_interfaces(&filter).await?;
+        security_groups = prim
+            .into_iter()
+            .flat_map(|n| n.security_group_ids)
+            .collect();
+        security_groups.dedup();
+    }
+    Ok(NodeInfo {
+        name: cfg
+            .node_name
+            .clone()
+            .unwrap_or_else(|| id.instance_id.clone()),
+        instance_id: id.instance_id,
+        instance_type: id.instance_type,
+        zone_id: id.zone_id,
+        vpc_id: id.vpc_id,
+        vswitch_id: id.vswitch_id,
+        primary_ip: primary.primary_ip,
+        capacity: cap,
+        security_groups,
+    })
+}
+
+/// Bind the gRPC unix socket: parent dir 0700, stale socket removed, socket 0600.
+pub fn bind_socket(path: &Path) -> Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| DaemonError::io(format!("create socket dir {}", dir.display()), e))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| DaemonError::io(format!("chmod 700 {}", dir.display()), e))?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(DaemonError::io(
+                format!("remove stale socket {}", path.display()),
+                e,
+            ))
+        }
+    }
+    let l = UnixListener::bind(path)
+        .map_err(|e| DaemonError::io(format!("bind {}", path.display()), e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| DaemonError::io(format!("chmod 600 {}", path.display()), e))?;
+    Ok(l)
+}

@@ -1,0 +1,299 @@
+//! Crash-safe node state in a redb file: pod allocations, ENIs with their slots (cooldown and sticky
+//! leases included), intents of in-flight cloud operations, and small facts (warm-up done).
+//!
+//! Every change is one write transaction, committed durably before the daemon acts on it (intents)
+//! or answers the CNI (allocations). ENI records carry a version so out-of-order commits from
+//! concurrent tasks never overwrite newer state with older.
+
+mod intent;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+
+pub use intent::{Intent, IntentKind};
+
+use crate::error::{DaemonError, Result};
+use crate::pool::state::{Allocation, Eni, PodKey};
+
+const ENIS: TableDefinition<&str, &[u8]> = TableDefinition::new("enis");
+const PODS: TableDefinition<&str, &[u8]> = TableDefinition::new("pods");
+const INTENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("intents");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// One change in a commit.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Insert or replace an ENI (kept only if newer than the stored version).
+    PutEni(Eni),
+    /// Forget an ENI.
+    DelEni(String),
+    /// Insert or replace a pod's allocation.
+    PutPod(Allocation),
+    /// Forget a pod's allocation.
+    DelPod(PodKey),
+    /// Record an intent before its cloud call.
+    PutIntent(Intent),
+    /// Clear a finished intent.
+    DelIntent(String),
+    /// Set a small fact.
+    PutMeta(String, String),
+}
+
+/// Everything the store holds, loaded at start.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// ENIs.
+    pub enis: Vec<Eni>,
+    /// Allocations.
+    pub pods: Vec<Allocation>,
+    /// Unfinished intents.
+    pub intents: Vec<Intent>,
+    /// Facts.
+    pub meta: Vec<(String, String)>,
+}
+
+/// Handle to the state database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<redb::Database>,
+    path: PathBuf,
+}
+
+fn pod_key(k: &PodKey) -> String {
+    k.to_string()
+}
+
+impl Store {
+    /// Open (or create) the database file; its directory is created 0700.
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| DaemonError::io(format!("create state dir {}", dir.display()), e))?;
+            set_mode(dir, 0o700)?;
+        }
+        let db = redb::Database::create(path).map_err(|e| store_err(path, e))?;
+        set_mode(path, 0o600)?;
+        let store = Store {
+            db: Arc::new(db),
+            path: path.to_path_buf(),
+        };
+        // Create the tables so readers never see "table does not exist".
+        store.commit_blocking(Vec::new())?;
+        Ok(store)
+    }
+
+    /// Database file path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Apply changes in one durable transaction (blocking; use [`Store::commit`] from async code).
+    pub fn commit_blocking(&self, changes: Vec<Change>) -> Result<()> {
+        let p = &self.path;
+        let txn = self.db.begin_write().map_err(|e| store_err(p, e))?;
+        {
+            let mut enis = txn.open_table(ENIS).map_err(|e| store_err(p, e))?;
+            let mut pods = txn.open_table(PODS).map_err(|e| store_err(p, e))?;
+            let mut intents = txn.open_table(INTENTS).map_err(|e| store_err(p, e))?;
+            let mut meta = txn.open_table(META).map_err(|e| store_err(p, e))?;
+            for ch in changes {
+                match ch {
+                    Change::PutEni(eni) => {
+                        let stored_version =
+                            match enis.get(eni.id.as_str()).map_err(|e| store_err(p, e))? {
+                                Some(v) => serde_json::from_slice::<Eni>(v.value())
+                                    .map(|e| e.version)
+                                    .ok(),
+                                None => None,
+                            };
+                        if stored_version.is_none_or(|v| v <= eni.version) {
+                            let bytes = to_json(p, &eni)?;
+                            enis.insert(eni.id.as_str(), bytes.as_slice())
+                                .map_err(|e| store_err(p, e))?;
+                        }
+                    }
+                    Change::DelEni(id) => {
+                        enis.remove(id.as_str()).map_err(|e| store_err(p, e))?;
+                    }
+                    Change::PutPod(a) => {
+                        let bytes = to_json(p, &a)?;
+                        pods.insert(pod_key(&a.pod).as_str(), bytes.as_slice())
+                            .map_err(|e| store_err(p, e))?;
+                    }
+                    Change::DelPod(k) => {
+                        pods.remove(pod_key(&k).as_str())
+                            .map_err(|e| store_err(p, e))?;
+                    }
+                    Change::PutIntent(i) => {
+                        let bytes = to_json(p, &i)?;
+                        intents
+                            .insert(i.id.as_str(), bytes.as_slice())
+                            .map_err(|e| store_err(p, e))?;
+                    }
+                    Change::DelIntent(id) => {
+                        intents.remove(id.as_str()).map_err(|e| store_err(p, e))?;
+                    }
+                    Change::PutMeta(k, v) => {
+                        meta.insert(k.as_str(), v.as_bytes())
+                            .map_err(|e| store_err(p, e))?;
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(|e| store_err(p, e))
+    }
+
+    /// Apply changes in one durable transaction without blocking the async runtime.
+    pub async fn commit(&self, changes: Vec<Change>) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.commit_blocking(changes))
+            .await
+            .map_err(|e| DaemonError::Store {
+                path: self.path.display().to_string(),
+                message: e.to_string(),
+            })?
+    }
+
+    /// Read everything (at start, and in tests to compare with the cloud).
+    pub fn load(&self) -> Result<Snapshot> {
+        let p = &self.path;
+        let txn = self.db.begin_read().map_err(|e| store_err(p, e))?;
+        let mut snap = Snapshot::default();
+        let enis = txn.open_table(ENIS).map_err(|e| store_err(p, e))?;
+        for row in enis.iter().map_err(|e| store_err(p, e))? {
+            let (_, v) = row.map_err(|e| store_err(p, e))?;
+            snap.enis.push(from_json(p, v.value())?);
+        }
+        let pods = txn.open_table(PODS).map_err(|e| store_err(p, e))?;
+        for row in pods.iter().map_err(|e| store_err(p, e))? {
+            let (_, v) = row.map_err(|e| store_err(p, e))?;
+            snap.pods.push(from_json(p, v.value())?);
+        }
+        let intents = txn.open_table(INTENTS).map_err(|e| store_err(p, e))?;
+        for row in intents.iter().map_err(|e| store_err(p, e))? {
+            let (_, v) = row.map_err(|e| store_err(p, e))?;
+            snap.intents.push(from_json(p, v.value())?);
+        }
+        let meta = txn.open_table(META).map_err(|e| store_err(p, e))?;
+        for row in meta.iter().map_err(|e| store_err(p, e))? {
+            let (k, v) = row.map_err(|e| store_err(p, e))?;
+            snap.meta.push((
+                k.value().to_string(),
+                String::from_utf8_lossy(v.value()).into_owned(),
+            ));
+        }
+        Ok(snap)
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| DaemonError::io(format!("chmod {:o} {}", mode, path.display()), e))
+}
+
+fn store_err(path: &Path, e: impl std::fmt::Display) -> DaemonError {
+    DaemonError::Store {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn to_json<T: serde::Serialize>(path: &Path, v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| store_err(path, e))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(path: &Path, b: &[u8]) -> Result<T> {
+    serde_json::from_slice(b).map_err(|e| store_err(path, format!("corrupt record: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::state::{EniPhase, IpSlot};
+    use std::collections::BTreeMap;
+    use std::net::Ipv4Addr;
+
+    fn eni(version: u64, slot: IpSlot) -> Eni {
+        Eni {
+            id: "eni-1".into(),
+            mac: "00:16:3e:00:00:01".into(),
+            vswitch_id: "vsw".into(),
+            cidr: "10.0.0.0/24".parse().unwrap(),
+            gateway: Ipv4Addr::new(10, 0, 0, 253),
+            primary_ip: Ipv4Addr::new(10, 0, 0, 5),
+            phase: EniPhase::Ready,
+            ips: BTreeMap::from([(Ipv4Addr::new(10, 0, 0, 5), slot)]),
+            version,
+            busy: false,
+            full: false,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_versioned_eni_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/state.redb");
+        let store = Store::open(&path).unwrap();
+        let pod = PodKey::new("ns", "p");
+        let alloc = Allocation {
+            pod: pod.clone(),
+            container_id: "c1".into(),
+            uid: "u".into(),
+            ip: Ipv4Addr::new(10, 0, 0, 5),
+            eni_id: "eni-1".into(),
+            sticky: false,
+            at_ms: 1,
+        };
+        store
+            .commit_blocking(vec![
+                Change::PutEni(eni(2, IpSlot::InUse { pod: pod.clone() })),
+                Change::PutPod(alloc.clone()),
+                Change::PutIntent(Intent::new(
+                    IntentKind::DeleteEni {
+                        eni_id: "eni-9".into(),
+                    },
+                    5,
+                )),
+                Change::PutMeta("warm_up_done".into(), "true".into()),
+            ])
+            .unwrap();
+        // An older snapshot arriving late must not win.
+        store
+            .commit_blocking(vec![Change::PutEni(eni(1, IpSlot::Idle))])
+            .unwrap();
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        let snap = store.load().unwrap();
+        assert_eq!(snap.enis.len(), 1);
+        assert_eq!(snap.enis[0].version, 2);
+        assert_eq!(snap.pods, vec![alloc]);
+        assert_eq!(snap.intents.len(), 1);
+        assert_eq!(
+            snap.meta,
+            vec![("warm_up_done".to_string(), "true".to_string())]
+        );
+        let id = snap.intents[0].id.clone();
+        store
+            .commit_blocking(vec![
+                Change::DelIntent(id),
+                Change::DelPod(pod),
+                Change::DelEni("eni-1".into()),
+            ])
+            .unwrap();
+        let snap = store.load().unwrap();
+        assert!(snap.enis.is_empty() && snap.pods.is_empty() && snap.intents.is_empty());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o700);
+    }
+}
