@@ -1,5 +1,5 @@
 //! The daemon's resolved configuration: paths, mode and pool knobs with their defaults. Built from
-//! Terway's `eni_conf` keys (see [`crate::eniconf`]) plus command-line flags.
+//! Terway's `eni_conf` keys ([`DaemonConfig::apply_eni_conf`]) plus command-line flags.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -8,17 +8,7 @@ use std::time::Duration;
 
 use ipnet::Ipv4Net;
 
-/// How pods are networked on this node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Mode {
-    /// Secondary IPs of shared ENIs (Terway ENIIP).
-    Shared,
-    /// One whole ENI per pod.
-    Exclusive,
-    /// IPs from the node PodCIDR; the VPC route table forwards the CIDR to the node.
-    VpcRoute,
-}
+pub use terway_core::Mode;
 
 /// Which ENI an allocation takes its IP from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -91,8 +81,11 @@ pub struct PoolConfig {
     pub eni_selection: EniSelection,
     /// vSwitch choice for new ENIs.
     pub vswitch_selection: VSwitchSelection,
-    /// Candidate vSwitches; empty = the node's own vSwitch.
+    /// Candidate vSwitches; empty = those of `vswitches_by_zone` for the node's zone, else the node's
+    /// own vSwitch.
     pub vswitches: Vec<String>,
+    /// `eni_conf.vswitches`: candidates per zone.
+    pub vswitches_by_zone: BTreeMap<String, Vec<String>>,
     /// Security groups of new ENIs; empty = those of the primary ENI.
     pub security_groups: Vec<String>,
     /// Extra tags on new ENIs (`creator=terway` is always added).
@@ -136,6 +129,7 @@ impl Default for PoolConfig {
             eni_selection: EniSelection::MostIps,
             vswitch_selection: VSwitchSelection::Random,
             vswitches: Vec::new(),
+            vswitches_by_zone: BTreeMap::new(),
             security_groups: Vec::new(),
             eni_tags: BTreeMap::new(),
             resource_group_id: None,
@@ -228,6 +222,57 @@ impl DaemonConfig {
         Ok(())
     }
 
+    /// Take every pool/mode knob from an `eni_conf` (already merge-patched and validated).
+    pub fn apply_eni_conf(&mut self, c: &terway_core::EniConf) -> Result<(), String> {
+        use terway_core::{EniSelectionPolicy, VSwitchSelectionPolicy};
+        self.mode = c.mode;
+        self.pod_cidr = match c.pod_cidr {
+            Some(ipnet::IpNet::V4(n)) => Some(n),
+            Some(ipnet::IpNet::V6(n)) => return Err(format!("pod_cidr {n} must be IPv4")),
+            None => None,
+        };
+        self.service_cidrs = c
+            .service_cidr
+            .iter()
+            .filter_map(|n| match n {
+                ipnet::IpNet::V4(v4) => Some(*v4),
+                ipnet::IpNet::V6(_) => None,
+            })
+            .collect();
+        let p = &mut self.pool;
+        p.min_idle = c.min_pool_size;
+        p.max_idle = c.max_pool_size;
+        p.min_eni = c.min_eni;
+        p.max_eni = (c.max_eni > 0).then_some(c.max_eni);
+        p.eni_cap_ratio = c.eni_cap_ratio;
+        p.eni_cap_shift = c.eni_cap_shift;
+        p.warm_up = c.ip_warm_up_size.unwrap_or(0);
+        p.batch_window = c.alloc_batch_window.as_duration();
+        p.eni_selection = match c.eni_selection_policy {
+            EniSelectionPolicy::MostIps => EniSelection::MostIps,
+            EniSelectionPolicy::LeastIps => EniSelection::LeastIps,
+        };
+        p.vswitch_selection = match c.vswitch_selection_policy {
+            VSwitchSelectionPolicy::Random => VSwitchSelection::Random,
+            VSwitchSelectionPolicy::Ordered => VSwitchSelection::Ordered,
+            VSwitchSelectionPolicy::Most => VSwitchSelection::Most,
+        };
+        p.vswitches_by_zone = c.vswitches.clone();
+        p.security_groups = c.all_security_groups();
+        p.eni_tags = c.eni_tags.clone();
+        p.resource_group_id = c.resource_group_id.clone();
+        p.inhibit_eni_limit = c.inhibit_eni_limit.as_duration();
+        p.inhibit_ip_not_enough = c.inhibit_ip_not_enough.as_duration();
+        p.ip_reuse_cooldown = c.ip_reuse_cooldown.as_duration();
+        p.ip_sticky_time = c.ip_sticky_time.as_duration();
+        p.stateful_kinds = c.custom_stateful_workload_kinds.clone();
+        p.idle_reclaim_after = c.idle_reclaim_after();
+        p.idle_reclaim_interval = c.idle_ip_reclaim_interval.as_duration();
+        p.idle_reclaim_batch = c.idle_ip_reclaim_batch_size;
+        p.sync_period = c.ip_pool_sync_period.as_duration();
+        Ok(())
+    }
+
     /// The redb file inside the state dir.
     pub fn db_path(&self) -> PathBuf {
         self.state_dir.join("terwayd.redb")
@@ -253,6 +298,29 @@ mod tests {
             Ok(MetricsAddr::Unix("/x".into()))
         );
         assert!("nonsense".parse::<MetricsAddr>().is_err());
+    }
+
+    #[test]
+    fn eni_conf_keys_map_onto_the_pool() {
+        let conf = terway_core::EniConf::from_json_with_override(
+            r#"{"max_pool_size":10,"min_pool_size":2,"vswitches":{"z":["vsw-1"]},"vswitch_selection_policy":"ordered",
+               "eni_selection_policy":"least_ips","ip_reuse_cooldown":"5s","custom_stateful_workload_kinds":["CloneSet"],
+               "service_cidr":"172.21.0.0/20"}"#,
+            Some(r#"{"mode":"vpc-route","pod_cidr":"10.244.1.0/24","max_eni":3}"#),
+        )
+        .unwrap();
+        let mut c = DaemonConfig::default();
+        c.apply_eni_conf(&conf).unwrap();
+        assert_eq!(c.mode, Mode::VpcRoute);
+        assert_eq!(c.pod_cidr, Some("10.244.1.0/24".parse().unwrap()));
+        assert_eq!((c.pool.min_idle, c.pool.max_idle, c.pool.max_eni), (2, 10, Some(3)));
+        assert_eq!(c.pool.vswitch_selection, VSwitchSelection::Ordered);
+        assert_eq!(c.pool.eni_selection, EniSelection::LeastIps);
+        assert_eq!(c.pool.ip_reuse_cooldown, Duration::from_secs(5));
+        assert_eq!(c.pool.vswitches_by_zone["z"], vec!["vsw-1".to_string()]);
+        assert_eq!(c.pool.stateful_kinds, vec!["CloneSet".to_string()]);
+        assert_eq!(c.service_cidrs.len(), 1);
+        assert!(c.validate().is_ok());
     }
 
     #[test]

@@ -194,39 +194,21 @@ impl<C: Cloud, M: Metadata, P: PodSource> Service<C, M, P> {
     }
 }
 
-/// Pod bandwidth from annotations, in bytes per second (Terway's `k8s.aliyun.com/*-bandwidth` units:
-/// K/M/G/T binary multiples of bytes).
+/// Pod bandwidth from annotations, in bytes per second (terway-core's unit rules). A malformed
+/// annotation is logged and treated as unlimited rather than failing the pod.
 fn qos_of(meta: &PodMeta) -> pb::Qos {
-    let get = |k: &str| {
-        meta.annotations
-            .get(k)
-            .and_then(|v| parse_bytes(v))
-            .unwrap_or(0)
+    let bw = match terway_core::PodBandwidth::from_annotations(&meta.annotations) {
+        Ok(b) => b,
+        Err((key, e)) => {
+            tracing::warn!(annotation = %key, error = %e, "ignoring malformed bandwidth annotation");
+            terway_core::PodBandwidth::default()
+        }
     };
     pb::Qos {
-        ingress_bps: get("k8s.aliyun.com/ingress-bandwidth"),
-        egress_bps: get("k8s.aliyun.com/egress-bandwidth"),
-        network_priority: meta
-            .annotations
-            .get("k8s.aliyun.com/network-priority")
-            .cloned()
-            .unwrap_or_default(),
+        ingress_bps: bw.ingress.unwrap_or(0),
+        egress_bps: bw.egress.unwrap_or(0),
+        network_priority: meta.annotations.get("k8s.aliyun.com/network-priority").cloned().unwrap_or_default(),
     }
-}
-
-fn parse_bytes(v: &str) -> Option<u64> {
-    let v = v.trim();
-    let (num, mult) = match v.chars().last()? {
-        'K' | 'k' => (&v[..v.len() - 1], 1u64 << 10),
-        'M' | 'm' => (&v[..v.len() - 1], 1 << 20),
-        'G' | 'g' => (&v[..v.len() - 1], 1 << 30),
-        'T' | 't' => (&v[..v.len() - 1], 1 << 40),
-        _ => (v, 1),
-    };
-    num.trim()
-        .parse::<u64>()
-        .ok()
-        .map(|n| n.saturating_mul(mult))
 }
 
 fn span_for(rpc: &'static str, pod: &Option<pb::PodRef>) -> tracing::Span {
@@ -355,12 +337,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bandwidth_units_are_binary_bytes() {
-        assert_eq!(parse_bytes("10M"), Some(10 << 20));
-        assert_eq!(parse_bytes("1G"), Some(1 << 30));
-        assert_eq!(parse_bytes("512"), Some(512));
-        assert_eq!(parse_bytes("x"), None);
-        assert_eq!(parse_bytes(""), None);
+    fn qos_comes_from_annotations_in_bytes() {
+        let mut m = PodMeta::default();
+        m.annotations.insert("k8s.aliyun.com/ingress-bandwidth".into(), "10M".into());
+        let q = qos_of(&m);
+        assert_eq!(q.ingress_bps, 10 << 20);
+        assert_eq!(q.egress_bps, 0);
+        m.annotations.insert("k8s.aliyun.com/egress-bandwidth".into(), "garbage".into());
+        assert_eq!(qos_of(&m).ingress_bps, 0, "a malformed annotation means unlimited, not a failed pod");
     }
 
     #[test]

@@ -62,20 +62,20 @@ pub fn watermarks(cfg: &PoolConfig, cap: Capacity) -> Watermarks {
 /// eni_cap_shift − 1` without the primary ENI, capped by `max_eni`; every slot of a secondary ENI,
 /// its primary IP included, is usable; one slot per ENI in exclusive mode).
 pub fn capacity(eni_quantity: u32, ips_per_eni: u32, cfg: &PoolConfig, mode: Mode) -> Capacity {
-    let scaled =
-        (eni_quantity as f64 * cfg.eni_cap_ratio).floor() as i64 + cfg.eni_cap_shift as i64 - 1;
-    let mut max_enis = scaled.clamp(0, u32::MAX as i64) as u32;
-    if let Some(cap) = cfg.max_eni {
-        max_enis = max_enis.min(cap);
-    }
+    let knobs = terway_core::PoolKnobs {
+        eni_cap_ratio: cfg.eni_cap_ratio,
+        eni_cap_shift: cfg.eni_cap_shift,
+        max_eni: cfg.max_eni.unwrap_or(0),
+        min_eni: cfg.min_eni,
+        max_pool_size: cfg.max_idle,
+        min_pool_size: cfg.min_idle,
+    };
+    let sizing = terway_core::pool_sizing(eni_quantity, ips_per_eni, &knobs);
     let slots_per_eni = match mode {
         Mode::Exclusive => 1,
         _ => ips_per_eni,
     };
-    Capacity {
-        max_enis,
-        slots_per_eni,
-    }
+    Capacity { max_enis: sizing.max_eni, slots_per_eni }
 }
 
 /// The free slot `pod` should get: its own sticky address first, then a free slot on a ready ENI

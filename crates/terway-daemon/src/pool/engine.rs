@@ -53,10 +53,13 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
     }
 
     fn candidate_ids(&self) -> Vec<String> {
-        if self.inner.cfg.pool.vswitches.is_empty() {
-            vec![self.inner.node.vswitch_id.clone()]
-        } else {
-            self.inner.cfg.pool.vswitches.clone()
+        let cfg = &self.inner.cfg.pool;
+        if !cfg.vswitches.is_empty() {
+            return cfg.vswitches.clone();
+        }
+        match cfg.vswitches_by_zone.get(&self.inner.node.zone_id) {
+            Some(list) if !list.is_empty() => list.clone(),
+            _ => vec![self.inner.node.vswitch_id.clone()],
         }
     }
 

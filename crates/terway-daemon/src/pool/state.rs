@@ -2,39 +2,13 @@
 //! Mutated only under the pool lock, and only by short, non-blocking code.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
 use super::inhibit::Inhibits;
 
-/// Identity of a pod: `namespace/name`.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-pub struct PodKey {
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-}
-
-impl PodKey {
-    /// Build a key.
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        PodKey {
-            namespace: namespace.into(),
-            name: name.into(),
-        }
-    }
-}
-
-impl fmt::Display for PodKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
+pub use terway_core::PodKey;
 
 /// State of one address slot on an ENI.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
