@@ -1,0 +1,129 @@
+//! Errors: [`ApiError`] is what an OpenAPI call answers (code, message, HTTP status, as the real
+//! gateway does); [`EmulatorError`] is what starting or running the emulator itself can fail with.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+/// An OpenAPI error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{code} (HTTP {status}): {message}")]
+pub struct ApiError {
+    /// Alibaba error code, e.g. `InvalidEniId.NotFound`.
+    pub code: String,
+    /// Human-readable message.
+    pub message: String,
+    /// HTTP status.
+    pub status: u16,
+}
+
+impl ApiError {
+    /// Any error.
+    pub fn new(status: u16, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: code.to_string(),
+            message: message.into(),
+            status,
+        }
+    }
+    /// `MissingParameter` (400) naming the parameter.
+    pub fn missing(param: &str) -> Self {
+        Self::new(
+            400,
+            "MissingParameter",
+            format!("The input parameter \"{param}\" that is mandatory for processing this request is not supplied."),
+        )
+    }
+    /// `InvalidParameter` (400) naming the parameter and why.
+    pub fn invalid(param: &str, why: impl std::fmt::Display) -> Self {
+        Self::new(
+            400,
+            "InvalidParameter",
+            format!("The specified parameter \"{param}\" is not valid: {why}."),
+        )
+    }
+    /// `InvalidEniId.NotFound` (404).
+    pub fn eni_not_found(eni_id: &str) -> Self {
+        Self::new(
+            404,
+            "InvalidEniId.NotFound",
+            format!("The specified network interface {eni_id} does not exist."),
+        )
+    }
+    /// `InvalidEcsId.NotFound` (404).
+    pub fn instance_not_found(instance_id: &str) -> Self {
+        Self::new(
+            404,
+            "InvalidEcsId.NotFound",
+            format!("The specified instance {instance_id} does not exist."),
+        )
+    }
+    /// `InvalidVSwitchId.NotFound` (404).
+    pub fn vswitch_not_found(vsw: &str) -> Self {
+        Self::new(
+            404,
+            "InvalidVSwitchId.NotFound",
+            format!("The specified vSwitch {vsw} does not exist."),
+        )
+    }
+    /// `InvalidOperation.InvalidEniState` (403).
+    pub fn invalid_eni_state(eni_id: &str, status: &str, action: &str) -> Self {
+        Self::new(
+            403,
+            "InvalidOperation.InvalidEniState",
+            format!("The network interface {eni_id} is {status}; {action} is not allowed in this state."),
+        )
+    }
+    /// `Operation.Conflict` (403): another operation on the resource is in flight.
+    pub fn conflict(eni_id: &str, status: &str) -> Self {
+        Self::new(
+            403,
+            "Operation.Conflict",
+            format!("The operation conflicts with another operation on {eni_id}, which is {status}; retry later."),
+        )
+    }
+    /// `InternalError` (500).
+    pub fn internal(why: impl Into<String>) -> Self {
+        Self::new(500, "InternalError", why)
+    }
+}
+
+/// Failure to start, configure or persist the emulator.
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    /// The configuration file could not be read.
+    #[error("cannot read emulator config {path}: {source}")]
+    ReadConfig {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid JSON for [`crate::EmulatorConfig`].
+    #[error("cannot parse emulator config {path}: {source}")]
+    ParseConfig {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: serde_json::Error,
+    },
+    /// The configuration is inconsistent.
+    #[error("invalid emulator config: {0}")]
+    InvalidConfig(String),
+    /// Binding or serving a listener failed.
+    #[error("emulator {what} listener: {source}")]
+    Listen {
+        /// Which listener (api / metadata).
+        what: &'static str,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The state file could not be written or read back.
+    #[error("emulator state file {path}: {why}; delete it to start from the configuration")]
+    State {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        why: String,
+    },
+}

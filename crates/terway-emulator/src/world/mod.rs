@@ -1,0 +1,229 @@
+//! The whole state of the emulated cloud in one serialisable value. Actions mutate it under one lock;
+//! it is persisted as JSON after every mutating call and is what `GET /_emulator/state` shows.
+
+pub mod alloc;
+pub mod model;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::SystemTime;
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use terway_cloud::{EniStatus, EniType};
+
+use crate::config::{EmulatorConfig, InstanceConfig};
+use crate::error::ApiError;
+pub use model::{Eni, Instance, Route, TokenRecord, VSwitch, Vpc};
+
+/// Everything the cloud knows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct World {
+    /// Region.
+    pub region_id: String,
+    /// The VPC.
+    pub vpc: Vpc,
+    /// vSwitches by id.
+    pub vswitches: BTreeMap<String, VSwitch>,
+    /// Instances by id.
+    pub instances: BTreeMap<String, Instance>,
+    /// ENIs by id (sorted: paging walks this order).
+    pub enis: BTreeMap<String, Eni>,
+    /// Custom route entries.
+    pub routes: Vec<Route>,
+    /// Successful calls by `Action/ClientToken`.
+    pub tokens: BTreeMap<String, TokenRecord>,
+    /// Source of [`Eni::op_seq`] values.
+    pub next_seq: u64,
+}
+
+/// The current time in the API's ISO 8601 form.
+pub fn now_iso() -> String {
+    terway_cloud::sign::format_timestamp(SystemTime::now())
+}
+
+/// A random resource id: `prefix` + 20 lower-case alphanumerics, like `eni-bp1…`.
+pub fn random_id(prefix: &str) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    let tail: String = (0..20)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect();
+    format!("{prefix}{tail}")
+}
+
+impl World {
+    /// The state a fresh emulator starts with.
+    pub fn from_config(cfg: &EmulatorConfig) -> Result<Self, ApiError> {
+        let mut world = World {
+            region_id: cfg.region_id.clone(),
+            vpc: Vpc {
+                id: cfg.vpc.id.clone(),
+                cidr: cfg.vpc.cidr,
+                ipv6_cidr: cfg.vpc.ipv6_cidr,
+                route_table_id: cfg.vpc.route_table_id.clone(),
+            },
+            vswitches: cfg
+                .vswitches
+                .iter()
+                .map(|v| {
+                    (
+                        v.id.clone(),
+                        VSwitch {
+                            id: v.id.clone(),
+                            zone_id: v.zone_id.clone(),
+                            cidr: v.cidr,
+                            ipv6_cidr: v.ipv6_cidr,
+                            used_v4: BTreeSet::new(),
+                            used_v6: BTreeSet::new(),
+                        },
+                    )
+                })
+                .collect(),
+            instances: BTreeMap::new(),
+            enis: BTreeMap::new(),
+            routes: Vec::new(),
+            tokens: BTreeMap::new(),
+            next_seq: 1,
+        };
+        for inst in &cfg.instances {
+            world.add_instance(inst)?;
+        }
+        Ok(world)
+    }
+
+    /// A fresh transition sequence number.
+    pub fn seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    /// A MAC in Alibaba's OUI (00:16:3e) not used by any ENI.
+    pub fn fresh_mac(&self) -> String {
+        let mut rng = rand::rng();
+        loop {
+            let mac = format!(
+                "00:16:3e:{:02x}:{:02x}:{:02x}",
+                rng.random::<u8>(),
+                rng.random::<u8>(),
+                rng.random::<u8>()
+            );
+            if !self.enis.values().any(|e| e.mac == mac) {
+                return mac;
+            }
+        }
+    }
+
+    /// An ENI id not in use.
+    pub fn fresh_eni_id(&self) -> String {
+        loop {
+            let id = random_id("eni-");
+            if !self.enis.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// Look an ENI up or answer `InvalidEniId.NotFound`.
+    pub fn eni(&self, id: &str) -> Result<&Eni, ApiError> {
+        self.enis.get(id).ok_or_else(|| ApiError::eni_not_found(id))
+    }
+
+    /// Mutable ENI or `InvalidEniId.NotFound`.
+    pub fn eni_mut(&mut self, id: &str) -> Result<&mut Eni, ApiError> {
+        self.enis
+            .get_mut(id)
+            .ok_or_else(|| ApiError::eni_not_found(id))
+    }
+
+    /// Instance or `InvalidEcsId.NotFound`.
+    pub fn instance(&self, id: &str) -> Result<&Instance, ApiError> {
+        self.instances
+            .get(id)
+            .ok_or_else(|| ApiError::instance_not_found(id))
+    }
+
+    /// vSwitch or `InvalidVSwitchId.NotFound`.
+    pub fn vswitch_mut(&mut self, id: &str) -> Result<&mut VSwitch, ApiError> {
+        self.vswitches
+            .get_mut(id)
+            .ok_or_else(|| ApiError::vswitch_not_found(id))
+    }
+
+    /// ENIs attached or being attached to `instance_id` (members included).
+    pub fn enis_of<'a>(&'a self, instance_id: &'a str) -> impl Iterator<Item = &'a Eni> + 'a {
+        self.enis
+            .values()
+            .filter(move |e| e.instance_id.as_deref() == Some(instance_id))
+    }
+
+    /// Create an instance with its primary ENI (InUse). Used at start and at runtime.
+    pub fn add_instance(&mut self, cfg: &InstanceConfig) -> Result<Instance, ApiError> {
+        if self.instances.contains_key(&cfg.id) {
+            return Err(ApiError::invalid(
+                "InstanceId",
+                format!("instance {} already exists", cfg.id),
+            ));
+        }
+        let mac = match &cfg.primary_mac {
+            Some(m) => {
+                let m = m.to_ascii_lowercase();
+                if self.enis.values().any(|e| e.mac == m) {
+                    return Err(ApiError::invalid(
+                        "MacAddress",
+                        format!("MAC {m} is already used"),
+                    ));
+                }
+                m
+            }
+            None => self.fresh_mac(),
+        };
+        let eni_id = self.fresh_eni_id();
+        let vpc_id = self.vpc.id.clone();
+        let vsw = self.vswitch_mut(&cfg.vswitch_id)?;
+        let zone_id = cfg.zone_id.clone().unwrap_or_else(|| vsw.zone_id.clone());
+        let primary_ip = match cfg.primary_ip {
+            Some(ip) => {
+                alloc::claim_v4(vsw, &[ip])?;
+                ip
+            }
+            None => alloc::take_v4(vsw, 1)?[0],
+        };
+        let now = now_iso();
+        let eni = Eni {
+            id: eni_id.clone(),
+            mac,
+            status: EniStatus::InUse,
+            eni_type: EniType::Primary,
+            created_type: EniType::Primary,
+            vswitch_id: cfg.vswitch_id.clone(),
+            vpc_id,
+            zone_id: zone_id.clone(),
+            instance_id: Some(cfg.id.clone()),
+            trunk_eni_id: None,
+            primary_ip,
+            secondary_ips: Vec::new(),
+            ipv6: Vec::new(),
+            security_group_ids: vec!["sg-emu0000000000000001".into()],
+            tags: BTreeMap::new(),
+            description: String::new(),
+            name: String::new(),
+            resource_group_id: String::new(),
+            creation_time: now.clone(),
+            device_index: Some(0),
+            op_seq: 0,
+        };
+        let instance = Instance {
+            id: cfg.id.clone(),
+            instance_type: cfg.instance_type.clone(),
+            zone_id,
+            vswitch_id: cfg.vswitch_id.clone(),
+            primary_eni_id: eni_id.clone(),
+            ram_role: cfg.ram_role.clone(),
+            hostname: cfg.hostname.clone().unwrap_or_else(|| cfg.id.clone()),
+            creation_time: now,
+        };
+        self.enis.insert(eni_id, eni);
+        self.instances.insert(cfg.id.clone(), instance.clone());
+        Ok(instance)
+    }
+}
