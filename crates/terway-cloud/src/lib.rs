@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod backoff;
+pub mod bench;
 pub mod classify;
 pub mod client;
 pub mod config;
