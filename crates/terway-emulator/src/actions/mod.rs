@@ -177,8 +177,9 @@ fn into_map(v: Value) -> serde_json::Map<String, Value> {
     }
 }
 
-/// Check `RegionId` (required by every action here) and answer a `DryRun` the way the API does.
-fn check_region(p: &Params, world: &World) -> Result<(), ApiError> {
+/// Check `RegionId` (required by every action here except the region-less DescribeInstanceTypes)
+/// and answer a `DryRun` the way the API does.
+fn check_region(action: &str, p: &Params, world: &World) -> Result<(), ApiError> {
     if p.boolean("DryRun")? == Some(true) {
         return Err(ApiError::new(
             400,
@@ -186,7 +187,11 @@ fn check_region(p: &Params, world: &World) -> Result<(), ApiError> {
             "Request validation has been passed with DryRun flag set.",
         ));
     }
-    let region = p.require("RegionId")?;
+    let region = match (action, p.get("RegionId")) {
+        ("DescribeInstanceTypes", None) => return Ok(()),
+        (_, None) => return Err(ApiError::missing("RegionId")),
+        (_, Some(r)) => r,
+    };
     if region != world.region_id {
         return Err(ApiError::new(
             404,
@@ -207,7 +212,7 @@ pub fn execute(
     world: &mut World,
     env: &Env<'_>,
 ) -> Result<Outcome, ApiError> {
-    check_region(p, world)?;
+    check_region(action, p, world)?;
     match action {
         "CreateNetworkInterface" => eni::create(p, world, env),
         "AttachNetworkInterface" => eni::attach(p, world, env),
@@ -230,7 +235,7 @@ pub fn describe(
     world: &World,
     env: &Env<'_>,
 ) -> Result<Outcome, ApiError> {
-    check_region(p, world)?;
+    check_region(action, p, world)?;
     match action {
         "DescribeNetworkInterfaces" => describe::network_interfaces(p, world),
         "DescribeNetworkInterfaceAttribute" => describe::network_interface_attribute(p, world),
