@@ -13,6 +13,7 @@ use crate::backoff::{Backoff, BackoffTable};
 use crate::classify::CallContext;
 use crate::config::{CloudConfig, Product};
 use crate::credentials::CredentialProvider;
+use crate::error::CloudError;
 use crate::http::{RpcRequest, Transport};
 use crate::metadata::MetadataClient;
 use crate::metrics::{CloudMetrics, MetricsSnapshot};
@@ -173,6 +174,7 @@ impl AlibabaCloud {
             params: &call.params,
         };
         let mut attempts = 0u32;
+        let mut refetched_credentials = false;
         loop {
             attempts += 1;
             let waited = inner.limiter.acquire(call.action).await;
@@ -193,6 +195,16 @@ impl AlibabaCloud {
             let err = match res {
                 Ok(v) => return Ok(v),
                 Err(e) if e.is_retryable() => e,
+                // A temporary key that expired or was rotated early: fetch a new one and try again.
+                Err(e @ CloudError::Auth { .. })
+                    if !refetched_credentials
+                        && e.code()
+                            .is_some_and(|c| c.starts_with("InvalidSecurityToken"))
+                        && inner.creds.invalidate().await =>
+                {
+                    refetched_credentials = true;
+                    e
+                }
                 Err(e) => return Err(e),
             };
             match delays.next() {

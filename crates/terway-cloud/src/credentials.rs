@@ -67,7 +67,7 @@ pub struct CredentialProvider {
     source: CredentialSource,
     fixed: Option<Credential>,
     metadata: Option<Arc<MetadataClient>>,
-    cached: tokio::sync::Mutex<Option<Credential>>,
+    cached: tokio::sync::Mutex<Option<(Credential, SystemTime)>>,
 }
 
 fn no_credentials(why: &str) -> CloudError {
@@ -240,17 +240,23 @@ impl CredentialProvider {
             return Ok(c.clone());
         }
         let mut cached = self.cached.lock().await;
-        if let Some(c) = cached.as_ref() {
-            let fresh = c
-                .expiration
-                .is_none_or(|exp| SystemTime::now() + REFRESH_MARGIN < exp);
-            if fresh {
+        if let Some((c, fetched_at)) = cached.as_ref() {
+            if !needs_refresh(SystemTime::now(), *fetched_at, c.expiration) {
                 return Ok(c.clone());
             }
         }
         let fetched = self.fetch_ram_role().await?;
-        *cached = Some(fetched.clone());
+        *cached = Some((fetched.clone(), SystemTime::now()));
         Ok(fetched)
+    }
+
+    /// Drop a cached temporary credential the cloud refused (e.g. `InvalidSecurityToken.Expired`);
+    /// returns whether there was one, i.e. whether fetching again can help.
+    pub async fn invalidate(&self) -> bool {
+        if self.fixed.is_some() {
+            return false;
+        }
+        self.cached.lock().await.take().is_some()
     }
 
     async fn fetch_ram_role(&self) -> CloudResult<Credential> {
@@ -275,6 +281,23 @@ impl CredentialProvider {
             .get_required(&format!("ram/security-credentials/{role}"))
             .await?;
         parse_sts(&raw, &role)
+    }
+}
+
+/// Whether a temporary credential fetched at `fetched_at` should be replaced now: when less than
+/// [`REFRESH_MARGIN`] or a quarter of its lifetime (whichever is shorter) is left, so short-lived
+/// tokens are not refetched on every call and long-lived ones are renewed well before they expire.
+pub fn needs_refresh(
+    now: SystemTime,
+    fetched_at: SystemTime,
+    expiration: Option<SystemTime>,
+) -> bool {
+    let Some(exp) = expiration else { return false };
+    let lifetime = exp.duration_since(fetched_at).unwrap_or_default();
+    let margin = REFRESH_MARGIN.min(lifetime / 4);
+    match exp.duration_since(now) {
+        Ok(left) => left <= margin,
+        Err(_) => true,
     }
 }
 
@@ -418,6 +441,31 @@ mod tests {
         assert_eq!(
             parse_credentials_file("[a]\nx=1\n", "default", "/f").unwrap(),
             None
+        );
+    }
+
+    #[test]
+    fn temporary_credentials_refresh_before_expiry() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let hour = Some(t0 + Duration::from_secs(3600));
+        assert!(!needs_refresh(t0 + Duration::from_secs(3000), t0, hour));
+        assert!(
+            needs_refresh(t0 + Duration::from_secs(3301), t0, hour),
+            "inside the 5 min margin"
+        );
+        let minute = Some(t0 + Duration::from_secs(60));
+        assert!(
+            !needs_refresh(t0 + Duration::from_secs(40), t0, minute),
+            "short tokens are not refetched every call"
+        );
+        assert!(needs_refresh(t0 + Duration::from_secs(46), t0, minute));
+        assert!(
+            needs_refresh(t0 + Duration::from_secs(90), t0, minute),
+            "expired"
+        );
+        assert!(
+            !needs_refresh(t0 + Duration::from_secs(1_000_000), t0, None),
+            "static keys never expire"
         );
     }
 

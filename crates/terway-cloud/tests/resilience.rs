@@ -10,7 +10,7 @@ use std::sync::Arc;
 use common::*;
 use terway_cloud::backoff;
 use terway_cloud::wait::{wait_eni_deleted, wait_eni_status};
-use terway_cloud::{Cloud, EniFilter, EniStatus, ENI_PAGE_SIZE};
+use terway_cloud::{Cloud, EniFilter, EniStatus, ENI_IDS_PER_REQUEST, ENI_PAGE_SIZE};
 use terway_emulator::FaultConfig;
 
 fn tag_filter(tag: &str) -> EniFilter {
@@ -230,6 +230,31 @@ async fn paging_over_more_than_one_page() {
         pages[0].params.get("MaxResults").map(String::as_str),
         Some("500")
     );
+
+    // More ids than one request may carry are split into several requests.
+    let ids: Vec<String> = listed
+        .iter()
+        .take(ENI_IDS_PER_REQUEST + 50)
+        .map(|e| e.id.clone())
+        .collect();
+    let by_id = cloud
+        .describe_network_interfaces(&EniFilter {
+            eni_ids: ids.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        by_id.iter().map(|e| e.id.clone()).collect::<BTreeSet<_>>(),
+        ids.into_iter().collect()
+    );
+    let describes = env
+        .emu
+        .calls()
+        .into_iter()
+        .filter(|c| c.action == "DescribeNetworkInterfaces")
+        .count();
+    assert_eq!(describes, 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
