@@ -261,3 +261,87 @@ async fn bad_credentials_and_region_fail_fast() {
         "{err:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reused_client_token_with_other_parameters_is_idempotent_failed() {
+    // The client never does this itself (one token per logical call); drive the transport directly
+    // to prove the classification: IdempotentFailed is a plain, non-retryable API error.
+    use terway_cloud::classify::CallContext;
+    use terway_cloud::http::{RpcRequest, Transport};
+    use terway_cloud::{Credential, Product};
+    let env = start();
+    let transport = Transport::new(&env.cfg).unwrap();
+    let ak = env.emu.access_key();
+    let cred = Credential {
+        access_key_id: ak.id,
+        access_key_secret: ak.secret,
+        security_token: None,
+        expiration: None,
+    };
+    let params = |count: &str| -> Vec<(String, String)> {
+        [
+            ("RegionId", env.emu.region_id()),
+            ("VSwitchId", VSW.to_string()),
+            ("SecurityGroupIds.1", "sg-1".to_string()),
+            ("SecondaryPrivateIpAddressCount", count.to_string()),
+            ("ClientToken", "token-reused-on-purpose".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    };
+    let (p1, p2) = (params("1"), params("2"));
+    let send = |p| RpcRequest {
+        action: "CreateNetworkInterface",
+        product: Product::Ecs,
+        params: p,
+    };
+    let first = transport
+        .send(&send(&p1), &cred, &CallContext::default())
+        .await
+        .unwrap();
+    let replay = transport
+        .send(&send(&p1), &cred, &CallContext::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        first["NetworkInterfaceId"], replay["NetworkInterfaceId"],
+        "same token, same request: same ENI"
+    );
+    let err = transport
+        .send(&send(&p2), &cred, &CallContext::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CloudError::Api { code, .. } if code == "IdempotentFailed"),
+        "{err:?}"
+    );
+    assert!(!err.is_retryable());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_count_exceeded() {
+    let env = start_with(
+        |c| {
+            c.vpc.ipv6_cidr = Some("2408:4000:100::/56".parse().unwrap());
+            c.vswitches[0].ipv6_cidr = Some("2408:4000:100:1::/64".parse().unwrap());
+            c.unattached_eni_ip_limit = 4;
+        },
+        |_| {},
+    );
+    let eni = env
+        .cloud
+        .create_network_interface(&eni_request(&suffix(), 0))
+        .await
+        .unwrap();
+    env.cloud.assign_ipv6_addresses(&eni.id, 4).await.unwrap();
+    let err = env
+        .cloud
+        .assign_ipv6_addresses(&eni.id, 1)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CloudError::IpCountExceeded { code, eni_id, .. } if code == "InvalidOperation.Ipv6CountExceeded" && *eni_id == eni.id),
+        "{err:?}"
+    );
+}
