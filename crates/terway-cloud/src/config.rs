@@ -71,6 +71,9 @@ pub struct CredentialsConfig {
     pub ram_role: Option<String>,
     /// Skip the environment variables (tests, or to force the RAM role).
     pub ignore_env: bool,
+    /// Directory holding `access-key-id` and `access-key-secret` files (Terway's
+    /// `/var/alibaba-addon-secret` mounted from a Kubernetes secret), tried after the environment.
+    pub secret_dir: Option<PathBuf>,
 }
 
 /// Instance metadata service client settings.
@@ -187,6 +190,24 @@ impl CloudConfig {
         format!("{}://{}", self.scheme.to_ascii_lowercase(), host)
     }
 
+    /// Apply Terway's environment switches: `ALICLOUD_ENDPOINT_TYPE=public`, `ECS_ENDPOINT`,
+    /// `VPC_ENDPOINT`, `ALICLOUD_CLIENT_SCHEME` (`HTTP`/`HTTPS`). Values already set in the config win
+    /// for the endpoints; `env` is injected so tests need not touch the process environment.
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) {
+        if env("ALICLOUD_ENDPOINT_TYPE").is_some_and(|v| v.eq_ignore_ascii_case("public")) {
+            self.endpoint_type = EndpointType::Public;
+        }
+        if self.ecs_endpoint.is_none() {
+            self.ecs_endpoint = env("ECS_ENDPOINT").filter(|v| !v.is_empty());
+        }
+        if self.vpc_endpoint.is_none() {
+            self.vpc_endpoint = env("VPC_ENDPOINT").filter(|v| !v.is_empty());
+        }
+        if let Some(s) = env("ALICLOUD_CLIENT_SCHEME").filter(|v| !v.is_empty()) {
+            self.scheme = s.to_ascii_lowercase();
+        }
+    }
+
     /// Request timeout.
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_secs.max(1))
@@ -221,6 +242,26 @@ mod tests {
         c.vpc_endpoint = Some("http://10.0.0.1:9/".into());
         assert_eq!(c.base_url(Product::Ecs), "http://127.0.0.1:8080");
         assert_eq!(c.base_url(Product::Vpc), "http://10.0.0.1:9");
+    }
+
+    #[test]
+    fn terway_environment_switches() {
+        let env = |k: &str| match k {
+            "ALICLOUD_ENDPOINT_TYPE" => Some("public".to_string()),
+            "VPC_ENDPOINT" => Some("vpc.example:80".to_string()),
+            "ALICLOUD_CLIENT_SCHEME" => Some("HTTP".to_string()),
+            _ => None,
+        };
+        let mut c = CloudConfig {
+            region: "cn-shanghai".into(),
+            ..Default::default()
+        };
+        c.apply_env(env);
+        assert_eq!(
+            c.base_url(Product::Ecs),
+            "http://ecs.cn-shanghai.aliyuncs.com"
+        );
+        assert_eq!(c.base_url(Product::Vpc), "http://vpc.example:80");
     }
 
     #[test]

@@ -2,10 +2,11 @@
 //! 1. static `access_key_id`/`access_key_secret` from the config;
 //! 2. env `ALIBABA_CLOUD_ACCESS_KEY_ID`/`ALIBABA_CLOUD_ACCESS_KEY_SECRET`
 //!    (+ `ALIBABA_CLOUD_SECURITY_TOKEN`);
-//! 3. the credentials file (Alibaba CLI/SDK ini: `[profile]`, `type = access_key` with
+//! 3. `access-key-id`/`access-key-secret` files in `secret_dir` (Terway's `/var/alibaba-addon-secret`);
+//! 4. the credentials file (Alibaba CLI/SDK ini: `[profile]`, `type = access_key` with
 //!    `access_key_id`/`access_key_secret`, or `type = ecs_ram_role` with `role_name`), path from the
 //!    config, `$ALIBABA_CLOUD_CREDENTIALS_FILE`, or `~/.alibabacloud/credentials`;
-//! 4. the instance RAM role via metadata `ram/security-credentials/<role>` (STS: sent as
+//! 5. the instance RAM role via metadata `ram/security-credentials/<role>` (STS: sent as
 //!    `x-acs-security-token`, refreshed before it expires).
 
 use std::path::PathBuf;
@@ -55,6 +56,8 @@ pub enum CredentialSource {
     Static,
     /// From the environment.
     Env,
+    /// From `access-key-id`/`access-key-secret` files in this directory.
+    SecretDir(PathBuf),
     /// From the credentials file at this path.
     File(PathBuf),
     /// Instance RAM role (name discovered from metadata when `None`).
@@ -181,6 +184,20 @@ impl CredentialProvider {
             if let (Some(id), Some(secret)) = (id, secret) {
                 let token = env("ALIBABA_CLOUD_SECURITY_TOKEN");
                 return Ok(make(CredentialSource::Env, Some(key(id, secret, token))));
+            }
+        }
+        if let Some(dir) = &cfg.secret_dir {
+            let read = |name: &str| {
+                std::fs::read_to_string(dir.join(name))
+                    .ok()
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+            };
+            if let (Some(id), Some(secret)) = (read("access-key-id"), read("access-key-secret")) {
+                return Ok(make(
+                    CredentialSource::SecretDir(dir.clone()),
+                    Some(key(id, secret, None)),
+                ));
             }
         }
         let path = cfg
@@ -379,6 +396,26 @@ mod tests {
             (p.source(), key_of(&p).await.as_str()),
             (&CredentialSource::Env, "ENVAK")
         );
+
+        let secrets = tempfile::tempdir().unwrap();
+        std::fs::write(secrets.path().join("access-key-id"), "DIRAK\n").unwrap();
+        std::fs::write(secrets.path().join("access-key-secret"), "DIRSK\n").unwrap();
+        let with_dir = CredentialsConfig {
+            secret_dir: Some(secrets.path().into()),
+            ..Default::default()
+        };
+        let p = CredentialProvider::resolve_with(&with_dir, env_of(&ENV), h(), None).unwrap();
+        assert_eq!(
+            p.source(),
+            &CredentialSource::Env,
+            "the environment comes before the secret dir"
+        );
+        let p = CredentialProvider::resolve_with(&with_dir, env_of(&[]), h(), None).unwrap();
+        assert_eq!(
+            p.source(),
+            &CredentialSource::SecretDir(secrets.path().into())
+        );
+        assert_eq!(key_of(&p).await, "DIRAK");
 
         let p = CredentialProvider::resolve_with(&none, env_of(&[]), h(), None).unwrap();
         assert!(matches!(p.source(), CredentialSource::File(_)));
