@@ -1,0 +1,154 @@
+//! DEL and CHECK.
+//!
+//! DEL removes host-side state by container identity even when the netns is gone (host veth name from the
+//! pod's namespace/name, rules by the pod IP the daemon recorded), then releases the IP. It succeeds when
+//! called twice and when the daemon no longer knows the pod. A DEL for an older sandbox of the same pod
+//! (container id mismatch) leaves the kernel alone: that state belongs to the new sandbox.
+
+use std::path::Path;
+
+use cni_protocol::{AttachmentRequest, CniError};
+use terway_datapath::driver::{self, Driver, HostCtx, PodCtx, PodIdentity, PodNetwork};
+use terway_datapath::ErrorList;
+use terway_rpc::v1::{GetIpInfoReply, GetIpInfoRequest, ReleaseIpRequest};
+use tonic::Code;
+
+use crate::add::{drivers_for, networks};
+use crate::config::PluginConf;
+use crate::daemon::{self, map_status, Daemon};
+use crate::{convert, datapath_error, host_ctx, pod_ctx_if_present, pod_identity, pod_ref};
+
+/// Reason sent with ReleaseIP on a normal DEL.
+pub const RELEASE_REASON: &str = "normal release";
+
+async fn ip_info(
+    d: &mut Daemon,
+    req: &AttachmentRequest,
+    pod: &PodIdentity,
+) -> Result<Option<GetIpInfoReply>, CniError> {
+    match d
+        .backend
+        .get_ip_info(GetIpInfoRequest {
+            pod: Some(pod_ref(req, pod)),
+        })
+        .await
+    {
+        Ok(r) => Ok(Some(r.into_inner())),
+        Err(s) if s.code() == Code::NotFound => Ok(None),
+        Err(s) => Err(map_status(&format!("look up pod {pod}"), &s)),
+    }
+}
+
+/// Host-side cleanup possible without any daemon answer: the host veth derived from the pod's name.
+async fn teardown_by_name(
+    host: &HostCtx,
+    pod: Option<&PodCtx>,
+    p: &PodIdentity,
+    ifname: &str,
+) -> Result<(), CniError> {
+    let hv = driver::host_veth_name(&p.namespace, &p.name, ifname);
+    terway_datapath::link::remove_link_by_name(&host.nl, &hv)
+        .await
+        .map_err(datapath_error)?;
+    if let Some(pc) = pod {
+        let l = terway_datapath::link::link_by_name(&pc.nl, ifname)
+            .await
+            .map_err(datapath_error)?;
+        if let Some(l) = l.filter(|l| l.kind.as_deref() == Some("veth")) {
+            terway_datapath::link::remove_link(&pc.nl, l.index)
+                .await
+                .map_err(datapath_error)?;
+        }
+    }
+    Ok(())
+}
+
+/// Run DEL.
+pub async fn del(req: &AttachmentRequest, conf: &PluginConf) -> Result<(), CniError> {
+    let pod = match pod_identity(req) {
+        Ok(p) => p,
+        // Without the pod's name nothing of ours can be identified; DEL must not fail forever.
+        Err(e) => {
+            tracing::warn!("DEL without Kubernetes pod identity, nothing to do: {e}");
+            return Ok(());
+        }
+    };
+    let host = host_ctx(conf)?;
+    let pod_ctx = pod_ctx_if_present(req.netns.as_ref().map(|n| n.path()))?;
+    let mut d = match daemon::connect(Path::new(&conf.terway.daemon_socket)).await {
+        Ok(d) => d,
+        Err(e) => {
+            // Clean what we can, then ask the runtime to retry so the IP is released later.
+            let _ = teardown_by_name(&host, pod_ctx.as_ref(), &pod, &req.ifname).await;
+            return Err(e);
+        }
+    };
+    let Some(info) = ip_info(&mut d, req, &pod).await? else {
+        teardown_by_name(&host, pod_ctx.as_ref(), &pod, &req.ifname).await?;
+        return Ok(());
+    };
+    if !info.container_id.is_empty() && info.container_id != pod.container_id {
+        tracing::info!(pod = %pod, "DEL for stale sandbox {} (current {}), kernel state left to the current one", pod.container_id, info.container_id);
+    } else {
+        teardown(req, conf, &host, pod_ctx.as_ref(), &pod, &info).await?;
+    }
+    d.backend
+        .release_ip(ReleaseIpRequest {
+            pod: Some(pod_ref(req, &pod)),
+            reason: RELEASE_REASON.into(),
+        })
+        .await
+        .map_err(|s| map_status(&format!("release IP of pod {pod}"), &s))?;
+    Ok(())
+}
+
+async fn teardown(
+    req: &AttachmentRequest,
+    conf: &PluginConf,
+    host: &HostCtx,
+    pod_ctx: Option<&PodCtx>,
+    pod: &PodIdentity,
+    info: &GetIpInfoReply,
+) -> Result<(), CniError> {
+    let mode = convert::mode_of(info.mode)?;
+    let nets = networks(req, conf, pod, &info.net_confs, &info.node_ip)?;
+    let mut errs = ErrorList::new();
+    for net in nets.iter().rev() {
+        for drv in drivers_for(mode, conf.terway.eniip_virtual_type, true) {
+            errs.collect(drv.teardown(host, pod_ctx, net).await);
+        }
+    }
+    errs.into_result().map_err(datapath_error)
+}
+
+/// Run CHECK: the daemon must know this container, and the full kernel state must match.
+pub async fn check(req: &AttachmentRequest, conf: &PluginConf) -> Result<(), CniError> {
+    let pod = pod_identity(req)?;
+    let mut d = daemon::connect(Path::new(&conf.terway.daemon_socket)).await?;
+    let info = ip_info(&mut d, req, &pod).await?.ok_or_else(|| {
+        CniError::unknown_container(format!("terwayd has no allocation for pod {pod}"))
+    })?;
+    if !info.container_id.is_empty() && info.container_id != pod.container_id {
+        return Err(CniError::unknown_container(format!(
+            "pod {pod} is allocated to sandbox {}, not {}",
+            info.container_id, pod.container_id
+        )));
+    }
+    let mode = convert::mode_of(info.mode)?;
+    let nets: Vec<PodNetwork> = networks(req, conf, &pod, &info.net_confs, &info.node_ip)?;
+    let host = host_ctx(conf)?;
+    let netns = req
+        .netns
+        .as_ref()
+        .ok_or_else(|| CniError::invalid_env("CNI_NETNS is required for CHECK"))?;
+    let pod_ctx = PodCtx::open(netns.path()).map_err(datapath_error)?;
+    for net in &nets {
+        let (drv, _) = driver::select_driver(&host, mode, conf.terway.eniip_virtual_type, net)
+            .await
+            .map_err(datapath_error)?;
+        drv.check(&host, &pod_ctx, net)
+            .await
+            .map_err(datapath_error)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! The `terway` CNI plugin: parse the invocation (cni-protocol), ask terwayd over its unix socket, program
+//! the pod with a terway-datapath driver, answer in the caller's CNI version. Thin by design: protocol,
+//! daemon contract and kernel work live in their own crates.
+
+pub mod add;
+pub mod config;
+pub mod convert;
+pub mod daemon;
+pub mod del;
+pub mod gc;
+pub mod logging;
+
+use std::path::Path;
+
+use cni_protocol::{AttachmentRequest, CniError, CniRequest, HandlerOutput};
+use terway_datapath::driver::{HostCtx, PodCtx, PodIdentity};
+use terway_datapath::Netns;
+use terway_rpc::v1::PodRef;
+
+use crate::config::PluginConf;
+
+/// Serve one CNI request (everything but VERSION, which cni-protocol answers).
+pub fn handle(req: CniRequest) -> Result<HandlerOutput, CniError> {
+    let Some(netconf) = req.config() else {
+        return Err(CniError::internal("VERSION reached the plugin handler"));
+    };
+    let conf = PluginConf::from_netconf(netconf)?;
+    let _log = logging::init(&conf);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CniError::internal(format!("cannot start the async runtime: {e}")))?;
+    let cmd = req.command();
+    let out = rt.block_on(async move {
+        match req {
+            CniRequest::Add(a) => add::add(&a, &conf).await.map(Some),
+            CniRequest::Del(a) => del::del(&a, &conf).await.map(|_| None),
+            CniRequest::Check(a) => del::check(&a, &conf).await.map(|_| None),
+            CniRequest::Status(_) => gc::status(&conf).await.map(|_| None),
+            CniRequest::Gc(g) => gc::gc(&g, &conf).await.map(|_| None),
+            CniRequest::Version => Ok(None),
+        }
+    });
+    if let Err(e) = &out {
+        tracing::error!(command = %cmd, code = e.code, "{e}");
+    }
+    out
+}
+
+/// Pod identity from CNI_ARGS (Kubernetes keys) and the container id.
+pub fn pod_identity(req: &AttachmentRequest) -> Result<PodIdentity, CniError> {
+    let (ns, name) = req.args.pod().ok_or_else(|| {
+        CniError::invalid_env(
+            "CNI_ARGS has no K8S_POD_NAMESPACE/K8S_POD_NAME; terway networks Kubernetes pods only",
+        )
+    })?;
+    let cid = req
+        .args
+        .k8s_pod_infra_container_id
+        .clone()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| req.container_id.clone());
+    Ok(PodIdentity {
+        namespace: ns.to_string(),
+        name: name.to_string(),
+        container_id: cid,
+    })
+}
+
+/// The daemon's view of the pod.
+pub fn pod_ref(req: &AttachmentRequest, pod: &PodIdentity) -> PodRef {
+    PodRef {
+        namespace: pod.namespace.clone(),
+        name: pod.name.clone(),
+        container_id: pod.container_id.clone(),
+        uid: req.args.k8s_pod_uid.clone().unwrap_or_default(),
+    }
+}
+
+/// Datapath failures: a missing ENI is transient (the daemon may still be attaching it), the rest are
+/// datapath errors with the full context chain.
+pub fn datapath_error(e: terway_datapath::Error) -> CniError {
+    let transient = matches!(root(&e), terway_datapath::Error::EniNotFound { .. });
+    let msg = e.to_string();
+    if transient {
+        CniError::try_again_later(msg)
+    } else {
+        CniError::datapath(msg)
+    }
+}
+
+fn root(e: &terway_datapath::Error) -> &terway_datapath::Error {
+    match e {
+        terway_datapath::Error::Context { source, .. } => root(source),
+        other => other,
+    }
+}
+
+/// Open the host namespace (configured or our own) with one netlink socket.
+pub fn host_ctx(conf: &PluginConf) -> Result<HostCtx, CniError> {
+    let ns = match &conf.host_netns {
+        Some(p) => Netns::open(p),
+        None => Netns::current(),
+    }
+    .map_err(datapath_error)?;
+    let mut h = HostCtx::new(ns, conf.lock_dir.clone()).map_err(datapath_error)?;
+    h.eni_wait_attempts = conf.eni_wait_attempts;
+    h.eni_wait_interval = conf.eni_wait_interval;
+    Ok(h)
+}
+
+/// Open the pod namespace; `None` when it no longer exists (DEL after the sandbox is gone).
+pub fn pod_ctx_if_present(path: Option<&Path>) -> Result<Option<PodCtx>, CniError> {
+    let Some(p) = path.filter(|p| !p.as_os_str().is_empty()) else {
+        return Ok(None);
+    };
+    match PodCtx::open(p) {
+        Ok(c) => Ok(Some(c)),
+        // Gone, or a leftover file that is no longer a namespace (setns says EINVAL).
+        Err(e) if matches!(e.errno(), Some(2) | Some(22)) => Ok(None),
+        Err(e) => Err(datapath_error(e)),
+    }
+}

@@ -1,0 +1,345 @@
+//! The real `terway` binary, driven with real env + stdin against a fake terwayd and real namespaces.
+
+mod support;
+
+use std::net::Ipv4Addr;
+
+use serde_json::json;
+use support::*;
+use terway_datapath::testbed::Testbed;
+use terway_datapath::{link, rule, Netns};
+use terway_rpc::v1::NetworkMode;
+use tonic::Code;
+
+fn ping(ns_name: &str, dst: Ipv4Addr) -> bool {
+    std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns_name,
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            &dst.to_string(),
+        ])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+async fn our_rules(tb: &Testbed) -> Vec<String> {
+    rule::list_rules(&tb.host_nl, true)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.priority == 512 || r.priority == 2048)
+        .map(|r| r.to_string())
+        .collect()
+}
+
+async fn cali_links(tb: &Testbed) -> Vec<String> {
+    link::list_links(&tb.host_nl)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.name)
+        .filter(|n| n.starts_with("cali"))
+        .collect()
+}
+
+fn shared_state(tb: &Testbed, ips: &[&str]) -> State {
+    State {
+        mode: NetworkMode::SharedEni as i32,
+        template: shared_template(tb),
+        node_ip: tb.node_ip.to_string(),
+        next_ip: ips.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_eni_add_check_del_via_binary() {
+    let tb = Testbed::new(41).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = sock_path(dir.path());
+    let d = serve(&sock, shared_state(&tb, &["10.41.0.5"]));
+    let conf = plugin_conf(
+        &tb,
+        &sock,
+        dir.path(),
+        json!({"runtimeConfig": {"bandwidth": {"ingressRate": 8_000_000, "egressRate": 16_000_000}}}),
+    );
+    let (ns_name, ns_path) = tb.pod_ns("a").unwrap();
+    let netns = ns_path.display().to_string();
+
+    let r = cni("ADD", "c1", &netns, "default/web", &conf).await;
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    let res = r.json();
+    assert_eq!(res["cniVersion"], "1.0.0");
+    assert_eq!(
+        res["interfaces"][0]["name"].as_str().unwrap(),
+        terway_datapath::driver::host_veth_name("default", "web", "eth0")
+    );
+    assert_eq!(res["interfaces"][1]["name"], "eth0");
+    assert_eq!(res["interfaces"][1]["sandbox"], netns.as_str());
+    assert_eq!(res["ips"][0]["address"], "10.41.0.5/32");
+    assert_eq!(res["ips"][0]["gateway"], "169.254.1.1");
+    assert_eq!(res["ips"][0]["interface"], 1);
+    assert_eq!(res["routes"][0]["dst"], "0.0.0.0/0");
+    tb.vpc_learn(Ipv4Addr::new(10, 41, 0, 5)).await.unwrap();
+    assert!(ping(&ns_name, tb.peer_ip), "pod -> peer behind the ENI");
+    assert!(ping(&ns_name, tb.node_ip), "pod -> node");
+    let eni = link::require_link(&tb.host_nl, &tb.eni_name).await.unwrap();
+    assert_eq!(
+        our_rules(&tb).await,
+        [
+            "512: to 10.41.0.5/32 lookup 254".to_string(),
+            format!("2048: from 10.41.0.5/32 lookup {}", 1000 + eni.index)
+        ]
+    );
+    assert!(d
+        .0
+        .lock()
+        .unwrap()
+        .events
+        .iter()
+        .any(|(r, m)| r == "AllocIPSucceed" && m.contains("10.41.0.5")));
+
+    // ADD again for the same container: same answer, no duplicate state
+    let r2 = cni("ADD", "c1", &netns, "default/web", &conf).await;
+    assert_eq!(r2.code, 0, "{}", r2.stdout);
+    assert_eq!(r2.json()["ips"], res["ips"]);
+    assert_eq!(our_rules(&tb).await.len(), 2);
+
+    let c = cni("CHECK", "c1", &netns, "default/web", &conf).await;
+    assert_eq!(c.code, 0, "{}", c.stdout);
+    assert!(c.stdout.is_empty());
+    // CHECK for another sandbox of the pod is an unknown container
+    let c = cni("CHECK", "c0", &netns, "default/web", &conf).await;
+    assert_eq!(c.json()["code"], 3, "{}", c.stdout);
+
+    let del = cni("DEL", "c1", &netns, "default/web", &conf).await;
+    assert_eq!(del.code, 0, "{} {}", del.stdout, del.stderr);
+    assert!(our_rules(&tb).await.is_empty());
+    assert!(cali_links(&tb).await.is_empty());
+    assert_eq!(
+        d.0.lock().unwrap().released,
+        [("default/web".to_string(), "normal release".to_string())]
+    );
+    let del2 = cni("DEL", "c1", &netns, "default/web", &conf).await;
+    assert_eq!(del2.code, 0, "{}", del2.stdout);
+    assert!(
+        dir.path().join("terway.log").exists(),
+        "debug logs to the file"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn del_after_netns_vanished_cleans_host_side() {
+    let tb = Testbed::new(42).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = sock_path(dir.path());
+    let d = serve(&sock, shared_state(&tb, &["10.42.0.7"]));
+    let conf = plugin_conf(&tb, &sock, dir.path(), json!({}));
+    let (_, ns_path) = tb.pod_ns("v").unwrap();
+    let netns = ns_path.display().to_string();
+    assert_eq!(
+        cni("ADD", "c9", &netns, "kube-system/dns", &conf)
+            .await
+            .code,
+        0
+    );
+    Netns::delete_path(&ns_path).unwrap();
+    let del = cni("DEL", "c9", &netns, "kube-system/dns", &conf).await;
+    assert_eq!(del.code, 0, "{} {}", del.stdout, del.stderr);
+    assert!(our_rules(&tb).await.is_empty());
+    assert!(cali_links(&tb).await.is_empty());
+    assert!(d.0.lock().unwrap().allocs.is_empty());
+    // and with an empty CNI_NETNS
+    assert_eq!(cni("DEL", "c9", "", "kube-system/dns", &conf).await.code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_fails_half_way_and_rolls_back() {
+    let tb = Testbed::new(43).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = sock_path(dir.path());
+    let mut st = shared_state(&tb, &["10.43.0.9"]);
+    if let Some(e) = st.template.eni.as_mut() {
+        e.mac = "02:00:5e:00:99:99".into();
+    }
+    let d = serve(&sock, st);
+    let conf = plugin_conf(&tb, &sock, dir.path(), json!({}));
+    let (_, ns_path) = tb.pod_ns("f").unwrap();
+    let r = cni(
+        "ADD",
+        "c2",
+        &ns_path.display().to_string(),
+        "default/ghost",
+        &conf,
+    )
+    .await;
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    let j = r.json();
+    assert_eq!(j["code"], 11, "missing ENI is transient: {j}");
+    assert!(
+        j["msg"].as_str().unwrap().contains("02:00:5e:00:99:99"),
+        "{j}"
+    );
+    assert!(!r.stderr.contains("panicked") && !r.stderr.contains("backtrace"));
+    assert!(our_rules(&tb).await.is_empty());
+    assert!(cali_links(&tb).await.is_empty());
+    let pod = terway_datapath::driver::PodCtx::open(&ns_path).unwrap();
+    let names: Vec<String> = link::list_links(&pod.nl)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    assert_eq!(names, ["lo"]);
+    let s = d.0.lock().unwrap();
+    assert_eq!(
+        s.released,
+        [(
+            "default/ghost".to_string(),
+            "roll back ip for error".to_string()
+        )]
+    );
+    assert!(s.events.iter().any(|(r, _)| r == "AllocIPFailed"));
+    assert!(s.allocs.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipvlan_request_falls_back_and_reports_it() {
+    let tb = Testbed::new(44).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = sock_path(dir.path());
+    let d = serve(&sock, shared_state(&tb, &["10.44.0.3"]));
+    let conf = plugin_conf(
+        &tb,
+        &sock,
+        dir.path(),
+        json!({"eniip_virtual_type": "ipvlan", "host_stack_cidrs": ["169.254.20.10/32"]}),
+    );
+    let (ns_name, ns_path) = tb.pod_ns("i").unwrap();
+    let netns = ns_path.display().to_string();
+    let r = cni("ADD", "c3", &netns, "default/ipv", &conf).await;
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    if !std::path::Path::new("/sys/module/ipvlan").exists() {
+        let ev = d.0.lock().unwrap().events.clone();
+        assert!(
+            ev.iter()
+                .any(|(r, m)| r == "VirtualModeChanged" && m.contains("ipvlan")),
+            "{ev:?}"
+        );
+        assert_eq!(our_rules(&tb).await.len(), 2, "policy routing in place");
+        tb.vpc_learn(Ipv4Addr::new(10, 44, 0, 3)).await.unwrap();
+        assert!(ping(&ns_name, tb.peer_ip));
+    }
+    assert_eq!(
+        cni("CHECK", "c3", &netns, "default/ipv", &conf).await.code,
+        0
+    );
+    assert_eq!(cni("DEL", "c3", &netns, "default/ipv", &conf).await.code, 0);
+    assert!(our_rules(&tb).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_errors_map_to_cni_codes_and_status() {
+    let tb = Testbed::new(45).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = sock_path(dir.path());
+    let conf = plugin_conf(&tb, &sock, dir.path(), json!({"cniVersion": "1.1.0"}));
+    let (_, ns_path) = tb.pod_ns("e").unwrap();
+    let netns = ns_path.display().to_string();
+    // no daemon yet
+    let r = cni("ADD", "c4", &netns, "default/x", &conf).await;
+    assert_eq!(r.json()["code"], 11, "{}", r.stdout);
+    let s = cni("STATUS", "", "", "default/x", &conf).await;
+    assert_eq!(s.json()["code"], 50, "{}", s.stdout);
+    let mut st = shared_state(&tb, &["10.45.0.3"]);
+    st.alloc_error = Some(Code::ResourceExhausted);
+    let d = serve(&sock, st);
+    assert_eq!(cni("STATUS", "", "", "default/x", &conf).await.code, 0);
+    let r = cni("ADD", "c4", &netns, "default/x", &conf).await;
+    assert_eq!(r.json()["code"], 100, "{}", r.stdout);
+    d.0.lock().unwrap().alloc_error = Some(Code::Aborted);
+    assert_eq!(
+        cni("ADD", "c4", &netns, "default/x", &conf).await.json()["code"],
+        11
+    );
+    assert!(cali_links(&tb).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_removes_only_invalid_attachments() {
+    let tb = Testbed::new(46).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = sock_path(dir.path());
+    let _d = serve(&sock, shared_state(&tb, &["10.46.0.3", "10.46.0.4"]));
+    let conf = plugin_conf(&tb, &sock, dir.path(), json!({"cniVersion": "1.1.0"}));
+    let (_, a) = tb.pod_ns("a").unwrap();
+    let (_, b) = tb.pod_ns("b").unwrap();
+    assert_eq!(
+        cni("ADD", "ca", &a.display().to_string(), "default/a", &conf)
+            .await
+            .code,
+        0
+    );
+    assert_eq!(
+        cni("ADD", "cb", &b.display().to_string(), "default/b", &conf)
+            .await
+            .code,
+        0
+    );
+    assert_eq!(cali_links(&tb).await.len(), 2);
+    let mut gc_conf = conf.clone();
+    gc_conf["cni.dev/valid-attachments"] = json!([{"containerID": "ca", "ifname": "eth0"}]);
+    let r = cni("GC", "", "", "default/a", &gc_conf).await;
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    assert_eq!(
+        cali_links(&tb).await,
+        [terway_datapath::driver::host_veth_name(
+            "default", "a", "eth0"
+        )]
+    );
+    let rules = our_rules(&tb).await;
+    assert_eq!(rules.len(), 2);
+    assert!(rules.iter().all(|r| r.contains("10.46.0.3")), "{rules:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclusive_eni_via_binary() {
+    let tb = Testbed::new(47).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = sock_path(dir.path());
+    let mut st = shared_state(&tb, &["10.47.0.8"]);
+    st.mode = NetworkMode::ExclusiveEni as i32;
+    let _d = serve(&sock, st);
+    let conf = plugin_conf(
+        &tb,
+        &sock,
+        dir.path(),
+        json!({"host_stack_cidrs": ["169.254.20.10/32"]}),
+    );
+    let (ns_name, ns_path) = tb.pod_ns("x").unwrap();
+    let netns = ns_path.display().to_string();
+    let r = cni("ADD", "cx", &netns, "default/db", &conf).await;
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    assert_eq!(r.json()["ips"][0]["gateway"], tb.gateway.to_string());
+    assert!(link::link_by_name(&tb.host_nl, &tb.eni_name)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(ping(&ns_name, tb.peer_ip));
+    assert_eq!(
+        cni("CHECK", "cx", &netns, "default/db", &conf).await.code,
+        0
+    );
+    assert_eq!(cni("DEL", "cx", &netns, "default/db", &conf).await.code, 0);
+    let back = link::require_link(&tb.host_nl, &tb.eni_name).await.unwrap();
+    assert_eq!(back.mac, Some(tb.eni_mac));
+    assert!(cali_links(&tb).await.is_empty());
+}
