@@ -14,6 +14,7 @@
 
 mod cmd;
 mod error;
+mod hook_impl;
 mod nft;
 mod topology;
 

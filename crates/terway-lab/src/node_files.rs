@@ -1,0 +1,52 @@
+//! Per-node files the lab writes for the real binaries: the daemon's `eni_conf` (Terway's keys plus ours)
+//! and the CNI network configuration the lab feeds to `terway` on stdin, exactly what containerd would
+//! read from `/etc/cni/net.d/`.
+
+use serde_json::{json, Value};
+
+use crate::plan::{LabPlan, NodeMode, NodePlan};
+
+/// AccessKey pair the lab's emulator accepts (the emulator's documented default).
+pub const ACCESS_KEY_ID: &str = "LTAIEMULATORKEY";
+/// Secret of [`ACCESS_KEY_ID`].
+pub const ACCESS_KEY_SECRET: &str = "emulator-secret";
+/// Region of the lab's emulator.
+pub const REGION: &str = "cn-hangzhou";
+
+/// The daemon's `eni_conf` JSON for `node`.
+pub fn eni_conf(plan: &LabPlan, node: &NodePlan) -> Value {
+    let vsw = plan.vswitches.iter().find(|v| v.id == node.vswitch_id);
+    let zone = vsw.map(|v| v.zone_id.clone()).unwrap_or_default();
+    let mut conf = json!({
+        "version": "1",
+        "access_key": ACCESS_KEY_ID,
+        "access_secret": ACCESS_KEY_SECRET,
+        "region_id": REGION,
+        "service_cidr": plan.service_cidr.to_string(),
+        "vswitches": { zone: [node.vswitch_id.clone()] },
+        "max_pool_size": node.max_pool,
+        "min_pool_size": node.min_pool,
+        "mode": node.mode.as_str(),
+        // The lab churns pods quickly: a short cooldown keeps addresses flowing without disabling it.
+        "ip_reuse_cooldown": "2s",
+    });
+    if node.mode == NodeMode::VpcRoute {
+        if let (Some(obj), Some(cidr)) = (conf.as_object_mut(), node.pod_cidr) {
+            obj.insert("pod_cidr".into(), json!(cidr.to_string()));
+        }
+    }
+    conf
+}
+
+/// The CNI network configuration (one plugin object, as containerd passes it) for `node`.
+pub fn cni_conf(node: &NodePlan) -> Value {
+    json!({
+        "cniVersion": "1.0.0",
+        "name": "terway",
+        "type": "terway",
+        "capabilities": { "bandwidth": true },
+        "eniip_virtual_type": "veth",
+        "daemon_socket": node.socket.display().to_string(),
+        "daemon_timeout": "60s",
+    })
+}

@@ -1,0 +1,467 @@
+//! The lab plan: names, address ranges and per-node settings, decided once by `up` and then read by every
+//! other command. Pure: the only input from the machine is the list of its own IPv4 networks, which the
+//! plan must not overlap (so no lab address can ever shadow a real one).
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+/// How pods are networked on a node (one daemon mode per node).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeMode {
+    /// Secondary IPs of shared ENIs (Terway ENIIP, veth + policy routing).
+    Shared,
+    /// One whole ENI per pod.
+    Exclusive,
+    /// IPs from the node PodCIDR, routed by a VPC route entry.
+    VpcRoute,
+}
+
+impl NodeMode {
+    /// The name used on the command line and in tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeMode::Shared => "shared",
+            NodeMode::Exclusive => "exclusive",
+            NodeMode::VpcRoute => "vpc-route",
+        }
+    }
+}
+
+/// One vSwitch of the lab VPC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VSwitchPlan {
+    /// `vsw-…`.
+    pub id: String,
+    /// Zone.
+    pub zone_id: String,
+    /// CIDR.
+    pub cidr: Ipv4Net,
+}
+
+/// One node of the lab.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodePlan {
+    /// Short name used on the command line (`node0`).
+    pub name: String,
+    /// Its network namespace.
+    pub netns: String,
+    /// Emulated instance id.
+    pub instance_id: String,
+    /// Instance type (sets ENI/IP quotas).
+    pub instance_type: String,
+    /// Pod networking mode.
+    pub mode: NodeMode,
+    /// vSwitch of the primary ENI (and of new ENIs).
+    pub vswitch_id: String,
+    /// PodCIDR (VPC-route mode only).
+    pub pod_cidr: Option<Ipv4Net>,
+    /// Idle-IP low watermark.
+    pub min_pool: u32,
+    /// Idle-IP high watermark.
+    pub max_pool: u32,
+    /// Directory with this node's files (config, daemon state, logs).
+    pub dir: PathBuf,
+    /// The daemon's gRPC socket.
+    pub socket: PathBuf,
+    /// The daemon's state directory.
+    pub state_dir: PathBuf,
+}
+
+/// A host in the VPC outside the nodes (pod → VPC resource checks).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutsidePlan {
+    /// Its network namespace.
+    pub netns: String,
+    /// Its subnet.
+    pub cidr: Ipv4Net,
+    /// Its address.
+    pub addr: Ipv4Addr,
+}
+
+/// Everything `up` decided.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabPlan {
+    /// Lab name: prefix of every namespace the lab creates.
+    pub name: String,
+    /// Directory holding the lab's state and files.
+    pub dir: PathBuf,
+    /// The VPC router's netns.
+    pub vpc_netns: String,
+    /// VPC CIDR.
+    pub vpc_cidr: Ipv4Net,
+    /// vSwitches.
+    pub vswitches: Vec<VSwitchPlan>,
+    /// Kubernetes-style service CIDR handed to the daemons (no kube-proxy here; it only shapes routes).
+    pub service_cidr: Ipv4Net,
+    /// Outside host.
+    pub outside: OutsidePlan,
+    /// Metadata service address (port 80) inside the vpc netns.
+    pub metadata_addr: Ipv4Addr,
+    /// OpenAPI endpoint address (port 80) inside the vpc netns.
+    pub api_addr: Ipv4Addr,
+    /// Asynchronous ENI attach delay range in ms.
+    pub attach_delay_ms: (u64, u64),
+    /// Nodes.
+    pub nodes: Vec<NodePlan>,
+}
+
+impl LabPlan {
+    /// The node called `name`.
+    pub fn node(&self, name: &str) -> Option<&NodePlan> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// OpenAPI endpoint URL as seen from a node.
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.api_addr)
+    }
+
+    /// Metadata base URL as seen from a node.
+    pub fn metadata_url(&self) -> String {
+        format!("http://{}", self.metadata_addr)
+    }
+}
+
+/// What the user asked `up` for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabRequest {
+    /// Lab name; random when absent.
+    pub name: Option<String>,
+    /// Per node: mode and instance type.
+    pub nodes: Vec<(NodeMode, String)>,
+    /// Number of vSwitches (nodes are spread over them).
+    pub vswitches: usize,
+    /// Idle-IP low watermark per node.
+    pub min_pool: u32,
+    /// Idle-IP high watermark per node.
+    pub max_pool: u32,
+    /// ENI attach delay range in ms.
+    pub attach_delay_ms: (u64, u64),
+    /// First octets to try for the VPC, e.g. `10.240.0.0/16`; the plan moves on if it overlaps the machine.
+    pub vpc_cidr: Option<Ipv4Net>,
+}
+
+/// Why a plan cannot be made.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    /// Bad lab name.
+    #[error("lab name {0:?} must be 1-10 characters of a-z, 0-9 (it prefixes namespace names)")]
+    BadName(String),
+    /// No nodes requested.
+    #[error("a lab needs at least one node")]
+    NoNodes,
+    /// Too many nodes or vSwitches for the address plan.
+    #[error("{0}")]
+    TooBig(String),
+    /// Every candidate range overlaps the machine's own networks.
+    #[error("no free address range: every candidate overlaps this machine's networks ({0}); pass --vpc-cidr")]
+    NoFreeRange(String),
+    /// The requested VPC CIDR overlaps the machine's own networks.
+    #[error("VPC CIDR {0} (or a range derived from it) overlaps this machine's network {1}; pick another --vpc-cidr")]
+    Overlap(Ipv4Net, Ipv4Net),
+    /// The watermarks are inverted.
+    #[error("--min-pool {0} is larger than --max-pool {1}")]
+    Pool(u32, u32),
+}
+
+/// Root of every lab's directory.
+pub fn labs_root() -> PathBuf {
+    std::env::var_os("TERWAY_LAB_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/terway-lab"))
+}
+
+/// A fresh random lab name (`tl` + 6 hex digits).
+pub fn random_name() -> String {
+    format!("tl{:06x}", rand_u32() & 0x00ff_ffff)
+}
+
+fn rand_u32() -> u32 {
+    let u = uuid::Uuid::new_v4();
+    let b = u.as_bytes();
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// Validate a lab name.
+pub fn check_name(name: &str) -> Result<(), PlanError> {
+    let ok = !name.is_empty()
+        && name.len() <= 10
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(PlanError::BadName(name.to_string()))
+    }
+}
+
+fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// The ranges a plan based on `vpc` uses: the VPC, the PodCIDR block and the service CIDR.
+fn ranges_for(vpc: Ipv4Net) -> Option<[Ipv4Net; 3]> {
+    // PodCIDRs and services sit in the two /16 blocks after the VPC (outside it, as ACK requires).
+    let base = u32::from(vpc.network());
+    let pods = Ipv4Net::new(Ipv4Addr::from(base.checked_add(1 << 16)?), 16).ok()?;
+    let svc = Ipv4Net::new(Ipv4Addr::from(base.checked_add(2 << 16)?), 20).ok()?;
+    Some([vpc, pods, svc])
+}
+
+/// Build the plan, avoiding every network in `host_nets` (the machine's own `ip -4 addr`).
+pub fn make_plan(req: &LabRequest, host_nets: &[Ipv4Net]) -> Result<LabPlan, PlanError> {
+    let name = match &req.name {
+        Some(n) => n.clone(),
+        None => random_name(),
+    };
+    check_name(&name)?;
+    if req.nodes.is_empty() {
+        return Err(PlanError::NoNodes);
+    }
+    if req.nodes.len() > 200 {
+        return Err(PlanError::TooBig(format!(
+            "{} nodes: at most 200",
+            req.nodes.len()
+        )));
+    }
+    if req.vswitches == 0 || req.vswitches > 8 {
+        return Err(PlanError::TooBig(format!(
+            "{} vSwitches: 1 to 8",
+            req.vswitches
+        )));
+    }
+    if req.min_pool > req.max_pool {
+        return Err(PlanError::Pool(req.min_pool, req.max_pool));
+    }
+    let conflict = |ranges: &[Ipv4Net; 3]| -> Option<(Ipv4Net, Ipv4Net)> {
+        ranges.iter().find_map(|r| {
+            host_nets
+                .iter()
+                .find(|h| overlaps(*r, **h))
+                .map(|h| (*r, *h))
+        })
+    };
+    let ranges = match req.vpc_cidr {
+        Some(vpc) => {
+            let vpc =
+                Ipv4Net::new(vpc.network(), 16).map_err(|e| PlanError::TooBig(e.to_string()))?;
+            let r =
+                ranges_for(vpc).ok_or_else(|| PlanError::TooBig(format!("no room after {vpc}")))?;
+            if let Some((_, h)) = conflict(&r) {
+                return Err(PlanError::Overlap(vpc, h));
+            }
+            r
+        }
+        None => (0u8..16)
+            .filter_map(|i| {
+                ranges_for(Ipv4Net::new(Ipv4Addr::new(10, 200 + 3 * i, 0, 0), 16).ok()?)
+            })
+            .find(|r| conflict(r).is_none())
+            .ok_or_else(|| {
+                PlanError::NoFreeRange(
+                    host_nets
+                        .iter()
+                        .map(|n| n.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                )
+            })?,
+    };
+    let [vpc_cidr, pod_block, service_cidr] = ranges;
+    let base = u32::from(vpc_cidr.network());
+    let vswitches: Vec<VSwitchPlan> = (0..req.vswitches)
+        .map(|k| VSwitchPlan {
+            id: format!("vsw-{name}{k:02}"),
+            zone_id: format!("cn-hangzhou-{}", (b'h' + k as u8) as char),
+            // /20 each (4093 usable addresses): 200 pods per node never exhaust one by accident.
+            cidr: Ipv4Net::new(Ipv4Addr::from(base + ((k as u32) << 12)), 20).unwrap_or(vpc_cidr),
+        })
+        .collect();
+    let outside_cidr = Ipv4Net::new(Ipv4Addr::from(base + (250 << 8)), 24).unwrap_or(vpc_cidr);
+    let dir = labs_root().join(&name);
+    let nodes = req
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, (mode, itype))| {
+            let node_name = format!("node{i}");
+            let node_dir = dir.join("nodes").join(&node_name);
+            NodePlan {
+                netns: format!("{name}-{node_name}"),
+                instance_id: format!("i-{name}{i:04}"),
+                instance_type: itype.clone(),
+                mode: *mode,
+                vswitch_id: vswitches[i % vswitches.len()].id.clone(),
+                pod_cidr: (*mode == NodeMode::VpcRoute)
+                    .then(|| {
+                        Ipv4Net::new(
+                            Ipv4Addr::from(u32::from(pod_block.network()) + ((i as u32) << 8)),
+                            24,
+                        )
+                        .ok()
+                    })
+                    .flatten(),
+                min_pool: req.min_pool,
+                max_pool: req.max_pool,
+                socket: node_dir.join("eni.socket"),
+                state_dir: node_dir.join("state"),
+                dir: node_dir,
+                name: node_name,
+            }
+        })
+        .collect();
+    Ok(LabPlan {
+        vpc_netns: format!("{name}-vpc"),
+        outside: OutsidePlan {
+            netns: format!("{name}-ext"),
+            cidr: outside_cidr,
+            addr: Ipv4Addr::from(u32::from(outside_cidr.network()) + 10),
+        },
+        metadata_addr: Ipv4Addr::new(100, 100, 100, 200),
+        api_addr: Ipv4Addr::new(100, 100, 80, 10),
+        attach_delay_ms: req.attach_delay_ms,
+        name,
+        dir,
+        vpc_cidr,
+        vswitches,
+        service_cidr,
+        nodes,
+    })
+}
+
+/// Parse `ip -4 -o addr` output into the machine's networks (prefix as configured).
+pub fn parse_host_networks(ip_output: &str) -> Vec<Ipv4Net> {
+    ip_output
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            w.by_ref().find(|x| *x == "inet")?;
+            w.next()?.parse::<Ipv4Net>().ok().map(|n| n.trunc())
+        })
+        .collect()
+}
+
+/// The machine's own IPv4 networks (`ip -4 -o addr` in the namespace we run in, i.e. the root one).
+pub fn host_networks() -> std::io::Result<Vec<Ipv4Net>> {
+    let out = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show"])
+        .output()?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ));
+    }
+    Ok(parse_host_networks(&String::from_utf8_lossy(&out.stdout)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(nodes: &[NodeMode]) -> LabRequest {
+        LabRequest {
+            name: Some("tltest".into()),
+            nodes: nodes
+                .iter()
+                .map(|m| (*m, "ecs.g7.xlarge".to_string()))
+                .collect(),
+            vswitches: 2,
+            min_pool: 2,
+            max_pool: 5,
+            attach_delay_ms: (200, 600),
+            vpc_cidr: None,
+        }
+    }
+
+    #[test]
+    fn parses_ip_addr_output() {
+        let out = "1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever\n2: eth0    inet 192.0.2.2/24 brd 192.0.2.255 scope global eth0\n";
+        assert_eq!(
+            parse_host_networks(out),
+            vec![
+                "127.0.0.0/8".parse().unwrap(),
+                "192.0.2.0/24".parse().unwrap()
+            ]
+        );
+    }
+
+    #[test]
+    fn plan_avoids_host_networks_and_spreads_nodes() {
+        let host = vec![
+            "10.200.5.0/24".parse().unwrap(),
+            "192.0.2.0/24".parse().unwrap(),
+        ];
+        let p = make_plan(
+            &req(&[NodeMode::Shared, NodeMode::Exclusive, NodeMode::VpcRoute]),
+            &host,
+        )
+        .unwrap();
+        assert_eq!(p.vpc_cidr, "10.203.0.0/16".parse::<Ipv4Net>().unwrap());
+        assert_eq!(
+            p.vswitches[0].cidr,
+            "10.203.0.0/20".parse::<Ipv4Net>().unwrap()
+        );
+        assert_eq!(
+            p.vswitches[1].cidr,
+            "10.203.16.0/20".parse::<Ipv4Net>().unwrap()
+        );
+        assert_eq!(p.nodes[1].vswitch_id, p.vswitches[1].id);
+        assert_eq!(p.nodes[2].vswitch_id, p.vswitches[0].id);
+        assert_eq!(p.nodes[0].pod_cidr, None);
+        assert_eq!(p.nodes[2].pod_cidr, Some("10.204.2.0/24".parse().unwrap()));
+        assert_eq!(p.service_cidr, "10.205.0.0/20".parse::<Ipv4Net>().unwrap());
+        assert_eq!(p.outside.addr, Ipv4Addr::new(10, 203, 250, 10));
+        assert_eq!(p.nodes[0].netns, "tltest-node0");
+        assert_eq!(p.vpc_netns, "tltest-vpc");
+        for r in [p.vpc_cidr, p.service_cidr, p.nodes[2].pod_cidr.unwrap()] {
+            assert!(host.iter().all(|h| !overlaps(r, *h)));
+        }
+        // Every vSwitch is inside the VPC, the outside host is in the VPC but in no vSwitch.
+        for v in &p.vswitches {
+            assert!(p.vpc_cidr.contains(&v.cidr));
+            assert!(!v.cidr.contains(&p.outside.addr));
+        }
+    }
+
+    #[test]
+    fn explicit_overlapping_cidr_is_refused() {
+        let host = vec!["10.50.1.0/24".parse().unwrap()];
+        let mut r = req(&[NodeMode::Shared]);
+        r.vpc_cidr = Some("10.49.0.0/16".parse().unwrap());
+        // 10.50.0.0/16 is the PodCIDR block derived from 10.49/16.
+        assert!(matches!(make_plan(&r, &host), Err(PlanError::Overlap(..))));
+        r.vpc_cidr = Some("10.60.0.0/16".parse().unwrap());
+        assert!(make_plan(&r, &host).is_ok());
+    }
+
+    #[test]
+    fn names_and_sizes_are_checked() {
+        assert!(check_name("tl0abc12").is_ok());
+        assert!(check_name("Bad").is_err());
+        assert!(check_name("waytoolongname").is_err());
+        assert!(check_name("").is_err());
+        let n = random_name();
+        assert!(check_name(&n).is_ok(), "{n}");
+        assert_eq!(make_plan(&req(&[]), &[]), Err(PlanError::NoNodes));
+        let mut r = req(&[NodeMode::Shared]);
+        r.min_pool = 9;
+        assert_eq!(make_plan(&r, &[]), Err(PlanError::Pool(9, 5)));
+    }
+}
