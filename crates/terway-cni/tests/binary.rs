@@ -343,3 +343,140 @@ async fn exclusive_eni_via_binary() {
     assert_eq!(back.mac, Some(tb.eni_mac));
     assert!(cali_links(&tb).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_nic_add_failing_on_second_interface_rolls_back_the_first() {
+    let tb = Testbed::new(48).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = sock_path(dir.path());
+    let mut st = shared_state(&tb, &["10.48.0.5"]);
+    let mut second = shared_template(&tb);
+    second.if_name = "eth1".into();
+    second.default_route = false;
+    second.pod_ip = Some(terway_rpc::v1::IpSet {
+        ipv4: "10.48.0.6".into(),
+        ipv6: String::new(),
+    });
+    if let Some(e) = second.eni.as_mut() {
+        e.mac = "02:00:5e:00:77:77".into();
+    }
+    st.extra_conf = Some(second);
+    let d = serve(&sock, st);
+    let conf = plugin_conf(&tb, &sock, dir.path(), json!({}));
+    let (_, ns_path) = tb.pod_ns("m").unwrap();
+    let r = cni(
+        "ADD",
+        "cm",
+        &ns_path.display().to_string(),
+        "default/multi",
+        &conf,
+    )
+    .await;
+    assert_eq!(r.json()["code"], 11, "{}", r.stdout);
+    // eth0 had been fully programmed before eth1 failed; all of it is gone again
+    assert!(cali_links(&tb).await.is_empty());
+    assert!(our_rules(&tb).await.is_empty());
+    let pod = terway_datapath::driver::PodCtx::open(&ns_path).unwrap();
+    let names: Vec<String> = link::list_links(&pod.nl)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    assert_eq!(names, ["lo"]);
+    let routes = terway_datapath::route::list_routes(&tb.host_nl, true, None)
+        .await
+        .unwrap();
+    assert!(
+        routes
+            .iter()
+            .all(|r| !r.dst.to_string().starts_with("10.48.0.5")),
+        "{routes:?}"
+    );
+    assert_eq!(
+        d.0.lock().unwrap().released,
+        [(
+            "default/multi".to_string(),
+            "roll back ip for error".to_string()
+        )]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_adds_and_dels_on_one_eni() {
+    let tb = Testbed::new(49).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = sock_path(dir.path());
+    let ips: Vec<String> = (10..18).map(|i| format!("10.49.0.{i}")).collect();
+    let refs: Vec<&str> = ips.iter().map(String::as_str).collect();
+    let _d = serve(&sock, shared_state(&tb, &refs));
+    let conf = plugin_conf(&tb, &sock, dir.path(), json!({}));
+    let mut pods = Vec::new();
+    for i in 0..8 {
+        let (_, p) = tb.pod_ns(&format!("q{i}")).unwrap();
+        pods.push((
+            format!("c{i}"),
+            p.display().to_string(),
+            format!("default/par{i}"),
+        ));
+    }
+    let adds = pods.iter().map(|(c, n, p)| cni("ADD", c, n, p, &conf));
+    for r in futures_join(adds).await {
+        assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    }
+    assert_eq!(our_rules(&tb).await.len(), 16);
+    let checks = pods.iter().map(|(c, n, p)| cni("CHECK", c, n, p, &conf));
+    for r in futures_join(checks).await {
+        assert_eq!(r.code, 0, "{}", r.stdout);
+    }
+    let dels = pods.iter().map(|(c, n, p)| cni("DEL", c, n, p, &conf));
+    for r in futures_join(dels).await {
+        assert_eq!(r.code, 0, "{}", r.stdout);
+    }
+    assert!(our_rules(&tb).await.is_empty());
+    assert!(cali_links(&tb).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_the_first_difference() {
+    let tb = Testbed::new(50).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = sock_path(dir.path());
+    let _d = serve(&sock, shared_state(&tb, &["10.50.0.5"]));
+    let conf = plugin_conf(&tb, &sock, dir.path(), json!({}));
+    let (_, ns_path) = tb.pod_ns("k").unwrap();
+    let netns = ns_path.display().to_string();
+    assert_eq!(cni("ADD", "ck", &netns, "default/chk", &conf).await.code, 0);
+    let ip: ipnet::IpNet = "10.50.0.5/32".parse().unwrap();
+    terway_datapath::driver::policy_route::remove_pod_rules(&tb.host_nl, ip)
+        .await
+        .unwrap();
+    let c = cni("CHECK", "ck", &netns, "default/chk", &conf).await;
+    let j = c.json();
+    assert_eq!(j["code"], 102, "{j}");
+    assert!(
+        j["msg"]
+            .as_str()
+            .unwrap()
+            .contains("rule 512: to 10.50.0.5/32 lookup 254 is missing"),
+        "{j}"
+    );
+    // ADD repairs it
+    assert_eq!(cni("ADD", "ck", &netns, "default/chk", &conf).await.code, 0);
+    assert_eq!(
+        cni("CHECK", "ck", &netns, "default/chk", &conf).await.code,
+        0
+    );
+    assert_eq!(cni("DEL", "ck", &netns, "default/chk", &conf).await.code, 0);
+}
+
+async fn futures_join<F: std::future::Future<Output = Run>>(
+    it: impl Iterator<Item = F>,
+) -> Vec<Run> {
+    let handles: Vec<_> = it.collect();
+    let mut out = Vec::new();
+    // Start all children first, then wait: the futures spawn on first poll, so poll them together.
+    let joined = futures::future::join_all(handles).await;
+    out.extend(joined);
+    out
+}

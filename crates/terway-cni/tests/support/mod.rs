@@ -26,6 +26,8 @@ pub struct State {
     pub released: Vec<(String, String)>,
     pub events: Vec<(String, String)>,
     pub alloc_error: Option<Code>,
+    /// A second interface returned with every allocation (multi-NIC pods).
+    pub extra_conf: Option<NetConf>,
 }
 
 #[derive(Clone)]
@@ -37,14 +39,16 @@ fn key(p: &Option<PodRef>) -> (String, String) {
 }
 
 impl FakeDaemon {
-    fn conf_for(&self, ip: &str) -> NetConf {
+    fn confs_for(&self, ip: &str) -> Vec<NetConf> {
         let s = self.0.lock().unwrap();
         let mut nc = s.template.clone();
         nc.pod_ip = Some(IpSet {
             ipv4: ip.to_string(),
             ipv6: String::new(),
         });
-        nc
+        let mut v = vec![nc];
+        v.extend(s.extra_conf.clone());
+        v
     }
 }
 
@@ -72,7 +76,7 @@ impl TerwayBackend for FakeDaemon {
         };
         Ok(Response::new(AllocIpReply {
             mode,
-            net_confs: vec![self.conf_for(&ip)],
+            net_confs: self.confs_for(&ip),
             node_ip,
             ipv4: true,
             ipv6: false,
@@ -108,7 +112,7 @@ impl TerwayBackend for FakeDaemon {
         };
         Ok(Response::new(GetIpInfoReply {
             mode,
-            net_confs: vec![self.conf_for(&ip)],
+            net_confs: self.confs_for(&ip),
             node_ip,
             container_id: cid,
         }))
