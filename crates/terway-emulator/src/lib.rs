@@ -47,7 +47,7 @@ pub use faults::{FaultConfig, FiredFault};
 pub use hook::{FabricHook, NoFabric};
 pub use metadata::INSTANCE_HEADER;
 pub use service::CallRecord;
-pub use standalone::run_standalone;
+pub use standalone::{run_standalone, run_standalone_until};
 pub use world::{Eni, Instance, Route, World};
 
 use service::Service;
