@@ -10,7 +10,7 @@ use tracing::{debug, warn};
 
 use crate::actions::Effect;
 use crate::hook::FabricHook;
-use crate::service::{lock, now_ms, random_delay, Service};
+use crate::service::{lock, random_delay, Service};
 
 /// Run a hook call on a blocking thread and wait for it.
 async fn blocking<T: Send + 'static>(
@@ -105,7 +105,7 @@ impl Service {
             .await
             .unwrap_or_else(|| Err("fabric hook panicked".to_string()));
         let id = eni_id.to_string();
-        let result = self.mutate(|world| {
+        self.mutate(|world| {
             let Some(e) = world.enis.get_mut(&id) else {
                 return;
             };
@@ -129,16 +129,12 @@ impl Service {
         });
         if let Err(why) = &outcome {
             warn!(eni_id, instance_id, %why, "fabric refused the attach; ENI is Available again");
-            lock(&self.fired).push(crate::faults::FiredFault {
-                at_ms: now_ms(),
-                action: "AttachNetworkInterface".into(),
-                request_id: String::new(),
-                kind: "fabric_attach_failed".into(),
-                detail: format!("{eni_id} on {instance_id}: {why}"),
-            });
-        }
-        if let Err(e) = result {
-            warn!(error = %e, "persisting the attach completion failed");
+            self.record_fault(
+                "AttachNetworkInterface",
+                "",
+                "fabric_attach_failed",
+                format!("{eni_id} on {instance_id}: {why}"),
+            );
         }
     }
 
@@ -158,7 +154,7 @@ impl Service {
         };
         blocking(&self.hook, move |h| h.eni_detached(&instance_id, &eni)).await;
         let id = eni_id.to_string();
-        let result = self.mutate(|world| {
+        self.mutate(|world| {
             let Some(e) = world.enis.get_mut(&id) else {
                 return;
             };
@@ -171,8 +167,5 @@ impl Service {
             e.device_index = None;
             e.eni_type = e.created_type;
         });
-        if let Err(e) = result {
-            warn!(error = %e, "persisting the detach completion failed");
-        }
     }
 }

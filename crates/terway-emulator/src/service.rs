@@ -89,7 +89,7 @@ pub struct Service {
     pub(crate) auth: Mutex<Authenticator>,
     throttle: Mutex<Throttle>,
     faults: Mutex<FaultConfig>,
-    pub(crate) fired: Mutex<Vec<FiredFault>>,
+    fired: Mutex<Vec<FiredFault>>,
     calls: Mutex<VecDeque<CallRecord>>,
     pub(crate) hook: Arc<dyn FabricHook>,
     persister: Persister,
@@ -212,23 +212,36 @@ impl Service {
                 cfg.id, cfg.instance_type
             )));
         }
-        self.mutate(|world| world.add_instance(cfg))?.map_err(|e| {
+        self.mutate(|world| world.add_instance(cfg)).map_err(|e| {
             EmulatorError::InvalidConfig(format!("cannot add instance {}: {}", cfg.id, e.message))
         })
     }
 
-    /// Mutate the world under the lock and persist the result before releasing it.
-    pub(crate) fn mutate<T>(&self, f: impl FnOnce(&mut World) -> T) -> Result<T, EmulatorError> {
+    /// Mutate the world under the lock and persist the new state (serialised under the lock, written
+    /// after it, generations keep writes ordered). A failed write does not undo the change: memory
+    /// stays authoritative, the failure is logged and recorded as a fired fault.
+    pub(crate) fn mutate<T>(&self, f: impl FnOnce(&mut World) -> T) -> T {
+        match self.try_mutate(f) {
+            Ok(out) => out,
+            Err((out, e)) => {
+                tracing::warn!(error = %e, "emulator state could not be persisted");
+                self.record_fault("", "", "persist_failed", e.to_string());
+                out
+            }
+        }
+    }
+
+    fn try_mutate<T>(&self, f: impl FnOnce(&mut World) -> T) -> Result<T, (T, EmulatorError)> {
         let (out, generation, json) = {
             let mut world = lock(&self.world);
             let out = f(&mut world);
             let (generation, json) = self.serialise(&world);
             (out, generation, json)
         };
-        if let Some(json) = json {
-            self.persister.write(generation, &json)?;
+        match json.map(|j| self.persister.write(generation, &j)) {
+            Some(Err(e)) => Err((out, e)),
+            _ => Ok(out),
         }
-        Ok(out)
     }
 
     fn serialise(&self, world: &World) -> (u64, Option<Vec<u8>>) {
@@ -243,10 +256,10 @@ impl Service {
     }
 
     fn persist_now(&self) -> Result<(), EmulatorError> {
-        self.mutate(|_| ())
+        self.try_mutate(|_| ()).map_err(|(_, e)| e)
     }
 
-    fn record_fault(&self, action: &str, request_id: &str, kind: &str, detail: String) {
+    pub(crate) fn record_fault(&self, action: &str, request_id: &str, kind: &str, detail: String) {
         lock(&self.fired).push(FiredFault {
             at_ms: now_ms(),
             action: action.to_string(),
@@ -438,7 +451,7 @@ impl Service {
         };
         let fingerprint = params.business();
         let env = self.env();
-        let result = self.mutate(|world| -> Result<Outcome, ApiError> {
+        self.mutate(|world| -> Result<Outcome, ApiError> {
             if let Some(key) = &token_key {
                 if let Some(rec) = world.tokens.get(key) {
                     if rec.fingerprint == fingerprint {
@@ -456,12 +469,6 @@ impl Service {
                 world.tokens.insert(key, TokenRecord { fingerprint, response: Value::Object(outcome.body.clone()) });
             }
             Ok(outcome)
-        });
-        match result {
-            Ok(r) => r,
-            Err(e) => Err(ApiError::internal(format!(
-                "state could not be persisted: {e}"
-            ))),
-        }
+        })
     }
 }
