@@ -221,8 +221,13 @@ fn result(nets: &[PodNetwork], outs: &[SetupOutput], sandbox: &str) -> CniResult
             res.add_ip(*addr, *gw, Some(idx));
         }
         if net.default_route {
-            if let Some((_, Some(gw @ IpAddr::V4(_)))) = out.ips.first() {
-                res.add_route(Route::new(IpNet::V4(Default::default()), Some(*gw)));
+            for (_, gw) in &out.ips {
+                let dst = match gw {
+                    Some(IpAddr::V4(_)) => IpNet::V4(Default::default()),
+                    Some(IpAddr::V6(_)) => IpNet::V6(Default::default()),
+                    None => continue,
+                };
+                res.add_route(Route::new(dst, *gw));
             }
         }
     }

@@ -103,6 +103,7 @@ pub fn pod_network(
             Some(EniRef {
                 mac,
                 gateway: opt_ip(&egw.ipv4, pod, "eni gateway")?,
+                gateway_v6: opt_ip(&egw.ipv6, pod, "eni ipv6 gateway")?,
                 primary_ip: opt_ip(&e.primary_ip, pod, "eni primary_ip")?,
             })
         }

@@ -11,7 +11,7 @@ use terway_datapath::{link, rule, Netns};
 use terway_rpc::v1::NetworkMode;
 use tonic::Code;
 
-fn ping(ns_name: &str, dst: Ipv4Addr) -> bool {
+fn ping(ns_name: &str, dst: impl ToString) -> bool {
     std::process::Command::new("ip")
         .args([
             "netns",
@@ -479,4 +479,50 @@ async fn futures_join<F: std::future::Future<Output = Run>>(
     let joined = futures::future::join_all(handles).await;
     out.extend(joined);
     out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dual_stack_pod_via_binary() {
+    let tb = Testbed::new(51).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = sock_path(dir.path());
+    let mut st = shared_state(&tb, &["10.51.0.5"]);
+    let v6 = std::net::Ipv6Addr::new(0xfd00, 51, 0, 0, 0, 0, 0, 5);
+    st.template.pod_ip = Some(terway_rpc::v1::IpSet {
+        ipv4: String::new(),
+        ipv6: v6.to_string(),
+    });
+    if let Some(e) = st.template.eni.as_mut() {
+        if let Some(g) = e.gateway.as_mut() {
+            g.ipv6 = tb.gateway6.to_string();
+        }
+    }
+    let _d = serve(&sock, st);
+    let conf = plugin_conf(&tb, &sock, dir.path(), json!({}));
+    let (ns_name, ns_path) = tb.pod_ns("6").unwrap();
+    let netns = ns_path.display().to_string();
+    let r = cni("ADD", "c6", &netns, "default/v6", &conf).await;
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    let j = r.json();
+    assert_eq!(j["ips"][1]["address"], format!("{v6}/128"));
+    assert_eq!(j["ips"][1]["gateway"], "fe80::1");
+    assert_eq!(j["routes"][1]["dst"], "::/0");
+    tb.vpc_learn(Ipv4Addr::new(10, 51, 0, 5)).await.unwrap();
+    tb.vpc_learn(v6).await.unwrap();
+    assert!(
+        (0..3).any(|_| ping(&ns_name, tb.peer_ip6.to_string())),
+        "v6 traffic"
+    );
+    assert_eq!(
+        cni("CHECK", "c6", &netns, "default/v6", &conf).await.code,
+        0
+    );
+    assert_eq!(cni("DEL", "c6", &netns, "default/v6", &conf).await.code, 0);
+    let rules6 = rule::list_rules(&tb.host_nl, false).await.unwrap();
+    assert!(
+        rules6
+            .iter()
+            .all(|r| r.priority != 512 && r.priority != 2048),
+        "{rules6:?}"
+    );
 }

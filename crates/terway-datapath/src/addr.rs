@@ -3,7 +3,9 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use rtnetlink::packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
+};
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use crate::error::Result;
@@ -66,11 +68,16 @@ fn message(index: u32, net: IpNet, scope: Scope) -> AddressMessage {
     m.header.prefix_len = net.prefix_len();
     m.header.index = index;
     m.header.scope = scope.into();
-    m.attributes.push(AddressAttribute::Local(net.addr()));
     if net.addr().is_ipv4() {
+        m.attributes.push(AddressAttribute::Local(net.addr()));
         m.attributes.push(AddressAttribute::Address(net.addr()));
     } else {
-        m.attributes = vec![AddressAttribute::Address(net.addr())];
+        // Addresses we assign are unique by construction (the cloud allocated them): skip DAD so they are
+        // usable at once instead of tentative for a second.
+        m.attributes.push(AddressAttribute::Address(net.addr()));
+        m.header.flags = AddressHeaderFlags::Nodad;
+        m.attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
     }
     m
 }

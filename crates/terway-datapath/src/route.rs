@@ -71,8 +71,8 @@ impl Route {
     /// The default route of `gw`'s family.
     pub fn default_dst(gw: &IpAddr) -> IpNet {
         match gw {
-            IpAddr::V4(_) => "0.0.0.0/0".parse().unwrap_or_else(|_| unreachable!()),
-            IpAddr::V6(_) => "::/0".parse().unwrap_or_else(|_| unreachable!()),
+            IpAddr::V4(_) => IpNet::V4(ipnet::Ipv4Net::default()),
+            IpAddr::V6(_) => IpNet::V6(ipnet::Ipv6Net::default()),
         }
     }
 
@@ -166,7 +166,8 @@ impl Route {
             && self.table == other.table
             && self.gateway == other.gateway
             && (self.oif.is_none() || self.oif == other.oif)
-            && self.scope == other.scope
+            // IPv6 has no route scopes: the kernel reports every IPv6 route as universe.
+            && (self.scope == other.scope || self.dst.addr().is_ipv6())
             && self.onlink == other.onlink
     }
 }
@@ -215,7 +216,10 @@ pub async fn list_routes(nl: &Netlink, v4: bool, table: Option<u32>) -> Result<V
 
 /// Make sure `route` exists exactly (create or replace the route with the same table+destination).
 pub async fn ensure_route(nl: &Netlink, route: &Route) -> Result<()> {
-    if route.dst.addr().is_ipv4() != route.gateway.is_none_or(|g| g.is_ipv4()) {
+    if route
+        .gateway
+        .is_some_and(|g| g.is_ipv4() != route.dst.addr().is_ipv4())
+    {
         return Err(Error::Invalid(format!(
             "route {route} mixes address families"
         )));

@@ -6,9 +6,9 @@
 //! ENI, a VPC peer at .100. The VPC side learns pod IPs the way the cloud does: a permanent neighbour per IP
 //! pointing at the ENI's MAC ([`Testbed::vpc_learn`]).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::addr::{self, Scope};
 use crate::error::Result;
@@ -45,6 +45,12 @@ pub struct Testbed {
     pub node_ip: Ipv4Addr,
     /// Peer behind the ENI (.100).
     pub peer_ip: Ipv4Addr,
+    /// IPv6 vSwitch CIDR `fd00:<n>::/64`.
+    pub vswitch6: Ipv6Net,
+    /// IPv6 vSwitch gateway (`…::fffd`).
+    pub gateway6: Ipv6Addr,
+    /// IPv6 peer behind the ENI (`…::100`).
+    pub peer_ip6: Ipv6Addr,
     extra_ns: std::sync::Mutex<Vec<String>>,
 }
 
@@ -66,6 +72,10 @@ impl Testbed {
             node_ip: Ipv4Addr::new(10, octet, 0, 10),
             peer_ip: Ipv4Addr::new(10, octet, 0, 100),
             vswitch,
+            vswitch6: Ipv6Net::new(Ipv6Addr::new(0xfd00, octet as u16, 0, 0, 0, 0, 0, 0), 64)
+                .unwrap_or_default(),
+            gateway6: Ipv6Addr::new(0xfd00, octet as u16, 0, 0, 0, 0, 0, 0xfffd),
+            peer_ip6: Ipv6Addr::new(0xfd00, octet as u16, 0, 0, 0, 0, 0, 0x100),
             suffix,
             host_name,
             vpc_name,
@@ -101,16 +111,24 @@ impl Testbed {
             )
             .await?;
         }
+        for ip in [tb.gateway6, tb.peer_ip6] {
+            addr::ensure_addr(
+                &tb.vpc_nl,
+                vsw.index,
+                IpNet::V6(Ipv6Net::new(ip, 64).unwrap_or_default()),
+                Scope::Universe,
+            )
+            .await?;
+        }
         let eni = link::require_link(&tb.host_nl, &tb.eni_name).await?;
         link::set_up(&tb.host_nl, eni.index).await?;
         Ok(tb)
     }
 
     /// Tell the vpc side that `ip` lives behind the ENI (what the cloud's vSwitch knows).
-    pub async fn vpc_learn(&self, ip: Ipv4Addr) -> Result<()> {
+    pub async fn vpc_learn(&self, ip: impl Into<IpAddr>) -> Result<()> {
         let vsw = link::require_link(&self.vpc_nl, "vsw0").await?;
-        neigh::ensure_permanent_neighbour(&self.vpc_nl, vsw.index, IpAddr::V4(ip), self.eni_mac)
-            .await
+        neigh::ensure_permanent_neighbour(&self.vpc_nl, vsw.index, ip.into(), self.eni_mac).await
     }
 
     /// Create a pod namespace (deleted with the testbed); returns its name and path.

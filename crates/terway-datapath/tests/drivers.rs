@@ -33,6 +33,7 @@ fn pod_net(tb: &Testbed, name: &str, ip: Ipv4Addr) -> PodNetwork {
         subnet_v4: Some(tb.vswitch),
         gateway_v4: Some(tb.gateway),
         eni: Some(EniRef {
+            gateway_v6: Some(tb.gateway6),
             mac: tb.eni_mac,
             gateway: Some(IpAddr::V4(tb.gateway)),
             primary_ip: Some(IpAddr::V4(tb.node_ip)),
@@ -48,22 +49,16 @@ fn pod_net(tb: &Testbed, name: &str, ip: Ipv4Addr) -> PodNetwork {
     }
 }
 
-fn ping(ns_name: &str, dst: Ipv4Addr) -> bool {
-    std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns_name,
-            "ping",
-            "-c",
-            "1",
-            "-W",
-            "2",
-            &dst.to_string(),
-        ])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+fn ping(ns_name: &str, dst: impl Into<IpAddr>) -> bool {
+    let dst = dst.into().to_string();
+    // A few tries: the very first IPv6 packet may wait for neighbour discovery on the host side.
+    (0..3).any(|_| {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", ns_name, "ping", "-c", "1", "-W", "2", &dst])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    })
 }
 
 /// Listen on `ip:port` inside `server`, connect from `client`, exchange one byte.
@@ -505,4 +500,73 @@ async fn exclusive_eni_moves_in_and_back_under_its_name() {
         .await
         .unwrap()
         .is_some());
+}
+
+#[tokio::test]
+async fn policy_route_dual_stack() {
+    let tb = Testbed::new(37).await.unwrap();
+    let locks = lock_dir();
+    let host = host_ctx(&tb, locks.path());
+    let (pod_name, path) = tb.pod_ns("d").unwrap();
+    let pod = PodCtx::open(&path).unwrap();
+    let v4 = Ipv4Addr::new(10, 37, 0, 5);
+    // inside the testbed's fd00:<n>::/64 (n = 37 = 0x25)
+    let v6: std::net::Ipv6Addr = "fd00:25::5".parse().unwrap();
+    assert!(tb.vswitch6.contains(&v6));
+    let mut net = pod_net(&tb, "dual", v4);
+    net.ipv6 = Some(v6);
+    let d = AnyDriver::new(DriverKind::PolicyRoute);
+    let out = d.setup(&host, &pod, &net).await.unwrap();
+    assert_eq!(out.ips.len(), 2);
+    assert_eq!(out.ips[1].1, Some("fe80::1".parse().unwrap()));
+    tb.vpc_learn(v4).await.unwrap();
+    tb.vpc_learn(v6).await.unwrap();
+    let eth0 = link::require_link(&pod.nl, "eth0").await.unwrap();
+    let r6: Vec<String> = route::list_routes(&pod.nl, false, Some(MAIN_TABLE))
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+    assert!(
+        r6.contains(&format!(
+            "::/0 via fe80::1 dev #{} onlink table 254",
+            eth0.index
+        )),
+        "{r6:?}"
+    );
+    let eni = link::require_link(&host.nl, &tb.eni_name).await.unwrap();
+    let rules6: Vec<String> = rule::list_rules(&host.nl, false)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.priority == 512 || r.priority == 2048)
+        .map(|r| r.to_string())
+        .collect();
+    assert_eq!(
+        rules6,
+        [
+            "512: to fd00:25::5/128 lookup 254".to_string(),
+            format!("2048: from fd00:25::5/128 lookup {}", eni_table(eni.index))
+        ]
+    );
+    assert_eq!(
+        sysctl::read_sysctl(&tb.host, "net.ipv6.conf.all.forwarding").unwrap(),
+        "1"
+    );
+    d.check(&host, &pod, &net).await.unwrap();
+    assert!(ping(&pod_name, tb.peer_ip), "v4 still works");
+    assert!(
+        ping(&pod_name, tb.peer_ip6),
+        "pod -> v6 peer behind the ENI"
+    );
+    d.teardown(&host, Some(&pod), &net).await.unwrap();
+    assert_host_clean(&tb, v4).await;
+    let rules6 = rule::list_rules(&host.nl, false).await.unwrap();
+    assert!(
+        rules6
+            .iter()
+            .all(|r| r.priority != 512 && r.priority != 2048),
+        "{rules6:?}"
+    );
 }

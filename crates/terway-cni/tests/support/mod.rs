@@ -42,9 +42,15 @@ impl FakeDaemon {
     fn confs_for(&self, ip: &str) -> Vec<NetConf> {
         let s = self.0.lock().unwrap();
         let mut nc = s.template.clone();
+        // The template may carry a fixed IPv6 (dual-stack tests); IPv4 comes from the pool.
+        let ipv6 = nc
+            .pod_ip
+            .as_ref()
+            .map(|p| p.ipv6.clone())
+            .unwrap_or_default();
         nc.pod_ip = Some(IpSet {
             ipv4: ip.to_string(),
-            ipv6: String::new(),
+            ipv6,
         });
         let mut v = vec![nc];
         v.extend(s.extra_conf.clone());

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use nix::fcntl::{Flock, FlockArg};
 
-use super::{HostCtx, PodCtx, PodNetwork, LINK_LOCAL_GW};
+use super::{HostCtx, PodCtx, PodNetwork, LINK_LOCAL_GW, LINK_LOCAL_GW6};
 use crate::addr::{self, Scope};
 use crate::error::{Context, Error, Result};
 use crate::link::{self, Link, LinkUpdate, MacAddr};
@@ -52,8 +52,9 @@ pub(crate) async fn lock_eni(host: &HostCtx, mac: MacAddr) -> Result<EniLock> {
         .map_err(|(_, errno)| Error::Invalid(format!("lock {}: {errno}", path.display())))
 }
 
-/// §3.0 host settings: forwarding on, rp_filter off, globally and on the given links.
-pub(crate) fn ensure_host_sysctls(host: &HostCtx, links: &[&str]) -> Result<()> {
+/// §3.0 host settings: forwarding on, rp_filter off, globally and on the given links; with `v6` also IPv6
+/// forwarding and `disable_ipv6=0` on those links.
+pub(crate) fn ensure_host_sysctls(host: &HostCtx, links: &[&str], v6: bool) -> Result<()> {
     let mut pairs = vec![
         ("net.ipv4.conf.all.forwarding".to_string(), "1".to_string()),
         (
@@ -69,6 +70,13 @@ pub(crate) fn ensure_host_sysctls(host: &HostCtx, links: &[&str]) -> Result<()> 
     for l in links {
         pairs.push((sysctl::ipv4_link_key(l, "forwarding"), "1".into()));
         pairs.push((sysctl::ipv4_link_key(l, "rp_filter"), "0".into()));
+    }
+    if v6 {
+        pairs.push(("net.ipv6.conf.all.forwarding".into(), "1".into()));
+        for l in links {
+            pairs.push((sysctl::ipv6_link_key(l, "disable_ipv6"), "0".into()));
+            pairs.push((sysctl::ipv6_link_key(l, "forwarding"), "1".into()));
+        }
     }
     sysctl::ensure_sysctls(&host.ns, &pairs)
 }
@@ -104,37 +112,62 @@ pub(crate) async fn create_veth_pair(
     Ok((host_link, pod_link))
 }
 
-/// Pod side of the veth modes: `podIP/32`, permanent neighbour 169.254.1.1 → host veth MAC, default route
-/// via 169.254.1.1 onlink (when this interface carries it) and extra routes via the same gateway.
+/// The link-local gateways of the address families the pod has, with the pod prefix of each.
+fn gateways(net: &PodNetwork) -> Result<Vec<(IpAddr, IpNet)>> {
+    let mut v = vec![(IpAddr::V4(LINK_LOCAL_GW), net.pod_net_v4()?)];
+    if let Some(v6) = net.pod_net_v6() {
+        v.push((IpAddr::V6(LINK_LOCAL_GW6), v6));
+    }
+    Ok(v)
+}
+
+/// Pod side of the veth modes: `podIP/32` (and `/128`), permanent neighbour 169.254.1.1 (fe80::1) → host
+/// veth MAC, default route via it onlink (when this interface carries it) and extra routes via the same
+/// gateway. IPv6 needs `disable_ipv6=0`/`accept_ra=0` in the pod first.
 pub(crate) async fn setup_pod_gateway(
-    pod_nl: &Netlink,
+    pod: &PodCtx,
     pod_link: &Link,
     host_mac: MacAddr,
     net: &PodNetwork,
 ) -> Result<()> {
-    let gw = IpAddr::V4(LINK_LOCAL_GW);
-    addr::set_addrs(
-        pod_nl,
-        pod_link.index,
-        &[(net.pod_net_v4()?, Scope::Universe)],
-    )
-    .await?;
-    neigh::ensure_permanent_neighbour(pod_nl, pod_link.index, gw, host_mac).await?;
-    if net.default_route {
-        route::ensure_route(
-            pod_nl,
-            &Route::via_onlink(Route::default_dst(&gw), gw, pod_link.index),
-        )
-        .await?;
+    let gws = gateways(net)?;
+    if net.ipv6.is_some() {
+        let mut pairs = Vec::new();
+        for ifname in ["all", "default", "lo", pod_link.name.as_str()] {
+            pairs.push((
+                sysctl::ipv6_link_key(ifname, "disable_ipv6"),
+                "0".to_string(),
+            ));
+        }
+        pairs.push((
+            sysctl::ipv6_link_key(&pod_link.name, "accept_ra"),
+            "0".to_string(),
+        ));
+        sysctl::ensure_sysctls(&pod.ns, &pairs)?;
     }
-    if !net.extra_routes.is_empty() {
-        route::ensure_route(
-            pod_nl,
-            &Route::link_scope(IpNet::from(IpAddr::V4(LINK_LOCAL_GW)), pod_link.index),
-        )
-        .await?;
-        for dst in net.extra_routes.iter().filter(|d| d.addr().is_ipv4()) {
-            route::ensure_route(pod_nl, &Route::via_onlink(*dst, gw, pod_link.index)).await?;
+    let addrs: Vec<(IpNet, Scope)> = gws.iter().map(|(_, n)| (*n, Scope::Universe)).collect();
+    addr::set_addrs(&pod.nl, pod_link.index, &addrs).await?;
+    for (gw, _) in &gws {
+        let gw = *gw;
+        neigh::ensure_permanent_neighbour(&pod.nl, pod_link.index, gw, host_mac).await?;
+        if net.default_route {
+            route::ensure_route(
+                &pod.nl,
+                &Route::via_onlink(Route::default_dst(&gw), gw, pod_link.index),
+            )
+            .await?;
+        }
+        let extra: Vec<&IpNet> = net
+            .extra_routes
+            .iter()
+            .filter(|d| d.addr().is_ipv4() == gw.is_ipv4())
+            .collect();
+        if !extra.is_empty() && gw.is_ipv4() {
+            route::ensure_route(&pod.nl, &Route::link_scope(IpNet::from(gw), pod_link.index))
+                .await?;
+        }
+        for dst in extra {
+            route::ensure_route(&pod.nl, &Route::via_onlink(*dst, gw, pod_link.index)).await?;
         }
     }
     Ok(())
@@ -147,27 +180,32 @@ pub(crate) async fn check_pod_gateway(
     host_mac: MacAddr,
     net: &PodNetwork,
 ) -> Result<()> {
-    let gw = IpAddr::V4(LINK_LOCAL_GW);
-    check_addr(pod_nl, pod_link, net.pod_net_v4()?).await?;
     let n = neigh::list_neighbours(pod_nl, pod_link.index).await?;
-    if !n
-        .iter()
-        .any(|n| n.ip == gw && n.permanent && n.mac == Some(host_mac))
-    {
-        return Err(Error::Mismatch(format!(
-            "{}: no permanent neighbour {gw} lladdr {host_mac}",
-            pod_link.name
-        )));
-    }
-    if net.default_route {
-        check_route(
-            pod_nl,
-            &Route::via_onlink(Route::default_dst(&gw), gw, pod_link.index),
-        )
-        .await?;
-    }
-    for dst in net.extra_routes.iter().filter(|d| d.addr().is_ipv4()) {
-        check_route(pod_nl, &Route::via_onlink(*dst, gw, pod_link.index)).await?;
+    for (gw, pod_net) in gateways(net)? {
+        check_addr(pod_nl, pod_link, pod_net).await?;
+        if !n
+            .iter()
+            .any(|n| n.ip == gw && n.permanent && n.mac == Some(host_mac))
+        {
+            return Err(Error::Mismatch(format!(
+                "{}: no permanent neighbour {gw} lladdr {host_mac}",
+                pod_link.name
+            )));
+        }
+        if net.default_route {
+            check_route(
+                pod_nl,
+                &Route::via_onlink(Route::default_dst(&gw), gw, pod_link.index),
+            )
+            .await?;
+        }
+        for dst in net
+            .extra_routes
+            .iter()
+            .filter(|d| d.addr().is_ipv4() == gw.is_ipv4())
+        {
+            check_route(pod_nl, &Route::via_onlink(*dst, gw, pod_link.index)).await?;
+        }
     }
     Ok(())
 }

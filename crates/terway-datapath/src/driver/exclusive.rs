@@ -126,7 +126,7 @@ impl ExclusiveEni {
         for r in peer_routes(net, peer.index) {
             route::ensure_route(&pod.nl, &r).await?;
         }
-        common::ensure_host_sysctls(host, &[&hv])?;
+        common::ensure_host_sysctls(host, &[&hv], false)?;
         route::ensure_route(&host.nl, &Route::link_scope(pod_ip, host_link.index)).await?;
         Ok((hv, host_mac))
     }
@@ -135,6 +135,9 @@ impl ExclusiveEni {
 impl Driver for ExclusiveEni {
     fn validate(&self, net: &PodNetwork) -> Result<()> {
         net.validate_common()?;
+        if let Some(v6) = net.ipv6 {
+            tracing::warn!(pod = %net.pod, "IPv6 address {v6} is not programmed in exclusive-ENI mode (IPv4 only)");
+        }
         net.require_eni()?;
         gateway(net).map(|_| ())
     }

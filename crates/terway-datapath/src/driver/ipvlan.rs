@@ -137,6 +137,9 @@ impl Ipvlan {
 impl Driver for Ipvlan {
     fn validate(&self, net: &PodNetwork) -> Result<()> {
         net.validate_common()?;
+        if let Some(v6) = net.ipv6 {
+            tracing::warn!(pod = %net.pod, "IPv6 address {v6} is not programmed in ipvlan mode (IPv4 only)");
+        }
         net.require_eni()?;
         gateway(net)?;
         node_ip(net).map(|_| ())

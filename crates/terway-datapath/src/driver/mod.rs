@@ -32,6 +32,8 @@ pub use vpc_route::VpcRoute;
 
 /// Link-local gateway the pod routes through (answered by a permanent neighbour entry).
 pub const LINK_LOCAL_GW: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+/// IPv6 link-local gateway the pod routes through.
+pub const LINK_LOCAL_GW6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
 /// `ip rule` priority of `to <pod> lookup main`.
 pub const TO_CONTAINER_PRIORITY: u32 = 512;
 /// `ip rule` priority of `from <pod> lookup <ENI table>`.
@@ -83,6 +85,8 @@ pub struct EniRef {
     pub mac: MacAddr,
     /// vSwitch gateway of the ENI.
     pub gateway: Option<IpAddr>,
+    /// IPv6 vSwitch gateway of the ENI (dual stack).
+    pub gateway_v6: Option<std::net::Ipv6Addr>,
     /// Node primary IP (shared mode: the ENI's address in the host namespace).
     pub primary_ip: Option<IpAddr>,
 }
@@ -105,7 +109,7 @@ pub struct PodNetwork {
     pub if_name: String,
     /// Pod IPv4 address.
     pub ipv4: Option<Ipv4Addr>,
-    /// Pod IPv6 address (not programmed yet; see `validate`).
+    /// Pod IPv6 address (dual stack; programmed by the veth drivers).
     pub ipv6: Option<std::net::Ipv6Addr>,
     /// vSwitch CIDR (shared/exclusive) or node PodCIDR (VPC route).
     pub subnet_v4: Option<Ipv4Net>,
@@ -150,6 +154,20 @@ impl PodNetwork {
         self.eni.as_ref().ok_or_else(|| {
             Error::Invalid(format!("pod {}: no ENI in the daemon's answer", self.pod))
         })
+    }
+
+    /// The pod's IPv6 /128, when it has one.
+    pub(crate) fn pod_net_v6(&self) -> Option<IpNet> {
+        self.ipv6
+            .and_then(|v6| ipnet::Ipv6Net::new(v6, 128).ok())
+            .map(IpNet::V6)
+    }
+
+    /// Every pod address as a host prefix (/32, /128).
+    pub(crate) fn pod_nets(&self) -> Result<Vec<IpNet>> {
+        let mut v = vec![self.pod_net_v4()?];
+        v.extend(self.pod_net_v6());
+        Ok(v)
     }
 
     pub(crate) fn pod_net_v4(&self) -> Result<IpNet> {

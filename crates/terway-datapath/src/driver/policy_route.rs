@@ -55,7 +55,22 @@ pub(crate) async fn ensure_eni(host: &HostCtx, eni: &Link, net: &PodNetwork) -> 
         let n = IpNet::new(primary, prefix).map_err(|e| Error::Invalid(e.to_string()))?;
         addr::set_addrs(&host.nl, eni.index, &[(n, Scope::Universe)]).await?;
     }
-    route::ensure_route(&host.nl, &eni_default_route(eni, gw)).await
+    route::ensure_route(&host.nl, &eni_default_route(eni, gw)).await?;
+    if let (Some(gw6), true) = (eref.gateway_v6, net.ipv6.is_some()) {
+        let gw6 = IpAddr::V6(gw6);
+        route::ensure_route(&host.nl, &Route::link_scope(IpNet::from(gw6), eni.index)).await?;
+        route::ensure_route(&host.nl, &eni_default_route(eni, gw6)).await?;
+    }
+    Ok(())
+}
+
+/// The pod's output addresses: each pod prefix with its link-local gateway.
+pub(crate) fn outputs(net: &PodNetwork) -> Result<Vec<(IpNet, Option<IpAddr>)>> {
+    let mut v = vec![(net.pod_net_v4()?, Some(IpAddr::V4(super::LINK_LOCAL_GW)))];
+    if let Some(v6) = net.pod_net_v6() {
+        v.push((v6, Some(IpAddr::V6(super::LINK_LOCAL_GW6))));
+    }
+    Ok(v)
 }
 
 /// Remove the host-side state of `pod_ip` that does not go away with the veth: rules 512/2048 (whatever
@@ -84,7 +99,7 @@ impl Driver for PolicyRoute {
     async fn setup(&self, host: &HostCtx, pod: &PodCtx, net: &PodNetwork) -> Result<SetupOutput> {
         let hv = net.host_veth();
         let what = || format!("set up veth {hv} for pod {}", net.pod);
-        let pod_ip = net.pod_net_v4()?;
+        let pod_ips = net.pod_nets()?;
         let eni = common::find_eni(host, net).await.context(what)?;
         let (host_link, pod_link) = common::create_veth_pair(host, pod, &hv, &net.if_name, net.mtu)
             .await
@@ -92,18 +107,22 @@ impl Driver for PolicyRoute {
         let host_mac = host_link
             .mac
             .ok_or_else(|| Error::LinkNotFound(format!("{hv} has no MAC")))?;
-        common::setup_pod_gateway(&pod.nl, &pod_link, host_mac, net)
+        common::setup_pod_gateway(pod, &pod_link, host_mac, net)
             .await
             .context(what)?;
-        common::ensure_host_sysctls(host, &[&hv, &eni.name]).context(what)?;
-        route::ensure_route(&host.nl, &Route::link_scope(pod_ip, host_link.index))
-            .await
-            .context(what)?;
+        common::ensure_host_sysctls(host, &[&hv, &eni.name], net.ipv6.is_some()).context(what)?;
+        for ip in &pod_ips {
+            route::ensure_route(&host.nl, &Route::link_scope(*ip, host_link.index))
+                .await
+                .context(what)?;
+        }
         ensure_eni(host, &eni, net)
             .await
             .context(|| format!("configure ENI {} for pod {}", eni.name, net.pod))?;
-        for r in pod_rules(pod_ip, eni.index) {
-            rule::ensure_rule(&host.nl, &r).await.context(what)?;
+        for ip in &pod_ips {
+            for r in pod_rules(*ip, eni.index) {
+                rule::ensure_rule(&host.nl, &r).await.context(what)?;
+            }
         }
         qos::apply(
             &host.nl,
@@ -120,13 +139,13 @@ impl Driver for PolicyRoute {
         Ok(SetupOutput {
             host_if: Some((hv.clone(), host_mac)),
             pod_if: (net.if_name.clone(), pod_mac),
-            ips: vec![(pod_ip, Some(IpAddr::V4(super::LINK_LOCAL_GW)))],
+            ips: outputs(net)?,
         })
     }
 
     async fn check(&self, host: &HostCtx, pod: &PodCtx, net: &PodNetwork) -> Result<()> {
         let hv = net.host_veth();
-        let pod_ip = net.pod_net_v4()?;
+        let pod_ips = net.pod_nets()?;
         let host_link = check_link(&host.nl, &hv, Some(net.mtu)).await?;
         let pod_link = check_link(&pod.nl, &net.if_name, Some(net.mtu)).await?;
         if pod_link.parent_index != Some(host_link.index) {
@@ -139,7 +158,9 @@ impl Driver for PolicyRoute {
             .mac
             .ok_or_else(|| Error::Mismatch(format!("{hv} has no MAC")))?;
         common::check_pod_gateway(&pod.nl, &pod_link, host_mac, net).await?;
-        check_route(&host.nl, &Route::link_scope(pod_ip, host_link.index)).await?;
+        for ip in &pod_ips {
+            check_route(&host.nl, &Route::link_scope(*ip, host_link.index)).await?;
+        }
         let eni = common::find_eni(host, net).await?;
         let gw = net
             .require_eni()?
@@ -148,8 +169,13 @@ impl Driver for PolicyRoute {
         if let Some(gw) = gw {
             check_route(&host.nl, &eni_default_route(&eni, gw)).await?;
         }
-        for r in pod_rules(pod_ip, eni.index) {
-            check_rule(&host.nl, &r).await?;
+        if let (Some(gw6), true) = (net.require_eni()?.gateway_v6, net.ipv6.is_some()) {
+            check_route(&host.nl, &eni_default_route(&eni, IpAddr::V6(gw6))).await?;
+        }
+        for ip in &pod_ips {
+            for r in pod_rules(*ip, eni.index) {
+                check_rule(&host.nl, &r).await?;
+            }
         }
         qos::check_shaping(&pod.nl, &pod_link, net.bandwidth.egress).await?;
         qos::check_shaping(&host.nl, &host_link, net.bandwidth.ingress).await
@@ -175,15 +201,21 @@ pub(crate) async fn teardown_veth(
             .map(|_| ())
             .context(|| format!("delete {hv} of pod {}", net.pod)),
     );
-    if let Ok(ip) = net.pod_net_v4() {
+    let ips: Vec<IpNet> = net
+        .pod_net_v4()
+        .ok()
+        .into_iter()
+        .chain(net.pod_net_v6())
+        .collect();
+    for ip in ips {
         errs.collect(
             remove_pod_rules(&host.nl, ip)
                 .await
                 .map(|_| ())
                 .context(|| format!("delete rules of {ip}")),
         );
-        // The /32 normally disappears with the veth; remove it explicitly if a stale one points elsewhere.
-        let stale = route::list_routes(&host.nl, true, Some(MAIN_TABLE))
+        // The host route normally disappears with the veth; remove it explicitly if a stale one remains.
+        let stale = route::list_routes(&host.nl, ip.addr().is_ipv4(), Some(MAIN_TABLE))
             .await
             .unwrap_or_default();
         for r in stale

@@ -2,11 +2,9 @@
 //! the VPC route table forwards that CIDR to the node. Pod: `eth0` podIP/32, default via 169.254.1.1
 //! onlink with a permanent neighbour; host: `cali…` with podIP/32 scope link. No ENI, no policy rules.
 
-use std::net::IpAddr;
-
 use super::common::{self, check_link, check_route};
-use super::policy_route::teardown_veth;
-use super::{qos, Driver, HostCtx, PodCtx, PodNetwork, SetupOutput, LINK_LOCAL_GW};
+use super::policy_route::{outputs, teardown_veth};
+use super::{qos, Driver, HostCtx, PodCtx, PodNetwork, SetupOutput};
 use crate::error::{Context, Error, Result};
 use crate::route::{self, Route};
 
@@ -31,20 +29,22 @@ impl Driver for VpcRoute {
     async fn setup(&self, host: &HostCtx, pod: &PodCtx, net: &PodNetwork) -> Result<SetupOutput> {
         let hv = net.host_veth();
         let what = || format!("set up veth {hv} for pod {}", net.pod);
-        let pod_ip = net.pod_net_v4()?;
+        let pod_ips = net.pod_nets()?;
         let (host_link, pod_link) = common::create_veth_pair(host, pod, &hv, &net.if_name, net.mtu)
             .await
             .context(what)?;
         let host_mac = host_link
             .mac
             .ok_or_else(|| Error::LinkNotFound(format!("{hv} has no MAC")))?;
-        common::setup_pod_gateway(&pod.nl, &pod_link, host_mac, net)
+        common::setup_pod_gateway(pod, &pod_link, host_mac, net)
             .await
             .context(what)?;
-        common::ensure_host_sysctls(host, &[&hv]).context(what)?;
-        route::ensure_route(&host.nl, &Route::link_scope(pod_ip, host_link.index))
-            .await
-            .context(what)?;
+        common::ensure_host_sysctls(host, &[&hv], net.ipv6.is_some()).context(what)?;
+        for ip in &pod_ips {
+            route::ensure_route(&host.nl, &Route::link_scope(*ip, host_link.index))
+                .await
+                .context(what)?;
+        }
         qos::apply(
             &host.nl,
             Some(&host_link),
@@ -60,7 +60,7 @@ impl Driver for VpcRoute {
         Ok(SetupOutput {
             host_if: Some((hv.clone(), host_mac)),
             pod_if: (net.if_name.clone(), pod_mac),
-            ips: vec![(pod_ip, Some(IpAddr::V4(LINK_LOCAL_GW)))],
+            ips: outputs(net)?,
         })
     }
 
@@ -78,11 +78,9 @@ impl Driver for VpcRoute {
             .mac
             .ok_or_else(|| Error::Mismatch(format!("{hv} has no MAC")))?;
         common::check_pod_gateway(&pod.nl, &pod_link, host_mac, net).await?;
-        check_route(
-            &host.nl,
-            &Route::link_scope(net.pod_net_v4()?, host_link.index),
-        )
-        .await?;
+        for ip in net.pod_nets()? {
+            check_route(&host.nl, &Route::link_scope(ip, host_link.index)).await?;
+        }
         qos::check_shaping(&pod.nl, &pod_link, net.bandwidth.egress).await?;
         qos::check_shaping(&host.nl, &host_link, net.bandwidth.ingress).await
     }
