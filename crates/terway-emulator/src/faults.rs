@@ -27,6 +27,9 @@ pub struct FaultConfig {
     pub extra_latency_ms: BTreeMap<String, u64>,
     /// Describe* calls answer from a snapshot up to this many milliseconds old (eventual consistency).
     pub describe_lag_ms: u64,
+    /// The metadata service answers from a snapshot up to this many milliseconds old (new ENIs and
+    /// addresses show up late, as Terway's metadata polling expects).
+    pub metadata_lag_ms: u64,
 }
 
 /// A fault that fired.

@@ -84,7 +84,7 @@ pub async fn handle(
             "Unauthorized: missing or expired X-aliyun-ecs-metadata-token",
         );
     }
-    let world = st.svc.world();
+    let world = st.svc.metadata_view();
     let Some(instance) = identify(&world, &headers, peer.ip()) else {
         return text(
             StatusCode::NOT_FOUND,

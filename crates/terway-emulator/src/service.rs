@@ -86,6 +86,7 @@ pub struct Service {
     pub(crate) world: Mutex<World>,
     generation: Mutex<u64>,
     snapshot: Mutex<Option<(Instant, Arc<World>)>>,
+    md_snapshot: Mutex<Option<(Instant, Arc<World>)>>,
     pub(crate) auth: Mutex<Authenticator>,
     throttle: Mutex<Throttle>,
     faults: Mutex<FaultConfig>,
@@ -148,6 +149,7 @@ impl Service {
             calls: Mutex::new(VecDeque::new()),
             generation: Mutex::new(0),
             snapshot: Mutex::new(None),
+            md_snapshot: Mutex::new(None),
             world: Mutex::new(world),
             catalogue,
             config,
@@ -184,6 +186,7 @@ impl Service {
     pub fn set_faults(&self, f: FaultConfig) {
         *lock(&self.faults) = f;
         *lock(&self.snapshot) = None;
+        *lock(&self.md_snapshot) = None;
     }
 
     /// Replace the rate limits at runtime.
@@ -427,20 +430,30 @@ impl Service {
             let world = lock(&self.world);
             return actions::describe(action, params, &world, &self.env());
         }
-        let view = {
-            let mut snap = lock(&self.snapshot);
-            match snap.as_ref() {
-                Some((taken, w)) if taken.elapsed() < Duration::from_millis(lag_ms) => {
-                    Arc::clone(w)
-                }
-                _ => {
-                    let fresh = Arc::new(lock(&self.world).clone());
-                    *snap = Some((Instant::now(), Arc::clone(&fresh)));
-                    fresh
-                }
-            }
-        };
+        let view = self.lagged_view(&self.snapshot, lag_ms);
         actions::describe(action, params, &view, &self.env())
+    }
+
+    /// A copy of the world at most `lag_ms` old: reused while young enough, else taken afresh.
+    fn lagged_view(&self, slot: &Mutex<Option<(Instant, Arc<World>)>>, lag_ms: u64) -> Arc<World> {
+        let mut snap = lock(slot);
+        match snap.as_ref() {
+            Some((taken, w)) if taken.elapsed() < Duration::from_millis(lag_ms) => Arc::clone(w),
+            _ => {
+                let fresh = Arc::new(lock(&self.world).clone());
+                *snap = Some((Instant::now(), Arc::clone(&fresh)));
+                fresh
+            }
+        }
+    }
+
+    /// The world as the metadata service sees it (lagging by `metadata_lag_ms` when configured).
+    pub(crate) fn metadata_view(&self) -> Arc<World> {
+        let lag = lock(&self.faults).metadata_lag_ms;
+        if lag == 0 {
+            return Arc::new(self.world());
+        }
+        self.lagged_view(&self.md_snapshot, lag)
     }
 
     fn execute_mutating(&self, action: &str, params: &Params) -> Result<Outcome, ApiError> {
@@ -466,7 +479,12 @@ impl Service {
             }
             let outcome = actions::execute(action, params, world, &env)?;
             if let Some(key) = token_key {
-                world.tokens.insert(key, TokenRecord { fingerprint, response: Value::Object(outcome.body.clone()) });
+                let record = TokenRecord {
+                    fingerprint,
+                    response: Value::Object(outcome.body.clone()),
+                    at_ms: now_ms(),
+                };
+                world.remember_token(key, record);
             }
             Ok(outcome)
         })

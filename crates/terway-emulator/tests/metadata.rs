@@ -162,3 +162,23 @@ async fn instance_identified_by_source_address() {
     assert_eq!(md.get("ram/security-credentials/").await.0, 404, "no RAM role attached");
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn metadata_lag_delays_new_addresses() {
+    let cfg = fast_config();
+    let inst = node(&cfg);
+    let emu = start(cfg);
+    let api = Api::new(&emu);
+    emu.set_faults(terway_emulator::FaultConfig { metadata_lag_ms: 400, ..Default::default() });
+    let md = Md::new(&emu, Some(&inst)).await;
+    let st = emu.state();
+    let primary = &st.enis[&st.instances[&inst].primary_eni_id];
+    let path = format!("network/interfaces/macs/{}/private-ipv4s", primary.mac);
+    assert_eq!(md.ok(&path).await, format!("[\"{}\"]", primary.primary_ip));
+    let added = api.ecs("AssignPrivateIpAddresses", &[("NetworkInterfaceId", &primary.id), ("SecondaryPrivateIpAddressCount", "1")]).await.ok();
+    let ip = added["AssignedPrivateIpAddressesSet"]["PrivateIpSet"]["PrivateIpAddress"][0].as_str().unwrap().to_string();
+    assert!(!md.ok(&path).await.contains(&ip), "metadata lags behind the API");
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert!(md.ok(&path).await.contains(&ip));
+    emu.shutdown().await;
+}

@@ -15,6 +15,9 @@ use crate::config::{EmulatorConfig, InstanceConfig};
 use crate::error::ApiError;
 pub use model::{Eni, Instance, Route, TokenRecord, VSwitch, Vpc};
 
+/// ClientTokens remembered at most (pruned by a tenth, oldest first, when exceeded).
+pub const MAX_TOKENS: usize = 20_000;
+
 /// Everything the cloud knows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct World {
@@ -89,6 +92,19 @@ impl World {
             world.add_instance(inst)?;
         }
         Ok(world)
+    }
+
+    /// Remember a successful call under its ClientToken, forgetting the oldest records beyond
+    /// [`MAX_TOKENS`] (the real service also forgets tokens after a while).
+    pub fn remember_token(&mut self, key: String, record: TokenRecord) {
+        self.tokens.insert(key, record);
+        if self.tokens.len() > MAX_TOKENS {
+            let mut ages: Vec<(u64, String)> = self.tokens.iter().map(|(k, r)| (r.at_ms, k.clone())).collect();
+            ages.sort();
+            for (_, k) in ages.into_iter().take(MAX_TOKENS / 10) {
+                self.tokens.remove(&k);
+            }
+        }
     }
 
     /// A fresh transition sequence number.
@@ -225,5 +241,32 @@ impl World {
         self.enis.insert(eni_id, eni);
         self.instances.insert(cfg.id.clone(), instance.clone());
         Ok(instance)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_book_forgets_the_oldest_beyond_its_capacity() {
+        let mut world = World::from_config(&EmulatorConfig::default()).unwrap();
+        for i in 0..=MAX_TOKENS as u64 {
+            let rec = TokenRecord { fingerprint: BTreeMap::new(), response: serde_json::Value::Null, at_ms: i };
+            world.remember_token(format!("A/{i}"), rec);
+        }
+        assert_eq!(world.tokens.len(), MAX_TOKENS + 1 - MAX_TOKENS / 10);
+        assert!(!world.tokens.contains_key("A/0"), "the oldest token is forgotten");
+        assert!(world.tokens.contains_key(&format!("A/{MAX_TOKENS}")), "the newest is kept");
+    }
+
+    #[test]
+    fn configured_instances_get_a_primary_eni_in_use() {
+        let cfg = EmulatorConfig::default();
+        let world = World::from_config(&cfg).unwrap();
+        let inst = &world.instances[&cfg.instances[0].id];
+        let eni = &world.enis[&inst.primary_eni_id];
+        assert_eq!((eni.status, eni.eni_type), (EniStatus::InUse, EniType::Primary));
+        assert!(world.vswitches[&inst.vswitch_id].used_v4.contains(&eni.primary_ip));
     }
 }

@@ -168,4 +168,7 @@ pub struct TokenRecord {
     pub fingerprint: BTreeMap<String, String>,
     /// The original answer (without RequestId).
     pub response: serde_json::Value,
+    /// When it was recorded (ms since the Unix epoch), for pruning.
+    #[serde(default)]
+    pub at_ms: u64,
 }
