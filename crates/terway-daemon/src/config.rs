@@ -172,6 +172,8 @@ pub struct DaemonConfig {
     pub gc_period: Duration,
     /// Longest an AllocIP waits for the pool before answering "try again later".
     pub alloc_timeout: Duration,
+    /// How to reach the cloud (used by [`crate::run`]).
+    pub cloud: crate::cloudconn::CloudOptions,
 }
 
 impl Default for DaemonConfig {
@@ -188,6 +190,7 @@ impl Default for DaemonConfig {
             pods_file: None,
             gc_period: Duration::from_secs(300),
             alloc_timeout: Duration::from_secs(90),
+            cloud: Default::default(),
         }
     }
 }
@@ -270,6 +273,32 @@ impl DaemonConfig {
         p.idle_reclaim_interval = c.idle_ip_reclaim_interval.as_duration();
         p.idle_reclaim_batch = c.idle_ip_reclaim_batch_size;
         p.sync_period = c.ip_pool_sync_period.as_duration();
+        let cl = &mut self.cloud;
+        if cl.region.is_none() {
+            cl.region = c.region_id.clone();
+        }
+        if cl.access_key_id.is_none() {
+            cl.access_key_id = c.access_key.clone();
+            cl.access_key_secret = c.access_secret.as_ref().map(|s| s.0.clone());
+        }
+        cl.rate_limit = c.rate_limit.clone();
+        // Only the entries the user overrode; the client keeps its own defaults for the rest.
+        cl.backoff_override = c
+            .backoffs()
+            .into_iter()
+            .filter(|(k, _)| c.backoff_override.contains_key(k))
+            .map(|(k, b)| {
+                let b = terway_cloud::backoff::Backoff {
+                    initial_delay: b.initial_delay,
+                    duration: b.duration,
+                    factor: b.factor,
+                    jitter: b.jitter,
+                    steps: b.steps,
+                    cap: b.cap.unwrap_or_default(),
+                };
+                (k, b)
+            })
+            .collect();
         Ok(())
     }
 
@@ -313,7 +342,10 @@ mod tests {
         c.apply_eni_conf(&conf).unwrap();
         assert_eq!(c.mode, Mode::VpcRoute);
         assert_eq!(c.pod_cidr, Some("10.244.1.0/24".parse().unwrap()));
-        assert_eq!((c.pool.min_idle, c.pool.max_idle, c.pool.max_eni), (2, 10, Some(3)));
+        assert_eq!(
+            (c.pool.min_idle, c.pool.max_idle, c.pool.max_eni),
+            (2, 10, Some(3))
+        );
         assert_eq!(c.pool.vswitch_selection, VSwitchSelection::Ordered);
         assert_eq!(c.pool.eni_selection, EniSelection::LeastIps);
         assert_eq!(c.pool.ip_reuse_cooldown, Duration::from_secs(5));

@@ -6,6 +6,7 @@
 //! the `terwayd` binary wires the Alibaba Cloud HTTP client in front of the same code.
 
 pub mod bench;
+pub mod cloudconn;
 pub mod config;
 pub mod error;
 pub mod metrics;
@@ -27,6 +28,7 @@ use terway_rpc::v1::{
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use cloudconn::CloudOptions;
 pub use config::{DaemonConfig, EniSelection, MetricsAddr, Mode, PoolConfig, VSwitchSelection};
 pub use error::{DaemonError, Result};
 pub use podsource::{LocalPodSource, PodMeta, PodSource, PodsFile};
@@ -175,3 +177,11 @@ pub async fn run_with<C: Cloud, M: Metadata, P: PodSource>(
 }
 
 pub mod store;
+
+/// Run `terwayd` against the cloud described by `cfg.cloud` (HTTP OpenAPI + metadata), with the local
+/// pod source, until `shutdown` resolves.
+pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+    let (cloud, meta) = cfg.cloud.connect().await?;
+    let pods = LocalPodSource::new(cfg.pods_file.clone());
+    run_with(cfg, cloud, meta, pods, shutdown).await
+}

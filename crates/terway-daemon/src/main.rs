@@ -1,1 +1,159 @@
-fn main() {}
+//! `terwayd`: the node daemon binary. Reads the eni_conf (plus an optional per-node merge patch),
+//! applies command-line overrides, and runs until SIGTERM/SIGINT.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use terway_daemon::{DaemonConfig, MetricsAddr};
+
+/// terwayd: IP/ENI pool, crash-safe state and gRPC for the terway CNI.
+#[derive(Debug, Parser)]
+#[command(name = "terwayd", version)]
+struct Args {
+    /// eni_conf JSON file (ConfigMap key `eni_conf`).
+    #[arg(long, env = "TERWAY_ENI_CONF")]
+    config: Option<PathBuf>,
+    /// Per-node RFC 7396 merge patch over the eni_conf.
+    #[arg(long)]
+    node_config: Option<PathBuf>,
+    /// gRPC unix socket.
+    #[arg(long, default_value = terway_rpc::DEFAULT_SOCKET_PATH)]
+    socket: PathBuf,
+    /// State directory (redb file inside).
+    #[arg(long, default_value = "/var/lib/cni/terway")]
+    state_dir: PathBuf,
+    /// Prometheus endpoint: `host:port` or a unix socket path.
+    #[arg(long)]
+    metrics: Option<MetricsAddr>,
+    /// Node name (defaults to the instance id).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
+    /// JSON file listing the node's pods (local pod source).
+    #[arg(long)]
+    pods_file: Option<PathBuf>,
+    /// OpenAPI endpoint override for ECS and VPC (e.g. the emulator, `http://127.0.0.1:8080`).
+    #[arg(long)]
+    cloud_endpoint: Option<String>,
+    /// Region (default: from metadata).
+    #[arg(long)]
+    region: Option<String>,
+    /// Metadata service URL override.
+    #[arg(long)]
+    metadata_url: Option<String>,
+    /// Instance id sent as `X-Emulator-Instance-Id` to the metadata service (emulator outside the lab).
+    #[arg(long)]
+    instance_id_header: Option<String>,
+    /// AccessKey id (else eni_conf, env, credentials file or RAM role).
+    #[arg(long, env = "ALIBABA_CLOUD_ACCESS_KEY_ID")]
+    access_key_id: Option<String>,
+    /// AccessKey secret.
+    #[arg(long, env = "ALIBABA_CLOUD_ACCESS_KEY_SECRET", hide_env_values = true)]
+    access_key_secret: Option<String>,
+    /// GC period in seconds.
+    #[arg(long, default_value_t = 300)]
+    gc_period_secs: u64,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info,terway_daemon=debug`.
+    #[arg(long, env = "TERWAY_LOG", default_value = "info")]
+    log_level: String,
+    /// Log as JSON lines.
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn build_config(a: &Args) -> Result<DaemonConfig, String> {
+    let mut cfg = DaemonConfig::default();
+    if let Some(path) = &a.config {
+        let base =
+            std::fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+        let patch = match &a.node_config {
+            Some(p) => {
+                Some(std::fs::read_to_string(p).map_err(|e| format!("read {}: {e}", p.display()))?)
+            }
+            None => None,
+        };
+        let conf = terway_core::EniConf::from_json_with_override(&base, patch.as_deref())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        for k in conf.unknown_keys() {
+            tracing::warn!(key = k, "unknown eni_conf key ignored (typo?)");
+        }
+        cfg.apply_eni_conf(&conf)?;
+    }
+    cfg.socket_path = a.socket.clone();
+    cfg.state_dir = a.state_dir.clone();
+    cfg.metrics_addr = a.metrics.clone();
+    cfg.node_name = a.node_name.clone();
+    cfg.pods_file = a.pods_file.clone();
+    cfg.gc_period = std::time::Duration::from_secs(a.gc_period_secs.max(1));
+    let cl = &mut cfg.cloud;
+    cl.endpoint = a.cloud_endpoint.clone().or(cl.endpoint.take());
+    cl.region = a.region.clone().or(cl.region.take());
+    cl.metadata_url = a.metadata_url.clone();
+    if let Some(id) = &a.instance_id_header {
+        cl.metadata_headers = BTreeMap::from([("X-Emulator-Instance-Id".to_string(), id.clone())]);
+    }
+    if a.access_key_id.is_some() {
+        cl.access_key_id = a.access_key_id.clone();
+        cl.access_key_secret = a.access_key_secret.clone();
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            }
+        }
+        _ => {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            std::future::pending::<()>().await
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if args.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    let cfg = match build_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("terwayd: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("terwayd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(terway_daemon::run(cfg, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("terwayd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

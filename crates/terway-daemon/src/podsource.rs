@@ -90,7 +90,8 @@ impl LocalPodSource {
                     None
                 }
             },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(PodsFile::default()),
+            // Not written yet: liveness is unknown, so GC must not release anything.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => {
                 tracing::warn!(file = %path.display(), error = %e, "cannot read pods file");
                 None
@@ -144,8 +145,8 @@ mod tests {
         let none = LocalPodSource::new(None);
         assert_eq!(none.live_pods().await, None);
         let src = LocalPodSource::new(Some(path.clone()));
-        // Missing file = no pods live yet.
-        assert_eq!(src.live_pods().await, Some(HashSet::new()));
+        // Missing file = liveness unknown (never "no pods live": that would release everything).
+        assert_eq!(src.live_pods().await, None);
         std::fs::write(
             &path,
             r#"{"pods":[{"namespace":"ns","name":"web-0","owner_kind":"StatefulSet"},{"namespace":"ns","name":"x"}]}"#,

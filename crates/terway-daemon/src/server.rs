@@ -207,7 +207,11 @@ fn qos_of(meta: &PodMeta) -> pb::Qos {
     pb::Qos {
         ingress_bps: bw.ingress.unwrap_or(0),
         egress_bps: bw.egress.unwrap_or(0),
-        network_priority: meta.annotations.get("k8s.aliyun.com/network-priority").cloned().unwrap_or_default(),
+        network_priority: meta
+            .annotations
+            .get("k8s.aliyun.com/network-priority")
+            .cloned()
+            .unwrap_or_default(),
     }
 }
 
@@ -339,12 +343,18 @@ mod tests {
     #[test]
     fn qos_comes_from_annotations_in_bytes() {
         let mut m = PodMeta::default();
-        m.annotations.insert("k8s.aliyun.com/ingress-bandwidth".into(), "10M".into());
+        m.annotations
+            .insert("k8s.aliyun.com/ingress-bandwidth".into(), "10M".into());
         let q = qos_of(&m);
         assert_eq!(q.ingress_bps, 10 << 20);
         assert_eq!(q.egress_bps, 0);
-        m.annotations.insert("k8s.aliyun.com/egress-bandwidth".into(), "garbage".into());
-        assert_eq!(qos_of(&m).ingress_bps, 0, "a malformed annotation means unlimited, not a failed pod");
+        m.annotations
+            .insert("k8s.aliyun.com/egress-bandwidth".into(), "garbage".into());
+        assert_eq!(
+            qos_of(&m).ingress_bps,
+            0,
+            "a malformed annotation means unlimited, not a failed pod"
+        );
     }
 
     #[test]

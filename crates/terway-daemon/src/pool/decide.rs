@@ -75,7 +75,10 @@ pub fn capacity(eni_quantity: u32, ips_per_eni: u32, cfg: &PoolConfig, mode: Mod
         Mode::Exclusive => 1,
         _ => ips_per_eni,
     };
-    Capacity { max_enis: sizing.max_eni, slots_per_eni }
+    Capacity {
+        max_enis: sizing.max_eni,
+        slots_per_eni,
+    }
 }
 
 /// The free slot `pod` should get: its own sticky address first, then a free slot on a ready ENI
