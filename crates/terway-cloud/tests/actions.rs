@@ -16,8 +16,8 @@ use terway_cloud::{
 async fn eni_lifecycle_with_async_attach_and_metadata() {
     let env = start_with(
         |c| {
-            c.delays.attach_min_ms = 300;
-            c.delays.attach_max_ms = 500;
+            c.delays.attach_min_ms = 900;
+            c.delays.attach_max_ms = 1000;
         },
         |_| {},
     );

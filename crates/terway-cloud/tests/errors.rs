@@ -188,8 +188,8 @@ async fn wrong_state_and_not_found() {
 async fn conflict_during_attach_is_retried_until_it_clears() {
     let env = start_with(
         |c| {
-            c.delays.attach_min_ms = 400;
-            c.delays.attach_max_ms = 400;
+            c.delays.attach_min_ms = 1000;
+            c.delays.attach_max_ms = 1000;
         },
         |_| {},
     );

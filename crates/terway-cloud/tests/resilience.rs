@@ -60,20 +60,26 @@ async fn server_throttling_is_absorbed_by_backoff() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_rate_limiter_keeps_under_the_server_quota() {
-    // Same quota on both sides: the client waits for tokens instead of being throttled.
+    // The client allows 60 a minute (burst 60), the server 70: a burst of 63 concurrent calls makes
+    // the client hold 3 back for ~1, 2 and 3 s instead of being throttled. Concurrency makes the
+    // waits independent of how fast the machine answers.
     let env = start_with(
         |c| {
-            c.rate_limits.insert("DescribeVSwitches".into(), 120);
+            c.rate_limits.insert("DescribeVSwitches".into(), 70);
         },
         |c| {
-            c.rate_limit.insert("DescribeVSwitches".into(), 110);
+            c.rate_limit.insert("DescribeVSwitches".into(), 60);
         },
     );
-    for _ in 0..112 {
-        env.cloud
-            .describe_vswitches(&[VSW.to_string()])
-            .await
-            .unwrap();
+    let cloud = Arc::new(env.cloud.clone());
+    let tasks: Vec<_> = (0..63)
+        .map(|_| {
+            let cloud = cloud.clone();
+            tokio::spawn(async move { cloud.describe_vswitches(&[VSW.to_string()]).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
     }
     let throttled = env
         .emu
@@ -84,8 +90,8 @@ async fn client_rate_limiter_keeps_under_the_server_quota() {
     assert_eq!(throttled, 0);
     let m = &env.cloud.metrics()["DescribeVSwitches"];
     assert!(
-        m.rate_limit_wait_ms_total > 100.0,
-        "the client limiter never waited: {m:?}"
+        m.rate_limit_wait_ms_total > 4_000.0,
+        "the client limiter did not hold calls back: {m:?}"
     );
 }
 
