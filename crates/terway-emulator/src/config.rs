@@ -256,6 +256,9 @@ pub struct Delays {
     pub api_latency_min_ms: u64,
     /// Latency added to every API call, maximum.
     pub api_latency_max_ms: u64,
+    /// After an Attach/Detach/Assign/Unassign/Delete on an ENI, further such calls on the same ENI
+    /// answer `Operation.Conflict` for this long (the real service processes them asynchronously).
+    pub eni_busy_ms: u64,
 }
 
 impl Default for Delays {
@@ -268,6 +271,7 @@ impl Default for Delays {
             detach_max_ms: 400,
             api_latency_min_ms: 0,
             api_latency_max_ms: 0,
+            eni_busy_ms: 0,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! (action/version → signature → latency → throttle → injected fault → idempotency → action →
 //! persist → effects).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -87,6 +87,8 @@ pub struct Service {
     generation: Mutex<u64>,
     snapshot: Mutex<Option<(Instant, Arc<World>)>>,
     md_snapshot: Mutex<Option<(Instant, Arc<World>)>>,
+    /// ENIs with an operation still "being processed" (see `Delays::eni_busy_ms`).
+    busy: Mutex<HashMap<String, Instant>>,
     pub(crate) auth: Mutex<Authenticator>,
     throttle: Mutex<Throttle>,
     faults: Mutex<FaultConfig>,
@@ -150,6 +152,7 @@ impl Service {
             generation: Mutex::new(0),
             snapshot: Mutex::new(None),
             md_snapshot: Mutex::new(None),
+            busy: Mutex::new(HashMap::new()),
             world: Mutex::new(world),
             catalogue,
             config,
@@ -477,7 +480,9 @@ impl Service {
                     ));
                 }
             }
+            let busy_eni = self.check_busy(action, params)?;
             let outcome = actions::execute(action, params, world, &env)?;
+            self.mark_busy(busy_eni);
             if let Some(key) = token_key {
                 let record = TokenRecord {
                     fingerprint,
@@ -488,5 +493,28 @@ impl Service {
             }
             Ok(outcome)
         })
+    }
+
+    /// The ENI a call operates on, if the busy window applies to it; `Operation.Conflict` if that
+    /// ENI is still busy with an earlier call.
+    fn check_busy(&self, action: &str, params: &Params) -> Result<Option<String>, ApiError> {
+        if self.config.delays.eni_busy_ms == 0 || !actions::targets_one_eni(action) {
+            return Ok(None);
+        }
+        let Some(eni) = params.get("NetworkInterfaceId") else { return Ok(None) };
+        let mut busy = lock(&self.busy);
+        let now = Instant::now();
+        busy.retain(|_, until| *until > now);
+        if busy.contains_key(eni) {
+            return Err(ApiError::conflict(eni, "processing a previous operation"));
+        }
+        Ok(Some(eni.to_string()))
+    }
+
+    fn mark_busy(&self, eni: Option<String>) {
+        if let Some(eni) = eni {
+            let until = Instant::now() + Duration::from_millis(self.config.delays.eni_busy_ms);
+            lock(&self.busy).insert(eni, until);
+        }
     }
 }

@@ -87,6 +87,20 @@ pub fn is_describe(action: &str) -> bool {
     action.starts_with("Describe")
 }
 
+/// Whether the action changes one ENI named by `NetworkInterfaceId` (subject to the busy window).
+pub fn targets_one_eni(action: &str) -> bool {
+    matches!(
+        action,
+        "AttachNetworkInterface"
+            | "DetachNetworkInterface"
+            | "DeleteNetworkInterface"
+            | "AssignPrivateIpAddresses"
+            | "UnassignPrivateIpAddresses"
+            | "AssignIpv6Addresses"
+            | "UnassignIpv6Addresses"
+    )
+}
+
 /// Whether the action honours `ClientToken`.
 pub fn uses_client_token(action: &str) -> bool {
     matches!(
