@@ -29,7 +29,11 @@ pub async fn add(req: &AttachmentRequest, conf: &PluginConf) -> Result<CniResult
         .netns
         .as_ref()
         .ok_or_else(|| CniError::invalid_env("CNI_NETNS is required for ADD"))?;
-    let mut d = daemon::connect(std::path::Path::new(&conf.terway.daemon_socket)).await?;
+    let mut d = daemon::connect(
+        std::path::Path::new(&conf.terway.daemon_socket),
+        conf.terway.daemon_timeout(),
+    )
+    .await?;
     let podref = pod_ref(req, &pod);
     let reply = d
         .backend

@@ -7,28 +7,45 @@ use std::time::Duration;
 use cni_protocol::{codes, CniError};
 use terway_rpc::v1::terway_backend_client::TerwayBackendClient;
 use terway_rpc::v1::terway_status_client::TerwayStatusClient;
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
 use tonic::transport::Channel;
 use tonic::Code;
 
 /// Connect deadline; the per-call deadline comes from `daemon_timeout`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Puts `daemon_timeout` on every call (the channel enforces the `grpc-timeout` it sets).
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline(pub Duration);
+
+impl Interceptor for Deadline {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.set_timeout(self.0);
+        Ok(req)
+    }
+}
+
+/// A daemon client channel with the per-call deadline.
+pub type Client = InterceptedService<Channel, Deadline>;
+
 /// Clients of both daemon services over one channel.
 pub struct Daemon {
     /// Pod backend.
-    pub backend: TerwayBackendClient<Channel>,
+    pub backend: TerwayBackendClient<Client>,
     /// Introspection (GC, STATUS).
-    pub status: TerwayStatusClient<Channel>,
+    pub status: TerwayStatusClient<Client>,
 }
 
-/// Dial the daemon. Unreachable means "try again later" for ADD/DEL/CHECK/GC.
-pub async fn connect(socket: &Path) -> Result<Daemon, CniError> {
+/// Dial the daemon; every call then has `call_timeout`. Unreachable means "try again later".
+pub async fn connect(socket: &Path, call_timeout: Duration) -> Result<Daemon, CniError> {
     let ch = terway_rpc::connect_unix(socket, CONNECT_TIMEOUT)
         .await
         .map_err(|e| CniError::try_again_later(e.to_string()))?;
+    let d = Deadline(call_timeout);
     Ok(Daemon {
-        backend: TerwayBackendClient::new(ch.clone()),
-        status: TerwayStatusClient::new(ch),
+        backend: TerwayBackendClient::with_interceptor(ch.clone(), d),
+        status: TerwayStatusClient::with_interceptor(ch, d),
     })
 }
 

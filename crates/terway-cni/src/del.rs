@@ -75,7 +75,12 @@ pub async fn del(req: &AttachmentRequest, conf: &PluginConf) -> Result<(), CniEr
     };
     let host = host_ctx(conf)?;
     let pod_ctx = pod_ctx_if_present(req.netns.as_ref().map(|n| n.path()))?;
-    let mut d = match daemon::connect(Path::new(&conf.terway.daemon_socket)).await {
+    let mut d = match daemon::connect(
+        Path::new(&conf.terway.daemon_socket),
+        conf.terway.daemon_timeout(),
+    )
+    .await
+    {
         Ok(d) => d,
         Err(e) => {
             // Clean what we can, then ask the runtime to retry so the IP is released later.
@@ -124,7 +129,11 @@ async fn teardown(
 /// Run CHECK: the daemon must know this container, and the full kernel state must match.
 pub async fn check(req: &AttachmentRequest, conf: &PluginConf) -> Result<(), CniError> {
     let pod = pod_identity(req)?;
-    let mut d = daemon::connect(Path::new(&conf.terway.daemon_socket)).await?;
+    let mut d = daemon::connect(
+        Path::new(&conf.terway.daemon_socket),
+        conf.terway.daemon_timeout(),
+    )
+    .await?;
     let info = ip_info(&mut d, req, &pod).await?.ok_or_else(|| {
         CniError::unknown_container(format!("terwayd has no allocation for pod {pod}"))
     })?;

@@ -57,7 +57,11 @@ fn rule_ip(r: &rule::Rule) -> Option<IpAddr> {
 
 /// Run GC.
 pub async fn gc(req: &GcRequest, conf: &PluginConf) -> Result<(), CniError> {
-    let mut d = daemon::connect(Path::new(&conf.terway.daemon_socket)).await?;
+    let mut d = daemon::connect(
+        Path::new(&conf.terway.daemon_socket),
+        conf.terway.daemon_timeout(),
+    )
+    .await?;
     let status = d
         .status
         .get_status(StatusRequest {})
@@ -103,9 +107,12 @@ pub async fn status(conf: &PluginConf) -> Result<(), CniError> {
             "terwayd must be running on this node",
         )
     };
-    let mut d = daemon::connect(Path::new(&conf.terway.daemon_socket))
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
+    let mut d = daemon::connect(
+        Path::new(&conf.terway.daemon_socket),
+        conf.terway.daemon_timeout(),
+    )
+    .await
+    .map_err(|e| unavailable(e.to_string()))?;
     d.status
         .get_status(StatusRequest {})
         .await

@@ -526,3 +526,38 @@ async fn dual_stack_pod_via_binary() {
         "{rules6:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_timeout_bounds_every_call() {
+    let tb = Testbed::new(52).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = sock_path(dir.path());
+    let mut st = shared_state(&tb, &["10.52.0.5"]);
+    st.alloc_delay = Some(std::time::Duration::from_secs(30));
+    let _d = serve(&sock, st);
+    let conf = plugin_conf(&tb, &sock, dir.path(), json!({"daemon_timeout": "500ms"}));
+    let (_, ns_path) = tb.pod_ns("t").unwrap();
+    let started = std::time::Instant::now();
+    let r = cni(
+        "ADD",
+        "ct",
+        &ns_path.display().to_string(),
+        "default/slow",
+        &conf,
+    )
+    .await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_ne!(r.code, 0);
+    assert!(
+        r.json()["msg"]
+            .as_str()
+            .unwrap()
+            .contains("allocate IP for pod default/slow"),
+        "{}",
+        r.stdout
+    );
+}

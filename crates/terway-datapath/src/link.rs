@@ -254,6 +254,27 @@ pub async fn create_veth(
     require_link(nl, name).await
 }
 
+/// Ensure a veth `name` exists here: an existing veth of that name is kept as is (its peer is not
+/// re-checked), anything else with that name is an error; otherwise the pair is created like
+/// [`create_veth`].
+pub async fn ensure_veth(
+    nl: &Netlink,
+    name: &str,
+    peer_name: &str,
+    peer_ns: Option<&Netns>,
+    mtu: Option<u32>,
+    peer_mac: Option<MacAddr>,
+) -> Result<Link> {
+    match link_by_name(nl, name).await? {
+        Some(l) if l.kind.as_deref() == Some("veth") => Ok(l),
+        Some(l) => Err(Error::Invalid(format!(
+            "link {name} exists as {} and is not a veth",
+            l.kind.as_deref().unwrap_or("a device")
+        ))),
+        None => create_veth(nl, name, peer_name, peer_ns, mtu, peer_mac).await,
+    }
+}
+
 /// Build the RTM_NEWLINK message for an ipvlan slave of `parent_index`, created in `target_ns` when given.
 pub fn ipvlan_message(
     name: &str,
@@ -332,6 +353,28 @@ pub async fn create_macvlan(
         || format!("create macvlan {name} on ifindex {parent_index}"),
     )
     .await
+}
+
+/// Ensure a macvlan `name` on `parent_index` exists in the namespace of `nl`; an existing macvlan of
+/// that name is kept.
+pub async fn ensure_macvlan(
+    nl: &Netlink,
+    name: &str,
+    parent_index: u32,
+    mac: Option<MacAddr>,
+    mtu: Option<u32>,
+) -> Result<Link> {
+    match link_by_name(nl, name).await? {
+        Some(l) if l.kind.as_deref() == Some("macvlan") => Ok(l),
+        Some(l) => Err(Error::Invalid(format!(
+            "link {name} exists as {} and is not a macvlan",
+            l.kind.as_deref().unwrap_or("a device")
+        ))),
+        None => {
+            create_macvlan(nl, name, parent_index, None, mac, mtu).await?;
+            require_link(nl, name).await
+        }
+    }
 }
 
 /// A set of changes applied to one link in a single RTM_SETLINK.

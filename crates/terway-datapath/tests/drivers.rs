@@ -257,6 +257,14 @@ async fn policy_route_full_lifecycle() {
     // ADD again for the same container repairs everything
     d.setup(&host, &pod, &net).await.unwrap();
     d.check(&host, &pod, &net).await.unwrap();
+    // sysctl drift is caught too
+    let hv_rp = format!("net.ipv4.conf.{hv}.rp_filter");
+    sysctl::ensure_sysctl(&tb.host, &hv_rp, "1").unwrap();
+    let e = d.check(&host, &pod, &net).await.unwrap_err().to_string();
+    assert!(e.contains(&format!("sysctl {hv_rp} is 1, want 0")), "{e}");
+
+    d.setup(&host, &pod, &net).await.unwrap();
+    d.check(&host, &pod, &net).await.unwrap();
     let n512 = rule::list_rules(&host.nl, true)
         .await
         .unwrap()

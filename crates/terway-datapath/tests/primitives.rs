@@ -250,3 +250,33 @@ async fn primitives_are_idempotent_and_exact() {
         "peer goes with it"
     );
 }
+
+#[tokio::test]
+async fn ensure_veth_and_macvlan_are_idempotent() {
+    let name = format!("tpm{:08x}", rand::random::<u32>());
+    let _g = NsGuard(vec![name.clone()]);
+    let ns = Netns::create_named(&name).unwrap();
+    let nl = Netlink::open(&ns).unwrap();
+    let a = link::ensure_veth(&nl, "v0", "v1", None, Some(1450), None)
+        .await
+        .unwrap();
+    let b = link::ensure_veth(&nl, "v0", "v1", None, Some(1450), None)
+        .await
+        .unwrap();
+    assert_eq!(a.index, b.index);
+    let mac: MacAddr = "02:aa:00:00:00:01".parse().unwrap();
+    let m1 = link::ensure_macvlan(&nl, "mv0", a.index, Some(mac), None)
+        .await
+        .unwrap();
+    let m2 = link::ensure_macvlan(&nl, "mv0", a.index, Some(mac), None)
+        .await
+        .unwrap();
+    assert_eq!((m1.index, m1.mac), (m2.index, Some(mac)));
+    assert_eq!(m1.kind.as_deref(), Some("macvlan"));
+    assert!(
+        link::ensure_veth(&nl, "mv0", "x", None, None, None)
+            .await
+            .is_err(),
+        "name taken by a macvlan"
+    );
+}

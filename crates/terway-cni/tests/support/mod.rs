@@ -26,6 +26,8 @@ pub struct State {
     pub released: Vec<(String, String)>,
     pub events: Vec<(String, String)>,
     pub alloc_error: Option<Code>,
+    /// Delay before answering AllocIP (deadline tests).
+    pub alloc_delay: Option<std::time::Duration>,
     /// A second interface returned with every allocation (multi-NIC pods).
     pub extra_conf: Option<NetConf>,
 }
@@ -62,6 +64,10 @@ impl FakeDaemon {
 impl TerwayBackend for FakeDaemon {
     async fn alloc_ip(&self, r: Request<AllocIpRequest>) -> Result<Response<AllocIpReply>, Status> {
         let (pod, cid) = key(&r.get_ref().pod);
+        let delay = self.0.lock().unwrap().alloc_delay;
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
         let ip = {
             let mut s = self.0.lock().unwrap();
             if let Some(code) = s.alloc_error {

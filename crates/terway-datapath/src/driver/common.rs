@@ -81,6 +81,22 @@ pub(crate) fn ensure_host_sysctls(host: &HostCtx, links: &[&str], v6: bool) -> R
     sysctl::ensure_sysctls(&host.ns, &pairs)
 }
 
+/// Verify the §3.0 IPv4 host settings on `links` (and forwarding globally).
+pub(crate) fn check_host_sysctls(host: &HostCtx, links: &[&str]) -> Result<()> {
+    let mut want = vec![("net.ipv4.conf.all.forwarding".to_string(), "1")];
+    for l in links {
+        want.push((sysctl::ipv4_link_key(l, "forwarding"), "1"));
+        want.push((sysctl::ipv4_link_key(l, "rp_filter"), "0"));
+    }
+    for (k, v) in want {
+        let have = sysctl::read_sysctl(&host.ns, &k)?;
+        if have != v {
+            return Err(Error::Mismatch(format!("sysctl {k} is {have}, want {v}")));
+        }
+    }
+    Ok(())
+}
+
 /// Create a fresh veth pair `host_name` ↔ `pod_name` (pod side directly in the pod namespace); whatever
 /// held those names before is removed first. Both ends are up, `lo` in the pod too.
 pub(crate) async fn create_veth_pair(

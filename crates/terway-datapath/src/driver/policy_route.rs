@@ -162,6 +162,7 @@ impl Driver for PolicyRoute {
             check_route(&host.nl, &Route::link_scope(*ip, host_link.index)).await?;
         }
         let eni = common::find_eni(host, net).await?;
+        common::check_host_sysctls(host, &[&hv, &eni.name])?;
         let gw = net
             .require_eni()?
             .gateway

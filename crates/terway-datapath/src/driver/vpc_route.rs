@@ -78,6 +78,7 @@ impl Driver for VpcRoute {
             .mac
             .ok_or_else(|| Error::Mismatch(format!("{hv} has no MAC")))?;
         common::check_pod_gateway(&pod.nl, &pod_link, host_mac, net).await?;
+        common::check_host_sysctls(host, &[&hv])?;
         for ip in net.pod_nets()? {
             check_route(&host.nl, &Route::link_scope(ip, host_link.index)).await?;
         }
