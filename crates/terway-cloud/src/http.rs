@@ -42,9 +42,20 @@ pub struct RpcRequest<'a> {
     pub params: &'a Pairs,
 }
 
+/// The `Host` header the HTTP client will send for `url`: authority without a default port (which
+/// clients omit, and a signed host must match byte for byte).
 fn split_host(url: &str) -> String {
-    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
-    rest.split('/').next().unwrap_or(rest).to_string()
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let default_port = if scheme.eq_ignore_ascii_case("https") {
+        ":443"
+    } else {
+        ":80"
+    };
+    authority
+        .strip_suffix(default_port)
+        .unwrap_or(authority)
+        .to_string()
 }
 
 impl Transport {
@@ -169,6 +180,9 @@ mod tests {
     #[test]
     fn host_is_taken_from_the_base_url() {
         assert_eq!(split_host("http://127.0.0.1:8080"), "127.0.0.1:8080");
+        assert_eq!(split_host("http://10.0.0.1:80"), "10.0.0.1");
+        assert_eq!(split_host("https://h.example:443/"), "h.example");
+        assert_eq!(split_host("https://h.example:80"), "h.example:80");
         assert_eq!(
             split_host("https://ecs-vpc.cn-hangzhou.aliyuncs.com/"),
             "ecs-vpc.cn-hangzhou.aliyuncs.com"

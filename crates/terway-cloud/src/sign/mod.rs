@@ -167,16 +167,50 @@ pub fn canonical_request_with(
     let mut names: Vec<String> = names.iter().map(|n| n.to_ascii_lowercase()).collect();
     names.sort();
     names.dedup();
+    if let Some(missing) = names
+        .iter()
+        .find(|n| !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(n)))
+    {
+        return Err(SignError::MissingSignedHeader(missing.clone()));
+    }
+    Ok(assemble(method, path, query, headers, &names, payload_hash))
+}
+
+/// Build the canonical request the way a signer does: signing `host`, `content-type` and `x-acs-*`.
+pub fn canonical_request(
+    method: &str,
+    path: &str,
+    query: &[(String, String)],
+    headers: &[(String, String)],
+    payload_hash: &str,
+) -> CanonicalRequest {
+    assemble(
+        method,
+        path,
+        query,
+        headers,
+        &signable_header_names(headers),
+        payload_hash,
+    )
+}
+
+/// The canonical request for sorted, unique, lower-case `names` (a name without a header contributes
+/// an empty value; callers check presence first when that matters).
+fn assemble(
+    method: &str,
+    path: &str,
+    query: &[(String, String)],
+    headers: &[(String, String)],
+    names: &[String],
+    payload_hash: &str,
+) -> CanonicalRequest {
     let mut canonical_headers = String::new();
-    for name in &names {
+    for name in names {
         let mut values: Vec<&str> = headers
             .iter()
             .filter(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.trim())
             .collect();
-        if values.is_empty() {
-            return Err(SignError::MissingSignedHeader(name.clone()));
-        }
         values.sort_unstable();
         canonical_headers.push_str(name);
         canonical_headers.push(':');
@@ -193,28 +227,10 @@ pub fn canonical_request_with(
         signed_headers,
         payload_hash
     );
-    Ok(CanonicalRequest {
+    CanonicalRequest {
         text,
         signed_headers,
-    })
-}
-
-/// Build the canonical request the way a signer does: signing `host`, `content-type` and `x-acs-*`.
-pub fn canonical_request(
-    method: &str,
-    path: &str,
-    query: &[(String, String)],
-    headers: &[(String, String)],
-    payload_hash: &str,
-) -> CanonicalRequest {
-    let names = signable_header_names(headers);
-    // Every name comes from `headers`, so no signed header can be missing.
-    canonical_request_with(method, path, query, headers, &names, payload_hash).unwrap_or_else(
-        |_| CanonicalRequest {
-            text: String::new(),
-            signed_headers: String::new(),
-        },
-    )
+    }
 }
 
 /// `ACS3-HMAC-SHA256\n` + hex(sha256(canonical request)).
