@@ -151,6 +151,13 @@ fn signing_with_body_content_type_and_sts_token_round_trips() {
         .signed_headers
         .contains(&"x-acs-security-token".to_string()));
     verify_acs3("POST", "/", &[], &headers, body.as_bytes(), &auth, "sk").unwrap();
+    // Naming a header the request does not carry is refused.
+    let mut extra = auth.clone();
+    extra.signed_headers.push("x-acs-missing".into());
+    assert_eq!(
+        verify_acs3("POST", "/", &[], &headers, body.as_bytes(), &extra, "sk"),
+        Err(SignError::MissingSignedHeader("x-acs-missing".into()))
+    );
     // Dropping a required header from SignedHeaders is refused.
     let mut weak = auth.clone();
     weak.signed_headers.retain(|h| h != "x-acs-date");
