@@ -2,6 +2,8 @@
 //! the pod with a terway-datapath driver, answer in the caller's CNI version. Thin by design: protocol,
 //! daemon contract and kernel work live in their own crates.
 
+#![warn(missing_docs)]
+
 pub mod add;
 pub mod config;
 pub mod convert;
