@@ -2,17 +2,17 @@
 //! lab fabric reuses them) and the per-mode pod drivers (policy-route veth, ipvlan, exclusive ENI, VPC route).
 //!
 //! Primitives, one module per kernel object, all taking a [`Netlink`] bound to one namespace:
-//! - [`netns`]: [`Netns::create_named`] / [`Netns::open`] / [`Netns::delete_named`], [`Netns::run`] (closure on a
+//! - [`netns`] — [`Netns::create_named`] / [`Netns::open`] / [`Netns::delete_named`], [`Netns::run`] (closure on a
 //!   thread inside the namespace);
-//! - [`link`]: `create_veth`/`ensure_veth` (peer straight into another namespace), `create_ipvlan`,
+//! - [`link`] — `create_veth`/`ensure_veth` (peer straight into another namespace), `create_ipvlan`,
 //!   `create_macvlan`/`ensure_macvlan`, `move_to_netns` (+rename), `update_link` (name, MTU, MAC, up, alias,
 //!   NOARP), `link_by_name`/`_index`/`_mac`, `wait_link_by_mac`, `remove_link(_by_name)`;
-//! - [`addr`]: `ensure_addr`, `set_addrs` (exactly these), `remove_addr`, `list_addrs`;
-//! - [`route`]: [`route::Route`] (main or numbered table, onlink, scope) with `ensure_route`/`remove_route`/`list_routes`;
-//! - [`rule`]: [`rule::Rule`] (priority, from/to/iif/oif, table) with `ensure_rule`/`remove_rule`/`remove_rules_where`;
-//! - [`neigh`]: `ensure_permanent_neighbour`/`remove_neighbour`/`list_neighbours`;
-//! - [`sysctl`]: `ensure_sysctl(s)`/`read_sysctl` inside a namespace;
-//! - [`tc`]: `ensure_tbf`, `ensure_clsact`, the ipvlan u32 redirect filter, `list_qdiscs`/`list_filters`.
+//! - [`addr`] — `ensure_addr`, `set_addrs` (exactly these), `remove_addr`, `list_addrs`;
+//! - [`route`] — [`route::Route`] (main or numbered table, onlink, scope) with `ensure_route`/`remove_route`/`list_routes`;
+//! - [`rule`] — [`rule::Rule`] (priority, from/to/iif/oif, table) with `ensure_rule`/`remove_rule`/`remove_rules_where`;
+//! - [`neigh`] — `ensure_permanent_neighbour`/`remove_neighbour`/`list_neighbours`;
+//! - [`sysctl`] — `ensure_sysctl(s)`/`read_sysctl` inside a namespace;
+//! - [`tc`] — `ensure_tbf`, `ensure_clsact`, the ipvlan u32 redirect filter, `list_qdiscs`/`list_filters`.
 //!
 //! Ensure operations tolerate existing state, remove operations tolerate missing state.
 //!
