@@ -15,8 +15,11 @@ use crate::config::{EmulatorConfig, InstanceConfig};
 use crate::error::ApiError;
 pub use model::{Eni, Instance, Route, TokenRecord, VSwitch, Vpc};
 
-/// ClientTokens remembered at most (pruned by a tenth, oldest first, when exceeded).
-pub const MAX_TOKENS: usize = 20_000;
+/// ClientTokens remembered at most (pruned by a tenth, oldest first, when exceeded). Kept small
+/// because the whole world is rewritten after every mutating call when persistence is on.
+pub const MAX_TOKENS: usize = 5_000;
+/// How long a ClientToken is remembered: far longer than any client's retry window.
+pub const TOKEN_TTL_MS: u64 = 3_600_000;
 
 /// Everything the cloud knows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,9 +97,11 @@ impl World {
         Ok(world)
     }
 
-    /// Remember a successful call under its ClientToken, forgetting the oldest records beyond
-    /// [`MAX_TOKENS`] (the real service also forgets tokens after a while).
+    /// Remember a successful call under its ClientToken, forgetting records older than
+    /// [`TOKEN_TTL_MS`] and the oldest beyond [`MAX_TOKENS`] (the real service forgets them too).
     pub fn remember_token(&mut self, key: String, record: TokenRecord) {
+        let horizon = record.at_ms.saturating_sub(TOKEN_TTL_MS);
+        self.tokens.retain(|_, r| r.at_ms >= horizon);
         self.tokens.insert(key, record);
         if self.tokens.len() > MAX_TOKENS {
             let mut ages: Vec<(u64, String)> = self.tokens.iter().map(|(k, r)| (r.at_ms, k.clone())).collect();
@@ -258,6 +263,9 @@ mod tests {
         assert_eq!(world.tokens.len(), MAX_TOKENS + 1 - MAX_TOKENS / 10);
         assert!(!world.tokens.contains_key("A/0"), "the oldest token is forgotten");
         assert!(world.tokens.contains_key(&format!("A/{MAX_TOKENS}")), "the newest is kept");
+        let late = TokenRecord { fingerprint: BTreeMap::new(), response: serde_json::Value::Null, at_ms: TOKEN_TTL_MS * 3 };
+        world.remember_token("A/late".into(), late);
+        assert_eq!(world.tokens.len(), 1, "tokens older than the TTL are forgotten");
     }
 
     #[test]
