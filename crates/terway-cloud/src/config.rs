@@ -56,7 +56,7 @@ pub enum SignatureMethod {
 }
 
 /// Where the AccessKey comes from; see [`crate::credentials`] for the order tried.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct CredentialsConfig {
     /// Static AccessKey id (with `access_key_secret`), tried first.
@@ -74,6 +74,24 @@ pub struct CredentialsConfig {
     /// Directory holding `access-key-id` and `access-key-secret` files (Terway's
     /// `/var/alibaba-addon-secret` mounted from a Kubernetes secret), tried after the environment.
     pub secret_dir: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for CredentialsConfig {
+    // The secret must never reach a log line through `{:?}` of a config.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialsConfig")
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "access_key_secret",
+                &self.access_key_secret.as_ref().map(|_| "***"),
+            )
+            .field("credentials_file", &self.credentials_file)
+            .field("profile", &self.profile)
+            .field("ram_role", &self.ram_role)
+            .field("ignore_env", &self.ignore_env)
+            .field("secret_dir", &self.secret_dir)
+            .finish()
+    }
 }
 
 /// Instance metadata service client settings.
@@ -277,5 +295,7 @@ mod tests {
         assert_eq!(c.backoff_override["eni_create"].steps, 3);
         assert_eq!(c.metadata.base_url, "http://100.100.100.200");
         assert_eq!(c.timeout_secs, 20);
+        let with_secret = CloudConfig::for_endpoint("r", "http://x", "AK", "very-secret");
+        assert!(!format!("{with_secret:?}").contains("very-secret"));
     }
 }
