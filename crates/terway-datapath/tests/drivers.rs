@@ -428,6 +428,7 @@ async fn exclusive_eni_moves_in_and_back_under_its_name() {
     let mut net = pod_net(&tb, "excl", pod_ip);
     // The node reaches the pod through the veth1/cali pair; give the host an address of its own for that.
     net.node_ip = Some(IpAddr::V4(Ipv4Addr::new(192, 168, 77, 1)));
+    net.bandwidth.egress = Some(5_000_000);
     let lo = link::require_link(&host.nl, "lo").await.unwrap();
     addr::ensure_addr(
         &host.nl,
@@ -449,6 +450,14 @@ async fn exclusive_eni_moves_in_and_back_under_its_name() {
     );
     let eth0 = link::require_link(&pod.nl, "eth0").await.unwrap();
     assert_eq!(eth0.mac, Some(tb.eni_mac));
+    let q = tc::list_qdiscs(&pod.nl, eth0.index).await.unwrap();
+    assert_eq!(
+        q.iter()
+            .find(|q| q.is_root())
+            .and_then(|q| q.tbf)
+            .map(|t| t.rate),
+        Some(5_000_000)
+    );
     let veth1 = link::require_link(&pod.nl, "veth1").await.unwrap();
     let proutes: Vec<String> = route::list_routes(&pod.nl, true, Some(MAIN_TABLE))
         .await
@@ -498,11 +507,25 @@ async fn exclusive_eni_moves_in_and_back_under_its_name() {
     assert_eq!(back.alias, None);
     assert_eq!(link::list_links(&pod.nl).await.unwrap().len(), 1);
     assert_host_clean(&tb, pod_ip).await;
-    // reusable: a second pod gets the same ENI
+    // reusable: a second pod gets the same ENI (this one without host peer and shaping)
     let (_, path2) = tb.pod_ns("f").unwrap();
     let pod2 = PodCtx::open(&path2).unwrap();
+    net.disable_host_peer = true;
+    net.bandwidth.egress = None;
     d.setup(&host, &pod2, &net).await.unwrap();
     d.check(&host, &pod2, &net).await.unwrap();
+    let names: Vec<String> = link::list_links(&pod2.nl)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    assert_eq!(names, ["lo", "eth0"], "no veth1 with disable_host_peer");
+    assert!(link::list_links(&host.nl)
+        .await
+        .unwrap()
+        .iter()
+        .all(|l| !l.name.starts_with("cali")));
     d.teardown(&host, Some(&pod2), &net).await.unwrap();
     assert!(link::link_by_name(&host.nl, &tb.eni_name)
         .await

@@ -252,6 +252,8 @@ impl Driver for ExclusiveEni {
         let give_back = async {
             if let Some(p) = pod {
                 if let Some(l) = link::link_by_mac(&p.nl, eni.mac).await? {
+                    // Qdiscs travel with the device; the next pod must not inherit this one's shaping.
+                    qos::ensure_shaping(&p.nl, &l, None).await?;
                     link::set_down(&p.nl, l.index).await?;
                     // Addresses and routes are flushed by the namespace move itself.
                     let name = original_name(&l).unwrap_or_else(|| {
@@ -267,6 +269,7 @@ impl Driver for ExclusiveEni {
             }
             // The ENI is (now, or already was, e.g. after the netns vanished) in the host: restore its name.
             if let Some(l) = link::link_by_mac(&host.nl, eni.mac).await? {
+                qos::ensure_shaping(&host.nl, &l, None).await?;
                 if let Some(orig) = original_name(&l) {
                     if orig != l.name && link::link_by_name(&host.nl, &orig).await?.is_none() {
                         link::set_down(&host.nl, l.index).await?;
