@@ -142,15 +142,16 @@ async fn del_after_netns_vanished_cleans_host_side() {
     let dir = tempfile::tempdir().unwrap();
     let sock = sock_path(dir.path());
     let d = serve(&sock, shared_state(&tb, &["10.42.0.7"]));
-    let conf = plugin_conf(&tb, &sock, dir.path(), json!({}));
+    // an older runtime: results in the 0.4.0 shape
+    let conf = plugin_conf(&tb, &sock, dir.path(), json!({"cniVersion": "0.4.0"}));
     let (_, ns_path) = tb.pod_ns("v").unwrap();
     let netns = ns_path.display().to_string();
-    assert_eq!(
-        cni("ADD", "c9", &netns, "kube-system/dns", &conf)
-            .await
-            .code,
-        0
-    );
+    let add = cni("ADD", "c9", &netns, "kube-system/dns", &conf).await;
+    assert_eq!(add.code, 0, "{}", add.stdout);
+    let j = add.json();
+    assert_eq!(j["cniVersion"], "0.4.0");
+    assert_eq!(j["ips"][0]["version"], "4");
+    assert_eq!(j["ips"][0]["address"], "10.42.0.7/32");
     Netns::delete_path(&ns_path).unwrap();
     let del = cni("DEL", "c9", &netns, "kube-system/dns", &conf).await;
     assert_eq!(del.code, 0, "{} {}", del.stdout, del.stderr);
