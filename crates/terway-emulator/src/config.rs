@@ -149,6 +149,7 @@ impl EmulatorConfig {
         let d = &self.delays;
         if d.attach_min_ms > d.attach_max_ms
             || d.detach_min_ms > d.detach_max_ms
+            || d.delete_min_ms > d.delete_max_ms
             || d.api_latency_min_ms > d.api_latency_max_ms
         {
             return bad("a delay minimum is larger than its maximum".into());
@@ -252,6 +253,10 @@ pub struct Delays {
     pub detach_min_ms: u64,
     /// Detaching → Available, maximum.
     pub detach_max_ms: u64,
+    /// Deleting → gone, minimum (0 with a 0 maximum: DeleteNetworkInterface is immediate).
+    pub delete_min_ms: u64,
+    /// Deleting → gone, maximum.
+    pub delete_max_ms: u64,
     /// Latency added to every API call, minimum.
     pub api_latency_min_ms: u64,
     /// Latency added to every API call, maximum.
@@ -269,6 +274,8 @@ impl Default for Delays {
             attach_max_ms: 600,
             detach_min_ms: 100,
             detach_max_ms: 400,
+            delete_min_ms: 0,
+            delete_max_ms: 0,
             api_latency_min_ms: 0,
             api_latency_max_ms: 0,
             eni_busy_ms: 0,

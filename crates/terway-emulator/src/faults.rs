@@ -30,6 +30,9 @@ pub struct FaultConfig {
     /// The metadata service answers from a snapshot up to this many milliseconds old (new ENIs and
     /// addresses show up late, as Terway's metadata polling expects).
     pub metadata_lag_ms: u64,
+    /// Probability (0..=1) that an attach fails in the cloud: the ENI goes from `Attaching` back to
+    /// `Available` (how the real API reports a failed attach) and the fabric is never told.
+    pub attach_failure_rate: f64,
 }
 
 /// A fault that fired.

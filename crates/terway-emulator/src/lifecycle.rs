@@ -50,6 +50,20 @@ impl Service {
                         svc.finish_detach(&eni_id, seq).await;
                     });
                 }
+                Effect::CompleteDelete { eni_id, seq } => {
+                    let svc = Arc::clone(self);
+                    let d = self.delays();
+                    let delay = random_delay(d.delete_min_ms, d.delete_max_ms);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        svc.mutate(|world| {
+                            let current = world.enis.get(&eni_id).map(|e| (e.status, e.op_seq));
+                            if current == Some((EniStatus::Deleting, seq)) {
+                                world.remove_eni(&eni_id);
+                            }
+                        });
+                    });
+                }
                 Effect::IpsAssigned(eni, ips) => {
                     blocking(&self.hook, move |h| h.ips_assigned(&eni, &ips)).await;
                 }
@@ -80,6 +94,10 @@ impl Service {
                     eni_id: e.id.clone(),
                     seq: e.op_seq,
                 }),
+                EniStatus::Deleting => Some(Effect::CompleteDelete {
+                    eni_id: e.id.clone(),
+                    seq: e.op_seq,
+                }),
                 _ => None,
             })
             .collect();
@@ -100,10 +118,18 @@ impl Service {
             debug!(eni_id, seq, "attach completion superseded");
             return;
         };
-        let inst = instance_id.clone();
-        let outcome = blocking(&self.hook, move |h| h.eni_attached(&inst, &eni))
-            .await
-            .unwrap_or_else(|| Err("fabric hook panicked".to_string()));
+        let cloud_failed = {
+            let rate = self.faults().attach_failure_rate;
+            rate > 0.0 && rand::Rng::random_bool(&mut rand::rng(), rate.clamp(0.0, 1.0))
+        };
+        let outcome = if cloud_failed {
+            Err("injected attach failure".to_string())
+        } else {
+            let inst = instance_id.clone();
+            blocking(&self.hook, move |h| h.eni_attached(&inst, &eni))
+                .await
+                .unwrap_or_else(|| Err("fabric hook panicked".to_string()))
+        };
         let id = eni_id.to_string();
         self.mutate(|world| {
             let Some(e) = world.enis.get_mut(&id) else {
@@ -128,11 +154,12 @@ impl Service {
             }
         });
         if let Err(why) = &outcome {
-            warn!(eni_id, instance_id, %why, "fabric refused the attach; ENI is Available again");
+            warn!(eni_id, instance_id, %why, "attach failed; ENI is Available again");
+            let kind = if cloud_failed { "attach_failed" } else { "fabric_attach_failed" };
             self.record_fault(
                 "AttachNetworkInterface",
                 "",
-                "fabric_attach_failed",
+                kind,
                 format!("{eni_id} on {instance_id}: {why}"),
             );
         }

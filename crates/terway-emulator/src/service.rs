@@ -172,6 +172,7 @@ impl Service {
         Env {
             catalogue: &self.catalogue,
             unattached_eni_ip_limit: self.config.unattached_eni_ip_limit,
+            async_delete: self.config.delays.delete_max_ms > 0,
         }
     }
 

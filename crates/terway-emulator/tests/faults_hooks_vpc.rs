@@ -257,3 +257,37 @@ async fn vpc_route_entries() {
         .expect_err(404, "InvalidRouteEntry.NotFound");
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn injected_attach_failure_and_asynchronous_delete() {
+    let mut cfg = fast_config();
+    cfg.delays.delete_min_ms = 200;
+    cfg.delays.delete_max_ms = 250;
+    let (inst, vsw) = (node(&cfg), vswitch(&cfg));
+    let hook = Arc::new(Recorder::default());
+    let emu = start_with(cfg, hook.clone());
+    let api = Api::new(&emu);
+
+    emu.set_faults(FaultConfig { attach_failure_rate: 1.0, ..FaultConfig::default() });
+    let eni = create_eni(&api, &vsw, 1).await;
+    api.ecs("AttachNetworkInterface", &[("NetworkInterfaceId", &eni), ("InstanceId", &inst)]).await.ok();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    wait_status(&api, &eni, "Available", Duration::from_secs(5)).await;
+    assert!(hook.events().is_empty(), "the fabric never hears of a failed attach");
+    assert!(emu.fired_faults().iter().any(|f| f.kind == "attach_failed"));
+    emu.set_faults(FaultConfig::default());
+
+    let used_before = emu.state().vswitches[&vsw].used_v4.len();
+    api.ecs("DeleteNetworkInterface", &[("NetworkInterfaceId", &eni)]).await.ok();
+    assert_eq!(eni_status(&api, &eni).await.as_deref(), Some("Deleting"));
+    api.ecs("AttachNetworkInterface", &[("NetworkInterfaceId", &eni), ("InstanceId", &inst)])
+        .await
+        .expect_err(403, "Operation.Conflict");
+    api.ecs("DeleteNetworkInterface", &[("NetworkInterfaceId", &eni)])
+        .await
+        .expect_err(403, "InvalidOperation.InvalidEniState");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(eni_status(&api, &eni).await, None, "gone after the delete delay");
+    assert_eq!(emu.state().vswitches[&vsw].used_v4.len(), used_before - 2, "addresses released");
+    emu.shutdown().await;
+}

@@ -398,8 +398,9 @@ pub fn detach(p: &Params, world: &mut World) -> Result<Outcome, ApiError> {
     ))
 }
 
-/// DeleteNetworkInterface.
-pub fn delete(p: &Params, world: &mut World) -> Result<Outcome, ApiError> {
+/// DeleteNetworkInterface: immediate, or `Deleting` until the service completes it when a delete
+/// delay is configured.
+pub fn delete(p: &Params, world: &mut World, env: &Env<'_>) -> Result<Outcome, ApiError> {
     let eni_id = p.require("NetworkInterfaceId")?;
     let eni = world.eni(eni_id)?;
     if eni.eni_type == EniType::Primary || eni.status != EniStatus::Available {
@@ -409,13 +410,14 @@ pub fn delete(p: &Params, world: &mut World) -> Result<Outcome, ApiError> {
             "DeleteNetworkInterface",
         ));
     }
-    let eni = world
-        .enis
-        .remove(eni_id)
-        .ok_or_else(|| ApiError::eni_not_found(eni_id))?;
-    if let Some(vsw) = world.vswitches.get_mut(&eni.vswitch_id) {
-        alloc::release_v4(vsw, &eni.all_ipv4());
-        alloc::release_v6(vsw, &eni.ipv6);
+    if env.async_delete {
+        let seq = world.seq();
+        let eni = world.eni_mut(eni_id)?;
+        eni.status = EniStatus::Deleting;
+        eni.op_seq = seq;
+        let effect = Effect::CompleteDelete { eni_id: eni_id.to_string(), seq };
+        return Ok(Outcome::with(json!({}), vec![effect]));
     }
+    world.remove_eni(eni_id);
     Ok(Outcome::body(json!({})))
 }

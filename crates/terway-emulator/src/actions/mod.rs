@@ -118,6 +118,8 @@ pub struct Env<'a> {
     pub catalogue: &'a BTreeMap<String, InstanceTypeSpec>,
     /// IPv4/IPv6 limit of an ENI attached to no instance.
     pub unattached_eni_ip_limit: u32,
+    /// Whether DeleteNetworkInterface goes through `Deleting` (a delete delay is configured).
+    pub async_delete: bool,
 }
 
 impl Env<'_> {
@@ -143,6 +145,13 @@ pub enum Effect {
     },
     /// Complete the detach of an ENI after the detach delay.
     CompleteDetach {
+        /// ENI.
+        eni_id: String,
+        /// Sequence number of the transition.
+        seq: u64,
+    },
+    /// Remove a `Deleting` ENI after the delete delay.
+    CompleteDelete {
         /// ENI.
         eni_id: String,
         /// Sequence number of the transition.
@@ -231,7 +240,7 @@ pub fn execute(
         "CreateNetworkInterface" => eni::create(p, world, env),
         "AttachNetworkInterface" => eni::attach(p, world, env),
         "DetachNetworkInterface" => eni::detach(p, world),
-        "DeleteNetworkInterface" => eni::delete(p, world),
+        "DeleteNetworkInterface" => eni::delete(p, world, env),
         "AssignPrivateIpAddresses" => ip::assign_v4(p, world, env),
         "UnassignPrivateIpAddresses" => ip::unassign_v4(p, world),
         "AssignIpv6Addresses" => ip::assign_v6(p, world, env),

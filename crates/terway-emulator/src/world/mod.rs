@@ -112,6 +112,16 @@ impl World {
         }
     }
 
+    /// Remove an ENI and give its addresses back to its vSwitch.
+    pub fn remove_eni(&mut self, id: &str) -> Option<Eni> {
+        let eni = self.enis.remove(id)?;
+        if let Some(vsw) = self.vswitches.get_mut(&eni.vswitch_id) {
+            alloc::release_v4(vsw, &eni.all_ipv4());
+            alloc::release_v6(vsw, &eni.ipv6);
+        }
+        Some(eni)
+    }
+
     /// A fresh transition sequence number.
     pub fn seq(&mut self) -> u64 {
         self.next_seq += 1;
