@@ -1,0 +1,387 @@
+//! `bench churn`: pods created at a steady rate and deleted after a fixed lifetime on one node that starts
+//! with a cold pool, against the emulated cloud with realistic latencies: ENI attach ~2 s with jitter,
+//! per-action API latency between 20 and 100 ms, and the emulator's per-API throttling at Terway's limits.
+//! Reports time from ADD to ready per pod, cloud calls per pod by action (from `/_emulator/calls`), throttled
+//! calls, failures seen by pods, and the pool size over time (sampled from the daemon's status service).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::cni::{call, terway, Pod, PodSet, Subject};
+use super::lab::{pool_status, Lab, LabSpec};
+use super::report::{fmt, Chart, Section, Table, Target};
+use super::stats::{ms, Summary};
+use super::{ChurnOpts, CommonOpts};
+
+/// Extra latency per action (ms): reads fast, writes slow, spread over the 20–100 ms real calls take.
+/// The lab has no per-call random latency knob, so each action gets a fixed value from that range.
+pub const API_LATENCY_MS: [(&str, u64); 11] = [
+    ("DescribeNetworkInterfaces", 30),
+    ("DescribeNetworkInterfaceAttribute", 20),
+    ("DescribeInstanceTypes", 25),
+    ("DescribeVSwitches", 25),
+    ("DescribeInstances", 25),
+    ("CreateNetworkInterface", 100),
+    ("AttachNetworkInterface", 80),
+    ("DetachNetworkInterface", 80),
+    ("DeleteNetworkInterface", 70),
+    ("AssignPrivateIpAddresses", 60),
+    ("UnassignPrivateIpAddresses", 50),
+];
+
+/// One pool sample.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct PoolSample {
+    /// Seconds since the churn started.
+    pub t_s: f64,
+    /// IPs the node holds.
+    pub total: u32,
+    /// Idle IPs.
+    pub idle: u32,
+    /// IPs in use.
+    pub in_use: u32,
+}
+
+/// Per-pod outcome.
+struct PodOutcome {
+    started: Duration,
+    add: Result<Duration, String>,
+    del: Result<Duration, String>,
+}
+
+/// What one churn measured.
+pub struct ChurnResult {
+    /// Pod outcomes.
+    outcomes: Vec<PodOutcome>,
+    /// Pool samples.
+    pub samples: Vec<PoolSample>,
+    /// Emulator call log (records of this run).
+    pub calls: Vec<Value>,
+    /// Wall time.
+    pub wall: Duration,
+}
+
+/// Run a churn on the lab's shared node: `pods` pods, one every 1/`rate` s, each deleted `lifetime` s
+/// after its ADD returned.
+pub fn churn(
+    lab: &Lab,
+    subject: &Subject,
+    o: &ChurnOpts,
+    run_id: &str,
+    quiet: bool,
+) -> anyhow::Result<ChurnResult> {
+    let node = lab.node("shared")?;
+    let socket = node.socket.clone();
+    let set = Arc::new(PodSet::create(run_id, "ch", o.pods)?);
+    let since_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let start = Instant::now();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let sampler = {
+        let (stop, samples) = (stop.clone(), samples.clone());
+        std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(p) = rt.block_on(pool_status(&socket)) {
+                    let s = PoolSample {
+                        t_s: start.elapsed().as_secs_f64(),
+                        total: p.total,
+                        idle: p.idle,
+                        in_use: p.in_use,
+                    };
+                    samples.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+    };
+    let interval = Duration::from_secs_f64(1.0 / o.rate.max(0.01));
+    let lifetime = Duration::from_secs_f64(o.lifetime.max(0.0));
+    let outcomes: Mutex<Vec<(usize, PodOutcome)>> = Mutex::new(Vec::new());
+    std::thread::scope(|sc| {
+        for i in 0..o.pods {
+            // Steady arrivals: pod i starts at i × interval regardless of how long earlier ADDs take.
+            let due = start + interval * i as u32;
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            if !quiet && i % 100 == 0 && i > 0 {
+                eprintln!("bench churn: {i}/{} pods started…", o.pods);
+            }
+            let (set, outcomes) = (&set, &outcomes);
+            sc.spawn(move || {
+                let pod: &Pod = &set.pods[i];
+                let started = start.elapsed();
+                let add = call(subject, "ADD", pod).map(|(d, _)| d);
+                std::thread::sleep(lifetime);
+                let del = call(subject, "DEL", pod).map(|(d, _)| d);
+                outcomes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((i, PodOutcome { started, add, del }));
+            });
+        }
+    });
+    let wall = start.elapsed();
+    // Let the pool settle back towards its watermarks before the last samples.
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = sampler.join();
+    drop(set);
+    let mut outcomes = outcomes.into_inner().unwrap_or_else(|e| e.into_inner());
+    outcomes.sort_by_key(|(i, _)| *i);
+    let calls = lab.emulator("GET", "/_emulator/calls", None)?;
+    let calls = calls
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|c| {
+                    c.get("at_ms")
+                        .and_then(Value::as_u64)
+                        .is_some_and(|t| t >= since_ms)
+                })
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let samples = samples.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    Ok(ChurnResult {
+        outcomes: outcomes.into_iter().map(|(_, o)| o).collect(),
+        samples,
+        calls,
+        wall,
+    })
+}
+
+/// Calls by action (all, and in the steady-state second half of the run) and throttled calls.
+pub fn call_stats(r: &ChurnResult, pods: usize) -> Value {
+    let t0 = r
+        .calls
+        .iter()
+        .filter_map(|c| c.get("at_ms").and_then(Value::as_u64))
+        .min()
+        .unwrap_or(0);
+    let half_ms = t0 + (r.wall.as_millis() as u64) / 2;
+    let mut by_action: BTreeMap<String, u64> = BTreeMap::new();
+    let mut steady: BTreeMap<String, u64> = BTreeMap::new();
+    let mut throttled = 0u64;
+    let mut errors = 0u64;
+    for c in &r.calls {
+        let action = c
+            .get("action")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let code = c.get("code").and_then(Value::as_str).unwrap_or("");
+        if code.starts_with("Throttling") {
+            throttled += 1;
+        } else if code != "OK" {
+            errors += 1;
+        }
+        if c.get("at_ms")
+            .and_then(Value::as_u64)
+            .is_some_and(|t| t >= half_ms)
+        {
+            *steady.entry(action.clone()).or_default() += 1;
+        }
+        *by_action.entry(action).or_default() += 1;
+    }
+    let total: u64 = by_action.values().sum();
+    // Pods started in the second half of the arrival schedule.
+    let steady_pods = r
+        .outcomes
+        .iter()
+        .filter(|o| o.started.as_millis() as u64 >= (r.wall.as_millis() as u64) / 2)
+        .count();
+    let steady_total: u64 = steady.values().sum();
+    let per_pod = |n: u64, p: usize| {
+        if p == 0 {
+            None
+        } else {
+            Some(n as f64 / p as f64)
+        }
+    };
+    json!({
+        "total": total,
+        "per_pod": per_pod(total, pods),
+        "by_action": by_action,
+        "by_action_per_pod": by_action.iter().map(|(k, v)| (k.clone(), json!(per_pod(*v, pods)))).collect::<serde_json::Map<_, _>>(),
+        "steady_state": { "pods": steady_pods, "calls": steady_total, "per_pod": per_pod(steady_total, steady_pods), "by_action": steady },
+        "throttled": throttled,
+        "other_errors": errors,
+    })
+}
+
+/// Build the section for a churn result.
+pub fn section(name: &'static str, r: &ChurnResult, o: &ChurnOpts, extra: Value) -> Section {
+    let adds: Vec<Duration> = r
+        .outcomes
+        .iter()
+        .filter_map(|p| p.add.as_ref().ok().copied())
+        .collect();
+    let dels: Vec<Duration> = r
+        .outcomes
+        .iter()
+        .filter_map(|p| p.del.as_ref().ok().copied())
+        .collect();
+    let failures: Vec<&String> = r
+        .outcomes
+        .iter()
+        .flat_map(|p| p.add.as_ref().err().into_iter().chain(p.del.as_ref().err()))
+        .collect();
+    let throttled_pods = failures.iter().filter(|e| e.contains("Throttl")).count();
+    let add = Summary::of(&adds);
+    let del = Summary::of(&dels);
+    let calls = call_stats(r, o.pods);
+    let mut s = Section::new(name);
+    let mut t = Table::new(
+        format!(
+            "Churn: {} pods at {}/s, lifetime {} s, pool {}/{}, attach {} ms",
+            o.pods, o.rate, o.lifetime, o.min_pool, o.max_pool, o.attach_delay_ms
+        ),
+        &["figure", "value"],
+    );
+    t.row(vec![
+        "ADD→ready p50 / p99 (ms)".into(),
+        format!(
+            "{} / {}",
+            fmt(add.map(|a| a.p50_ms), 1),
+            fmt(add.map(|a| a.p99_ms), 1)
+        ),
+    ]);
+    t.row(vec![
+        "ADD→ready max (ms)".into(),
+        fmt(add.map(|a| a.max_ms), 1),
+    ]);
+    t.row(vec![
+        "DEL p50 / p99 (ms)".into(),
+        format!(
+            "{} / {}",
+            fmt(del.map(|a| a.p50_ms), 1),
+            fmt(del.map(|a| a.p99_ms), 1)
+        ),
+    ]);
+    t.row(vec![
+        "pod failures (throttling)".into(),
+        format!("{} ({throttled_pods})", failures.len()),
+    ]);
+    t.row(vec![
+        "cloud calls per pod (all)".into(),
+        fmt(calls["per_pod"].as_f64(), 3),
+    ]);
+    t.row(vec![
+        "cloud calls per pod (steady state)".into(),
+        fmt(
+            calls
+                .pointer("/steady_state/per_pod")
+                .and_then(Value::as_f64),
+            3,
+        ),
+    ]);
+    t.row(vec![
+        "throttled cloud calls".into(),
+        calls["throttled"].to_string(),
+    ]);
+    if let Some(m) = calls["by_action"].as_object() {
+        for (k, v) in m {
+            t.row(vec![
+                format!("  {k}"),
+                format!(
+                    "{v} ({} per pod)",
+                    fmt(calls["by_action_per_pod"][k].as_f64(), 3)
+                ),
+            ]);
+        }
+    }
+    s.tables.push(t);
+    s.targets.push(Target::new(
+        format!("{name}: cloud calls per pod in steady state"),
+        calls
+            .pointer("/steady_state/per_pod")
+            .and_then(Value::as_f64),
+        0.05,
+        true,
+        "",
+    ));
+    s.targets.push(Target::new(
+        format!("{name}: throttling errors seen by pods"),
+        Some(throttled_pods as f64),
+        0.0,
+        true,
+        "",
+    ));
+    let pts = |f: fn(&PoolSample) -> u32| {
+        r.samples
+            .iter()
+            .map(|p| (p.t_s, f64::from(f(p))))
+            .collect::<Vec<_>>()
+    };
+    s.charts.push(Chart::Lines {
+        title: format!("Pool size during the churn ({} pods)", o.pods),
+        x_label: "seconds".into(),
+        y_label: "IPs".into(),
+        series: vec![
+            ("total".into(), pts(|p| p.total)),
+            ("idle".into(), pts(|p| p.idle)),
+            ("in use".into(), pts(|p| p.in_use)),
+        ],
+    });
+    s.json = json!({
+        "pods": o.pods, "rate_per_s": o.rate, "lifetime_s": o.lifetime, "min_pool": o.min_pool, "max_pool": o.max_pool,
+        "attach_delay_ms": o.attach_delay_ms,
+        "wall_ms": ms(r.wall),
+        "add_to_ready": add, "del": del,
+        "pod_failures": failures.len(), "pod_throttling_failures": throttled_pods,
+        "first_failures": failures.iter().take(3).collect::<Vec<_>>(),
+        "cloud_calls": calls,
+        "pool_samples": r.samples,
+        "setup": extra,
+    });
+    s
+}
+
+/// `bench churn`.
+pub fn bench(opts: &CommonOpts, o: &ChurnOpts) -> anyhow::Result<Section> {
+    let run_id = &uuid::Uuid::new_v4().simple().to_string()[..6];
+    let lab = match &opts.lab {
+        Some(n) => Lab::existing(n)?,
+        None => Lab::up(&LabSpec {
+            modes: vec!["shared"],
+            min_pool: o.min_pool,
+            max_pool: o.max_pool,
+            attach_delay_ms: o.attach_delay_ms.clone(),
+        })?,
+    };
+    let latency: serde_json::Map<String, Value> = API_LATENCY_MS
+        .iter()
+        .map(|(a, v)| (a.to_string(), json!(v)))
+        .collect();
+    lab.emulator(
+        "POST",
+        "/_emulator/faults",
+        Some(&json!({ "extra_latency_ms": latency })),
+    )?;
+    let node = lab.node("shared")?.name.clone();
+    let subject = terway(&lab, &node)?;
+    let r = churn(&lab, &subject, o, run_id, opts.json);
+    // Leave an existing lab as we found it.
+    let _ = lab.emulator("POST", "/_emulator/faults", Some(&json!({})));
+    let r = r?;
+    Ok(section(
+        "churn",
+        &r,
+        o,
+        json!({ "api_latency_ms": latency, "throttling": "emulator default (Terway per-API limits)" }),
+    ))
+}
