@@ -116,6 +116,17 @@ impl SpoofResult {
     pub fn ok(&self) -> bool {
         self.genuine_received > 0 && self.forged_received == 0
     }
+
+    /// One word for the table.
+    pub fn verdict(&self) -> &'static str {
+        if self.forged_received > 0 {
+            "LEAKED"
+        } else if self.genuine_received == 0 {
+            "NO PATH"
+        } else {
+            "blocked"
+        }
+    }
 }
 
 /// The whole check.
@@ -453,7 +464,7 @@ pub fn render(report: &CheckReport) -> String {
                     Cell::plain(format!("{} as {}", s.own_ip, s.forged_ip)),
                     Cell::status(format!("{}/3", s.genuine_received), s.genuine_received > 0),
                     Cell::status(format!("{}/3", s.forged_received), s.forged_received == 0),
-                    Cell::status(if s.ok() { "blocked" } else { "LEAKED" }, s.ok()),
+                    Cell::status(s.verdict(), s.ok()),
                 ]
             })
             .collect();

@@ -39,6 +39,12 @@ pub fn daemon_args(plan: &LabPlan, node: &NodePlan) -> Vec<String> {
         plan.api_url(),
         "--metadata-url".into(),
         plan.metadata_url(),
+        "--region".into(),
+        crate::node_files::REGION.into(),
+        "--node-name".into(),
+        node.name.clone(),
+        "--log-level".into(),
+        std::env::var("TERWAY_LAB_DAEMON_LOG").unwrap_or_else(|_| "info".into()),
     ]
 }
 

@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::check;
 use crate::plan::{LabPlan, NodeMode};
 use crate::pod;
+use crate::state;
 use crate::up::{self, UpArgs};
 
 /// Arguments of `demo`.
@@ -177,6 +178,10 @@ fn demo_steps(plan: &LabPlan, args: &DemoArgs, quiet: bool) -> anyhow::Result<se
         );
     }
     let first = check::check(&plan.name, 0, true)?;
+    let first_netns: Vec<String> = state::list_pods(&plan.dir)
+        .into_iter()
+        .map(|p| p.netns)
+        .collect();
     if !quiet {
         println!(
             "\nconnectivity after creating {} pods ({add_secs:.1}s):",
@@ -219,8 +224,13 @@ fn demo_steps(plan: &LabPlan, args: &DemoArgs, quiet: bool) -> anyhow::Result<se
             }
         );
     }
+    let mut pod_netns: Vec<String> = first_netns;
+    pod_netns.extend(state::list_pods(&plan.dir).into_iter().map(|p| p.netns));
+    pod_netns.sort();
+    pod_netns.dedup();
     Ok(serde_json::json!({
         "lab": plan.name,
+        "pod_netns": pod_netns,
         "pods": pods.len(),
         "churned": victims.len(),
         "add_seconds": add_secs,

@@ -18,6 +18,9 @@ pub struct StatusArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Print the emulator's whole state (ENIs, IPs, instances, routes) as JSON instead.
+    #[arg(long)]
+    pub world: bool,
 }
 
 /// A compact summary of the emulator's state: per instance, its ENIs by status and addresses.
@@ -102,6 +105,13 @@ fn print_lab(name: &str, json_out: bool) -> anyhow::Result<Value> {
 
 /// `terway-lab status`.
 pub fn run(args: StatusArgs) -> anyhow::Result<()> {
+    if args.world {
+        let name = state::resolve_lab(args.name.as_deref())?;
+        let st = state::load(&name)?;
+        let world = control::call(&st.plan.dir, &Request::World, Duration::from_secs(10))?;
+        println!("{}", serde_json::to_string_pretty(&world)?);
+        return Ok(());
+    }
     let names = match args.name {
         Some(n) => vec![n],
         None => state::list_labs(),
