@@ -37,6 +37,7 @@ pub mod addr;
 pub mod driver;
 pub mod error;
 pub mod link;
+pub mod mac;
 pub mod neigh;
 pub mod netns;
 pub mod nl;

@@ -1,9 +1,6 @@
 //! Links: lookup by name/index/MAC, veth/ipvlan/macvlan creation (optionally straight into another
 //! namespace), move, rename, MAC, MTU, up/down, alias, delete. All removals tolerate a missing link.
 
-use std::fmt;
-use std::str::FromStr;
-
 use rtnetlink::packet_core::NLM_F_REQUEST;
 use rtnetlink::packet_route::link::{
     InfoData, InfoIpVlan, InfoKind, InfoMacVlan, InfoVeth, IpVlanFlags, IpVlanMode, LinkAttribute,
@@ -11,55 +8,11 @@ use rtnetlink::packet_route::link::{
 };
 use rtnetlink::packet_route::RouteNetlinkMessage;
 
+pub use crate::mac::MacAddr;
+
 use crate::error::{Error, Result};
 use crate::netns::Netns;
 use crate::nl::{tolerate, Netlink, ACK, CREATE_EXCL, ENODEV};
-
-/// An Ethernet MAC address.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub struct MacAddr(pub [u8; 6]);
-
-impl fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
-    }
-}
-
-impl FromStr for MacAddr {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        let parts: Vec<&str> = s.split([':', '-']).collect();
-        if parts.len() != 6 {
-            return Err(Error::Invalid(format!(
-                "MAC address {s:?} must have 6 octets"
-            )));
-        }
-        let mut out = [0u8; 6];
-        for (o, p) in out.iter_mut().zip(parts) {
-            *o = u8::from_str_radix(p, 16)
-                .map_err(|_| Error::Invalid(format!("MAC address {s:?} is not hex")))?;
-        }
-        Ok(MacAddr(out))
-    }
-}
-
-impl MacAddr {
-    /// A random locally administered unicast MAC.
-    pub fn random_local() -> Self {
-        let mut b: [u8; 6] = rand::random();
-        b[0] = (b[0] & 0xfe) | 0x02;
-        MacAddr(b)
-    }
-
-    fn from_slice(v: &[u8]) -> Option<Self> {
-        <[u8; 6]>::try_from(v).ok().map(MacAddr)
-    }
-}
 
 /// What the kernel reports about a link.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -538,16 +491,6 @@ pub async fn remove_link_by_name(nl: &Netlink, name: &str) -> Result<bool> {
 mod tests {
     use super::*;
     use rtnetlink::packet_core::Emitable;
-
-    #[test]
-    fn mac_round_trip() {
-        let m: MacAddr = "02:AB:cd:00:11:ff".parse().unwrap();
-        assert_eq!(m.to_string(), "02:ab:cd:00:11:ff");
-        assert!("02:ab".parse::<MacAddr>().is_err());
-        assert!("zz:ab:cd:00:11:ff".parse::<MacAddr>().is_err());
-        let r = MacAddr::random_local();
-        assert_eq!(r.0[0] & 0x03, 0x02);
-    }
 
     #[test]
     fn ipvlan_message_is_l2_slave_of_parent() {
