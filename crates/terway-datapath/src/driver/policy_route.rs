@@ -50,7 +50,8 @@ pub(crate) async fn ensure_eni(host: &HostCtx, eni: &Link, net: &PodNetwork) -> 
         })?;
     let _lock = common::lock_eni(host, eref.mac).await?;
     common::ensure_link_mtu_up(&host.nl, eni, net.mtu).await?;
-    if let Some(primary) = eref.primary_ip.or(net.node_ip) {
+    // §3.2: the ENI carries the node's primary IP/32; the ENI-reported address is the fallback.
+    if let Some(primary) = net.node_ip.or(eref.primary_ip) {
         let prefix = if primary.is_ipv4() { 32 } else { 128 };
         let n = IpNet::new(primary, prefix).map_err(|e| Error::Invalid(e.to_string()))?;
         addr::set_addrs(&host.nl, eni.index, &[(n, Scope::Universe)]).await?;
