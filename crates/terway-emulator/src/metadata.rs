@@ -159,7 +159,7 @@ fn credentials(st: &MetadataState, instance: &Instance, role_path: &str) -> Resp
     if wanted != role {
         return not_found();
     }
-    let ttl = Duration::from_secs(st.svc.config.sts_ttl_secs.max(60));
+    let ttl = Duration::from_secs(st.svc.config.sts_ttl_secs.max(1));
     let cred = lock(&st.svc.auth).sts_credential(&instance.id, &role, ttl);
     let body = serde_json::json!({
         "AccessKeyId": cred.access_key_id,

@@ -311,3 +311,40 @@ async fn independently_hand_signed_requests_are_accepted() {
     assert_eq!(body["VSwitches"]["VSwitch"].as_array().unwrap().len(), 2);
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn expired_sts_credentials_are_refused() {
+    let mut cfg = fast_config();
+    cfg.sts_ttl_secs = 1;
+    let inst = node(&cfg);
+    let emu = start(cfg);
+    let http = http_client();
+    let md = emu.metadata_url();
+    let token = http
+        .put(format!("{md}/latest/api/token"))
+        .header("X-aliyun-ecs-metadata-token-ttl-seconds", "60")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let creds: serde_json::Value = http
+        .get(format!("{md}/latest/meta-data/ram/security-credentials/TerwayEmulatorRole"))
+        .header("X-aliyun-ecs-metadata-token", &token)
+        .header("X-Emulator-Instance-Id", &inst)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut api = Api::new(&emu);
+    api.ak = creds["AccessKeyId"].as_str().unwrap().to_string();
+    api.secret = creds["AccessKeySecret"].as_str().unwrap().to_string();
+    api.security_token = Some(creds["SecurityToken"].as_str().unwrap().to_string());
+    api.ecs("DescribeInstanceTypes", &[]).await.ok();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    api.ecs("DescribeInstanceTypes", &[]).await.expect_err(400, "InvalidSecurityToken.Expired");
+    emu.shutdown().await;
+}
