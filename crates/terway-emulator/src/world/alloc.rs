@@ -15,7 +15,7 @@ pub fn gateway(vsw: &VSwitch) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(vsw.cidr.broadcast()).saturating_sub(2))
 }
 
-/// IPv6 gateway of a vSwitch (`<prefix>::1`-style first address... Alibaba uses the first host).
+/// IPv6 gateway of a vSwitch: the first address after the prefix (`<prefix>::1`).
 pub fn ipv6_gateway(vsw: &VSwitch) -> Option<Ipv6Addr> {
     vsw.ipv6_cidr
         .map(|n| Ipv6Addr::from(u128::from(n.network()) | 1))
