@@ -141,7 +141,7 @@ impl Lab {
         let v = status_json(name)?;
         let desc = v
             .get("lab")
-            .ok_or_else(|| anyhow::anyhow!("terway-lab status --lab {name}: no lab description"))?;
+            .ok_or_else(|| anyhow::anyhow!("terway-lab status {name}: no lab description"))?;
         parse_desc(desc, false)
     }
 
@@ -251,14 +251,14 @@ pub async fn wait_idle(socket: &Path, idle: u32, timeout: Duration) -> anyhow::R
     }
 }
 
-/// `terway-lab status --lab NAME --json`, the entry of that lab.
+/// `terway-lab status NAME --json`, the entry of that lab.
 fn status_json(name: &str) -> anyhow::Result<Value> {
     let out = Command::new(lab_binary()?)
-        .args(["status", "--lab", name, "--json"])
+        .args(["status", name, "--json"])
         .output()?;
     if !out.status.success() {
         anyhow::bail!(
-            "terway-lab status --lab {name}: {}",
+            "terway-lab status {name}: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
