@@ -29,6 +29,9 @@ pub fn eni_conf(plan: &LabPlan, node: &NodePlan) -> Value {
         "mode": node.mode.as_str(),
         // The lab churns pods quickly: a short cooldown keeps addresses flowing without disabling it.
         "ip_reuse_cooldown": "2s",
+        // Trim the pool above max_pool_size every 5 s instead of Terway's 2 min, so a lab converges
+        // (and a leak shows) within a test's patience.
+        "ip_pool_sync_period": "5s",
     });
     if node.mode == NodeMode::VpcRoute {
         if let (Some(obj), Some(cidr)) = (conf.as_object_mut(), node.pod_cidr) {

@@ -232,12 +232,20 @@ pub fn add(
             Ok(rec)
         }
         Err(e) => {
-            // As containerd does after a failed ADD: DEL, then drop the sandbox.
-            let _ = run_cni("DEL", node, &rec, &format!("/var/run/netns/{}", rec.netns));
-            let _ = netns_cmd(&["netns", "del", &rec.netns]);
-            let _ = run_cni("DEL", node, &rec, "");
-            let _ = std::fs::remove_file(&path);
-            Err(e.into())
+            // As containerd does after a failed ADD: DEL, then drop the sandbox. If that DEL fails too the
+            // sandbox stays (record without an IP, netns kept) for a later `pod del`, as the kubelet retries.
+            let ns_path = format!("/var/run/netns/{}", rec.netns);
+            match run_cni("DEL", node, &rec, &ns_path) {
+                Ok(_) => {
+                    let _ = netns_cmd(&["netns", "del", &rec.netns]);
+                    let _ = run_cni("DEL", node, &rec, "");
+                    let _ = std::fs::remove_file(&path);
+                    Err(e.into())
+                }
+                Err(del) => Err(anyhow::Error::from(e).context(format!(
+                    "cleanup DEL failed too ({del}); pod {pod} is left for `terway-lab pod del {node_name} {pod}`"
+                ))),
+            }
         }
     }
 }

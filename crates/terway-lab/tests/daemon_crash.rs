@@ -4,6 +4,8 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use common::{available_enis, check_failures, eventually, instance_ips, pod_ips, Lab};
 
@@ -24,34 +26,61 @@ fn daemon_crash_mid_churn_leaks_nothing() {
         .collect();
     assert!(lab.pods_add_parallel(&base, 4).is_empty());
 
-    // Churn on node1 while its daemon is killed and restarted; failures during the outage are expected.
-    std::thread::scope(|s| {
+    // Churn on node1 until told to stop, while its daemon is killed and restarted. Operations that hit the
+    // outage fail (the CNI cannot reach terwayd), exactly as they would on a real node.
+    let stop = AtomicBool::new(false);
+    let phase = AtomicUsize::new(0); // 0 = before the kill, 1 = outage, 2 = after the restart
+    let (ops, outage_errors, failed) = std::thread::scope(|s| {
         let churn = s.spawn(|| {
+            let mut ops = [0usize; 3];
             let mut outage_errors = 0;
-            for i in 0..24 {
+            let mut failed = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
                 let pod = format!("churn-{i}");
-                match lab.pod_add("node1", &pod) {
-                    Ok(_) if i % 2 == 0 => {
-                        if lab.pod_del("node1", &pod).is_err() {
-                            outage_errors += 1;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => outage_errors += 1,
+                let p = phase.load(Ordering::Relaxed);
+                let ok = match lab.pod_add("node1", &pod) {
+                    Ok(_) if i % 2 == 0 => lab.pod_del("node1", &pod).is_ok(),
+                    Ok(_) => true,
+                    Err(_) => false,
+                };
+                if !ok {
+                    failed.push(pod);
                 }
+                ops[p] += 1;
+                if !ok && p == 1 {
+                    outage_errors += 1;
+                }
+                i += 1;
             }
-            outage_errors
+            (ops, outage_errors, failed)
         });
-        std::thread::sleep(std::time::Duration::from_secs(2));
+        std::thread::sleep(Duration::from_secs(2));
+        phase.store(1, Ordering::Relaxed);
         lab.daemon("kill", "node1");
-        std::thread::sleep(std::time::Duration::from_secs(2));
+        std::thread::sleep(Duration::from_secs(2));
         lab.daemon("start", "node1");
-        let _ = churn.join();
+        phase.store(2, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_secs(3));
+        stop.store(true, Ordering::Relaxed);
+        churn.join().expect("churn thread")
     });
-    // Pods whose DEL failed during the outage are retried, as the kubelet would.
-    for p in lab.pods() {
-        if p["ip"].is_null() {
-            let _ = lab.pod_del(p["node"].as_str().unwrap(), p["pod"].as_str().unwrap());
+    assert!(
+        ops[0] > 0 && ops[2] > 0,
+        "churn did not run around the crash: {ops:?}"
+    );
+    assert!(outage_errors > 0, "no operation hit the outage: {ops:?}");
+
+    // Pods whose ADD or DEL failed during the outage are torn down again once the daemon is back, as the
+    // kubelet retries a sandbox teardown until it succeeds.
+    for pod in failed {
+        let still_there = lab
+            .pods()
+            .iter()
+            .any(|p| p["node"] == "node1" && p["pod"] == pod.as_str());
+        if still_there {
+            lab.pod_del("node1", &pod)
+                .unwrap_or_else(|e| panic!("retried DEL of {pod} failed: {e}"));
         }
     }
 
