@@ -190,8 +190,11 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
 
     /// Release the pod's address if `container_id` matches (empty = any). Returns whether anything
     /// was released. The slot goes to cooldown, or stays reserved for a sticky pod.
+    ///
+    /// The slot is not reusable until the release is durable: otherwise another pod's allocation
+    /// could be committed first and a crash in between would leave both recorded for one address.
     pub async fn release(&self, pod: &PodKey, container_id: &str) -> Result<bool> {
-        let (snapshot, alloc) = {
+        let (snapshot, alloc, final_slot) = {
             let mut st = self.lock();
             let Some(alloc) = st.pods.get(pod).cloned() else {
                 return Ok(false);
@@ -205,7 +208,7 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
             st.last_activity_ms = now;
             let cfg = &self.inner.cfg.pool;
             let cooldown = cfg.ip_reuse_cooldown.as_millis() as u64;
-            let slot = if alloc.sticky {
+            let final_slot = if alloc.sticky {
                 let hold = (cfg.ip_sticky_time.as_millis() as u64).max(cooldown);
                 IpSlot::Sticky {
                     pod: pod.clone(),
@@ -218,12 +221,40 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
             } else {
                 IpSlot::Idle
             };
-            (st.set_slot(&alloc.eni_id, alloc.ip, slot), alloc)
+            // In memory: not free yet. On disk: the final state.
+            let snapshot = st
+                .set_slot(&alloc.eni_id, alloc.ip, IpSlot::Releasing)
+                .map(|mut e| {
+                    e.ips.insert(alloc.ip, final_slot.clone());
+                    e
+                });
+            (snapshot, alloc, final_slot)
         };
-        self.inner.changed.notify_waiters();
         let mut changes = vec![Change::DelPod(pod.clone())];
         changes.extend(snapshot.map(Change::PutEni));
-        self.persist(changes).await?;
+        let persisted = self.persist(changes).await;
+        {
+            let mut st = self.lock();
+            let still_releasing = st
+                .enis
+                .get(&alloc.eni_id)
+                .and_then(|e| e.ips.get(&alloc.ip))
+                .is_some_and(|s| *s == IpSlot::Releasing);
+            if still_releasing {
+                match &persisted {
+                    Ok(()) => {
+                        st.set_slot(&alloc.eni_id, alloc.ip, final_slot);
+                    }
+                    Err(_) => {
+                        // Nothing changed on disk: the pod still holds the address.
+                        st.set_slot(&alloc.eni_id, alloc.ip, IpSlot::InUse { pod: pod.clone() });
+                        st.pods.insert(pod.clone(), alloc.clone());
+                    }
+                }
+            }
+        }
+        persisted?;
+        self.inner.changed.notify_waiters();
         tracing::info!(%pod, ip = %alloc.ip, eni = %alloc.eni_id, "released");
         Ok(true)
     }

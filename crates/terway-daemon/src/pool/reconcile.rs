@@ -180,11 +180,25 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
                 };
                 if let Some(old) = stored.get(&n.id) {
                     e.version = old.version + 1;
+                    let cooldown = self.inner.cfg.pool.ip_reuse_cooldown.as_millis() as u64;
                     for (ip, slot) in &old.ips {
-                        if e.ips.contains_key(ip)
-                            && matches!(slot, IpSlot::Cooldown { .. } | IpSlot::Sticky { .. })
-                        {
-                            e.ips.insert(*ip, slot.clone());
+                        if !e.ips.contains_key(ip) {
+                            continue;
+                        }
+                        match slot {
+                            IpSlot::Cooldown { .. } | IpSlot::Sticky { .. } => {
+                                e.ips.insert(*ip, slot.clone());
+                            }
+                            // A release or unassign was in progress: be conservative.
+                            IpSlot::Releasing => {
+                                e.ips.insert(
+                                    *ip,
+                                    IpSlot::Cooldown {
+                                        until_ms: now_ms() + cooldown,
+                                    },
+                                );
+                            }
+                            _ => {}
                         }
                     }
                 } else {
@@ -262,10 +276,14 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
             }
         }
         changes.extend(enis.values().cloned().map(Change::PutEni));
+        tracing::info!(enis = enis.len(), pods = pods.len(), "recovered state");
         {
             let mut st = self.lock();
             st.enis = enis;
             st.pods = pods;
+            for v in st.violations() {
+                tracing::error!(violation = %v, "inconsistent state after recovery");
+            }
             st.warm_up_done = warm_up_done;
             st.last_activity_ms = now_ms();
         }
@@ -405,6 +423,9 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
             }
         }
         self.persist(changes).await?;
+        for v in self.lock().violations() {
+            tracing::error!(violation = %v, "inconsistent state after GC");
+        }
         if report != GcReport::default() {
             tracing::info!(?report, "GC pass");
             self.inner.changed.notify_waiters();

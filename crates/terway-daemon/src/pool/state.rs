@@ -233,6 +233,38 @@ impl PoolState {
         Some(eni.clone())
     }
 
+    /// Inconsistencies between allocations and slots (empty when healthy): every allocation's slot
+    /// must name its pod, every in-use slot must have an allocation, no address twice.
+    pub fn violations(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for a in self.pods.values() {
+            match self.enis.get(&a.eni_id).and_then(|e| e.ips.get(&a.ip)) {
+                Some(IpSlot::InUse { pod }) if *pod == a.pod => {}
+                other => out.push(format!(
+                    "{} holds {} on {} but the slot is {other:?}",
+                    a.pod, a.ip, a.eni_id
+                )),
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for e in self.enis.values() {
+            for (ip, s) in &e.ips {
+                if !seen.insert(*ip) {
+                    out.push(format!("{ip} appears on two ENIs"));
+                }
+                if let IpSlot::InUse { pod } = s {
+                    if self.pods.get(pod).is_none_or(|a| a.ip != *ip) {
+                        out.push(format!(
+                            "{ip} on {} is in use by {pod} without an allocation",
+                            e.id
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Earliest moment a cooldown or sticky slot becomes free, if any.
     pub fn next_release_ms(&self) -> Option<u64> {
         self.enis
