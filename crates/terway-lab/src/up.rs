@@ -225,10 +225,10 @@ pub fn up(args: &UpArgs, quiet: bool) -> anyhow::Result<LabPlan> {
             let log = crate::daemons::tail_of(&plan.dir.join("supervisor.log"));
             let _ = crate::down::down(&plan.name, true);
             let _ = child.wait();
-            Err(e.context(format!(
-                "lab {} failed to start; supervisor log:\n{log}",
+            Err(anyhow::anyhow!(
+                "lab {} failed to start: {e:#}\nlast lines of its supervisor log:\n{log}",
                 plan.name
-            )))
+            ))
         }
     }
 }
