@@ -140,6 +140,8 @@ pub struct CheckReport {
     pub cells: Vec<MatrixCell>,
     /// Anti-spoofing results.
     pub spoof: Vec<SpoofResult>,
+    /// Differences between the emulator's state, the fabric and the vpc router's routes (must be empty).
+    pub fabric_audit: Vec<String>,
     /// Everything passed.
     pub ok: bool,
 }
@@ -402,13 +404,22 @@ pub fn check(lab: &str, sample: usize, spoof: bool) -> anyhow::Result<CheckRepor
     } else {
         Vec::new()
     };
-    let ok =
-        !cells.is_empty() && cells.iter().all(MatrixCell::ok) && spoof.iter().all(SpoofResult::ok);
+    let audit = crate::control::call(
+        &plan.dir,
+        &crate::control::Request::Audit,
+        Duration::from_secs(30),
+    )?;
+    let fabric_audit: Vec<String> = serde_json::from_value(audit)?;
+    let ok = !cells.is_empty()
+        && cells.iter().all(MatrixCell::ok)
+        && spoof.iter().all(SpoofResult::ok)
+        && fabric_audit.is_empty();
     Ok(CheckReport {
         lab: plan.name.clone(),
         pods: pods.len(),
         cells,
         spoof,
+        fabric_audit,
         ok,
     })
 }
@@ -451,6 +462,13 @@ pub fn render(report: &CheckReport) -> String {
     for c in report.cells.iter().filter(|c| !c.ok()) {
         for f in &c.failures {
             out.push_str(&format!("  FAIL {f}\n"));
+        }
+    }
+    if report.fabric_audit.is_empty() {
+        out.push_str("fabric audit: the vpc router's links and routes match the emulator's ENIs and addresses\n");
+    } else {
+        for d in &report.fabric_audit {
+            out.push_str(&format!("  FABRIC DRIFT {d}\n"));
         }
     }
     if !report.spoof.is_empty() {

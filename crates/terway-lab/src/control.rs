@@ -29,6 +29,8 @@ pub enum Request {
         /// Node name.
         node: String,
     },
+    /// Compare the emulator's state with the fabric and the kernel; answers the list of differences.
+    Audit,
     /// Tear the lab down and exit.
     Shutdown,
 }

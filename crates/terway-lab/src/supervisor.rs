@@ -343,6 +343,19 @@ fn handle(lab: &Arc<Lab>, req: Request) -> anyhow::Result<serde_json::Value> {
                 .map(|e| e.state());
             Ok(serde_json::to_value(world)?)
         }
+        Request::Audit => {
+            // The pool may be assigning addresses right now: only differences that persist count.
+            let mut diffs = audit_once(lab)?;
+            for _ in 0..4 {
+                if diffs.is_empty() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+                let again = audit_once(lab)?;
+                diffs.retain(|d| again.contains(d));
+            }
+            Ok(serde_json::to_value(diffs)?)
+        }
         Request::StopDaemon { node, kill } => {
             lab.daemons
                 .lock()
@@ -362,6 +375,23 @@ fn handle(lab: &Arc<Lab>, req: Request) -> anyhow::Result<serde_json::Value> {
         }
         Request::Shutdown => Ok(serde_json::Value::Null),
     }
+}
+
+fn audit_once(lab: &Arc<Lab>) -> anyhow::Result<Vec<String>> {
+    let world = lab
+        .emulator
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .map(|e| e.state())
+        .ok_or_else(|| anyhow::anyhow!("the emulator is not running"))?;
+    let enis: Vec<_> = world.enis.values().map(|e| e.to_api()).collect();
+    let routes: Vec<_> = world
+        .routes
+        .iter()
+        .map(|r| (r.destination, r.next_hop_id.clone()))
+        .collect();
+    Ok(lab.fabric.audit(&enis, &routes)?)
 }
 
 /// Stop daemons, delete pod namespaces (their host sides die with the node netns), stop the emulator,

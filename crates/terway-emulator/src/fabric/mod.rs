@@ -12,6 +12,7 @@
 //! The emulator drives the fabric through [`crate::hook::FabricHook`]; the lab creates the namespaces of its
 //! nodes with [`Fabric::add_node`] and tears everything down with [`Fabric::destroy`] (also on drop).
 
+mod audit;
 mod cmd;
 mod error;
 mod hook_impl;
@@ -511,6 +512,27 @@ impl Fabric {
             nft::TABLE_NAME,
             "read ruleset",
         )
+    }
+
+    /// Compare the cloud's view (`enis`, route entries as destination → next-hop instance) with the fabric's
+    /// model and the routes in the vpc netns; returns every difference (empty = they agree).
+    pub fn audit(
+        &self,
+        enis: &[NetworkInterface],
+        route_entries: &[(Ipv4Net, String)],
+    ) -> FabricResult<Vec<String>> {
+        let st = self.lock();
+        let listing = cmd::ip(
+            &self.config.vpc_netns,
+            &["-4", "route", "show", "proto", "static"],
+            "audit routes",
+        )?;
+        Ok(audit::differences(
+            &st.topo,
+            enis,
+            route_entries,
+            &audit::parse_static_routes(&listing),
+        ))
     }
 
     /// Every namespace the fabric created (vpc, nodes, outside hosts).

@@ -187,6 +187,12 @@ pub fn check_failures(report: &Value) -> String {
             ));
         }
     }
+    for d in report["fabric_audit"].as_array().into_iter().flatten() {
+        s.push_str(&format!("fabric drift: {d}\n"));
+    }
+    for d in report["fabric_audit"].as_array().into_iter().flatten() {
+        s.push_str(&format!("fabric drift: {d}\n"));
+    }
     for sp in report["spoof"].as_array().into_iter().flatten() {
         s.push_str(&format!(
             "spoof {}: genuine {} forged {}\n",
