@@ -39,17 +39,17 @@ async fn ip_info(
     }
 }
 
-/// Host-side cleanup possible without any daemon answer: the host veth derived from the pod's name.
+/// Cleanup without the daemon's per-IP answer. The pod-side veth in *this* sandbox's namespace is always
+/// ours to delete (its host peer goes with it). The host veth is deleted by name only when `by_name` (the
+/// daemon confirmed no other sandbox of the pod is live), since a newer sandbox of the same pod uses the
+/// same host veth name.
 async fn teardown_by_name(
     host: &HostCtx,
     pod: Option<&PodCtx>,
     p: &PodIdentity,
     ifname: &str,
+    by_name: bool,
 ) -> Result<(), CniError> {
-    let hv = driver::host_veth_name(&p.namespace, &p.name, ifname);
-    terway_datapath::link::remove_link_by_name(&host.nl, &hv)
-        .await
-        .map_err(datapath_error)?;
     if let Some(pc) = pod {
         let l = terway_datapath::link::link_by_name(&pc.nl, ifname)
             .await
@@ -59,6 +59,12 @@ async fn teardown_by_name(
                 .await
                 .map_err(datapath_error)?;
         }
+    }
+    if by_name {
+        let hv = driver::host_veth_name(&p.namespace, &p.name, ifname);
+        terway_datapath::link::remove_link_by_name(&host.nl, &hv)
+            .await
+            .map_err(datapath_error)?;
     }
     Ok(())
 }
@@ -84,13 +90,20 @@ pub async fn del(req: &AttachmentRequest, conf: &PluginConf) -> Result<(), CniEr
         Ok(d) => d,
         Err(e) => {
             // Clean what we can, then ask the runtime to retry so the IP is released later.
-            let _ = teardown_by_name(&host, pod_ctx.as_ref(), &pod, &req.ifname).await;
+            let _ = teardown_by_name(&host, pod_ctx.as_ref(), &pod, &req.ifname, false).await;
             return Err(e);
         }
     };
-    let Some(info) = ip_info(&mut d, req, &pod).await? else {
-        teardown_by_name(&host, pod_ctx.as_ref(), &pod, &req.ifname).await?;
-        return Ok(());
+    let info = match ip_info(&mut d, req, &pod).await {
+        Ok(Some(info)) => info,
+        // The daemon knows no sandbox of this pod: nothing live can share the host veth name.
+        Ok(None) => {
+            return teardown_by_name(&host, pod_ctx.as_ref(), &pod, &req.ifname, true).await
+        }
+        Err(e) => {
+            let _ = teardown_by_name(&host, pod_ctx.as_ref(), &pod, &req.ifname, false).await;
+            return Err(e);
+        }
     };
     if !info.container_id.is_empty() && info.container_id != pod.container_id {
         tracing::info!(pod = %pod, "DEL for stale sandbox {} (current {}), kernel state left to the current one", pod.container_id, info.container_id);

@@ -7,51 +7,8 @@ use std::net::Ipv4Addr;
 use serde_json::json;
 use support::*;
 use terway_datapath::testbed::Testbed;
-use terway_datapath::{link, rule, Netns};
+use terway_datapath::{link, rule};
 use terway_rpc::v1::NetworkMode;
-use tonic::Code;
-
-fn ping(ns_name: &str, dst: impl ToString) -> bool {
-    let dst = dst.to_string();
-    // A few tries so a loaded CI machine does not turn a slow first neighbour resolution into a failure.
-    (0..3).any(|_| {
-        std::process::Command::new("ip")
-            .args(["netns", "exec", ns_name, "ping", "-c", "1", "-W", "2", &dst])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    })
-}
-
-async fn our_rules(tb: &Testbed) -> Vec<String> {
-    rule::list_rules(&tb.host_nl, true)
-        .await
-        .unwrap()
-        .iter()
-        .filter(|r| r.priority == 512 || r.priority == 2048)
-        .map(|r| r.to_string())
-        .collect()
-}
-
-async fn cali_links(tb: &Testbed) -> Vec<String> {
-    link::list_links(&tb.host_nl)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|l| l.name)
-        .filter(|n| n.starts_with("cali"))
-        .collect()
-}
-
-fn shared_state(tb: &Testbed, ips: &[&str]) -> State {
-    State {
-        mode: NetworkMode::SharedEni as i32,
-        template: shared_template(tb),
-        node_ip: tb.node_ip.to_string(),
-        next_ip: ips.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_eni_add_check_del_via_binary() {
@@ -131,82 +88,6 @@ async fn shared_eni_add_check_del_via_binary() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn del_after_netns_vanished_cleans_host_side() {
-    let tb = Testbed::new(42).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let sock = sock_path(dir.path());
-    let d = serve(&sock, shared_state(&tb, &["10.42.0.7"]));
-    // an older runtime: results in the 0.4.0 shape
-    let conf = plugin_conf(&tb, &sock, dir.path(), json!({"cniVersion": "0.4.0"}));
-    let (_, ns_path) = tb.pod_ns("v").unwrap();
-    let netns = ns_path.display().to_string();
-    let add = cni("ADD", "c9", &netns, "kube-system/dns", &conf).await;
-    assert_eq!(add.code, 0, "{}", add.stdout);
-    let j = add.json();
-    assert_eq!(j["cniVersion"], "0.4.0");
-    assert_eq!(j["ips"][0]["version"], "4");
-    assert_eq!(j["ips"][0]["address"], "10.42.0.7/32");
-    Netns::delete_path(&ns_path).unwrap();
-    let del = cni("DEL", "c9", &netns, "kube-system/dns", &conf).await;
-    assert_eq!(del.code, 0, "{} {}", del.stdout, del.stderr);
-    assert!(our_rules(&tb).await.is_empty());
-    assert!(cali_links(&tb).await.is_empty());
-    assert!(d.0.lock().unwrap().allocs.is_empty());
-    // and with an empty CNI_NETNS
-    assert_eq!(cni("DEL", "c9", "", "kube-system/dns", &conf).await.code, 0);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn add_fails_half_way_and_rolls_back() {
-    let tb = Testbed::new(43).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let sock = sock_path(dir.path());
-    let mut st = shared_state(&tb, &["10.43.0.9"]);
-    if let Some(e) = st.template.eni.as_mut() {
-        e.mac = "02:00:5e:00:99:99".into();
-    }
-    let d = serve(&sock, st);
-    let conf = plugin_conf(&tb, &sock, dir.path(), json!({}));
-    let (_, ns_path) = tb.pod_ns("f").unwrap();
-    let r = cni(
-        "ADD",
-        "c2",
-        &ns_path.display().to_string(),
-        "default/ghost",
-        &conf,
-    )
-    .await;
-    assert_eq!(r.code, 1, "{}", r.stdout);
-    let j = r.json();
-    assert_eq!(j["code"], 11, "missing ENI is transient: {j}");
-    assert!(
-        j["msg"].as_str().unwrap().contains("02:00:5e:00:99:99"),
-        "{j}"
-    );
-    assert!(!r.stderr.contains("panicked") && !r.stderr.contains("backtrace"));
-    assert!(our_rules(&tb).await.is_empty());
-    assert!(cali_links(&tb).await.is_empty());
-    let pod = terway_datapath::driver::PodCtx::open(&ns_path).unwrap();
-    let names: Vec<String> = link::list_links(&pod.nl)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|l| l.name)
-        .collect();
-    assert_eq!(names, ["lo"]);
-    let s = d.0.lock().unwrap();
-    assert_eq!(
-        s.released,
-        [(
-            "default/ghost".to_string(),
-            "roll back ip for error".to_string()
-        )]
-    );
-    assert!(s.events.iter().any(|(r, _)| r == "AllocIPFailed"));
-    assert!(s.allocs.is_empty());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipvlan_request_falls_back_and_reports_it() {
     let tb = Testbed::new(44).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -239,33 +120,6 @@ async fn ipvlan_request_falls_back_and_reports_it() {
     );
     assert_eq!(cni("DEL", "c3", &netns, "default/ipv", &conf).await.code, 0);
     assert!(our_rules(&tb).await.is_empty());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn daemon_errors_map_to_cni_codes_and_status() {
-    let tb = Testbed::new(45).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let sock = sock_path(dir.path());
-    let conf = plugin_conf(&tb, &sock, dir.path(), json!({"cniVersion": "1.1.0"}));
-    let (_, ns_path) = tb.pod_ns("e").unwrap();
-    let netns = ns_path.display().to_string();
-    // no daemon yet
-    let r = cni("ADD", "c4", &netns, "default/x", &conf).await;
-    assert_eq!(r.json()["code"], 11, "{}", r.stdout);
-    let s = cni("STATUS", "", "", "default/x", &conf).await;
-    assert_eq!(s.json()["code"], 50, "{}", s.stdout);
-    let mut st = shared_state(&tb, &["10.45.0.3"]);
-    st.alloc_error = Some(Code::ResourceExhausted);
-    let d = serve(&sock, st);
-    assert_eq!(cni("STATUS", "", "", "default/x", &conf).await.code, 0);
-    let r = cni("ADD", "c4", &netns, "default/x", &conf).await;
-    assert_eq!(r.json()["code"], 100, "{}", r.stdout);
-    d.0.lock().unwrap().alloc_error = Some(Code::Aborted);
-    assert_eq!(
-        cni("ADD", "c4", &netns, "default/x", &conf).await.json()["code"],
-        11
-    );
-    assert!(cali_links(&tb).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,64 +194,6 @@ async fn exclusive_eni_via_binary() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn multi_nic_add_failing_on_second_interface_rolls_back_the_first() {
-    let tb = Testbed::new(48).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let sock = sock_path(dir.path());
-    let mut st = shared_state(&tb, &["10.48.0.5"]);
-    let mut second = shared_template(&tb);
-    second.if_name = "eth1".into();
-    second.default_route = false;
-    second.pod_ip = Some(terway_rpc::v1::IpSet {
-        ipv4: "10.48.0.6".into(),
-        ipv6: String::new(),
-    });
-    if let Some(e) = second.eni.as_mut() {
-        e.mac = "02:00:5e:00:77:77".into();
-    }
-    st.extra_conf = Some(second);
-    let d = serve(&sock, st);
-    let conf = plugin_conf(&tb, &sock, dir.path(), json!({}));
-    let (_, ns_path) = tb.pod_ns("m").unwrap();
-    let r = cni(
-        "ADD",
-        "cm",
-        &ns_path.display().to_string(),
-        "default/multi",
-        &conf,
-    )
-    .await;
-    assert_eq!(r.json()["code"], 11, "{}", r.stdout);
-    // eth0 had been fully programmed before eth1 failed; all of it is gone again
-    assert!(cali_links(&tb).await.is_empty());
-    assert!(our_rules(&tb).await.is_empty());
-    let pod = terway_datapath::driver::PodCtx::open(&ns_path).unwrap();
-    let names: Vec<String> = link::list_links(&pod.nl)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|l| l.name)
-        .collect();
-    assert_eq!(names, ["lo"]);
-    let routes = terway_datapath::route::list_routes(&tb.host_nl, true, None)
-        .await
-        .unwrap();
-    assert!(
-        routes
-            .iter()
-            .all(|r| !r.dst.to_string().starts_with("10.48.0.5")),
-        "{routes:?}"
-    );
-    assert_eq!(
-        d.0.lock().unwrap().released,
-        [(
-            "default/multi".to_string(),
-            "roll back ip for error".to_string()
-        )]
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_adds_and_dels_on_one_eni() {
     let tb = Testbed::new(49).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -465,17 +261,6 @@ async fn check_reports_the_first_difference() {
     assert_eq!(cni("DEL", "ck", &netns, "default/chk", &conf).await.code, 0);
 }
 
-async fn futures_join<F: std::future::Future<Output = Run>>(
-    it: impl Iterator<Item = F>,
-) -> Vec<Run> {
-    let handles: Vec<_> = it.collect();
-    let mut out = Vec::new();
-    // Start all children first, then wait: the futures spawn on first poll, so poll them together.
-    let joined = futures::future::join_all(handles).await;
-    out.extend(joined);
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dual_stack_pod_via_binary() {
     let tb = Testbed::new(51).await.unwrap();
@@ -519,40 +304,5 @@ async fn dual_stack_pod_via_binary() {
             .iter()
             .all(|r| r.priority != 512 && r.priority != 2048),
         "{rules6:?}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn daemon_timeout_bounds_every_call() {
-    let tb = Testbed::new(52).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let sock = sock_path(dir.path());
-    let mut st = shared_state(&tb, &["10.52.0.5"]);
-    st.alloc_delay = Some(std::time::Duration::from_secs(30));
-    let _d = serve(&sock, st);
-    let conf = plugin_conf(&tb, &sock, dir.path(), json!({"daemon_timeout": "500ms"}));
-    let (_, ns_path) = tb.pod_ns("t").unwrap();
-    let started = std::time::Instant::now();
-    let r = cni(
-        "ADD",
-        "ct",
-        &ns_path.display().to_string(),
-        "default/slow",
-        &conf,
-    )
-    .await;
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(10),
-        "{:?}",
-        started.elapsed()
-    );
-    assert_ne!(r.code, 0);
-    assert!(
-        r.json()["msg"]
-            .as_str()
-            .unwrap()
-            .contains("allocate IP for pod default/slow"),
-        "{}",
-        r.stdout
     );
 }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 use terway_datapath::testbed::Testbed;
+use terway_datapath::{link, rule};
 use terway_rpc::v1::terway_backend_server::{TerwayBackend, TerwayBackendServer};
 use terway_rpc::v1::terway_status_server::{TerwayStatus, TerwayStatusServer};
 use terway_rpc::v1::*;
@@ -73,8 +74,12 @@ impl TerwayBackend for FakeDaemon {
             if let Some(code) = s.alloc_error {
                 return Err(Status::new(code, "injected failure"));
             }
-            match s.allocs.get(&pod) {
-                Some((_, ip)) => ip.clone(),
+            match s.allocs.get(&pod).cloned() {
+                // A new sandbox of the same pod takes the allocation over (as terwayd does).
+                Some((_, ip)) => {
+                    s.allocs.insert(pod.clone(), (cid.clone(), ip.clone()));
+                    ip
+                }
                 None => {
                     let ip = s.next_ip.remove(0);
                     s.allocs.insert(pod.clone(), (cid.clone(), ip.clone()));
@@ -270,4 +275,57 @@ pub async fn cni(cmd: &str, cid: &str, netns: &str, pod: &str, conf: &Value) -> 
 /// Path of a fresh socket in `dir`.
 pub fn sock_path(dir: &Path) -> PathBuf {
     dir.join("eni.socket")
+}
+
+pub fn ping(ns_name: &str, dst: impl ToString) -> bool {
+    let dst = dst.to_string();
+    // A few tries so a loaded CI machine does not turn a slow first neighbour resolution into a failure.
+    (0..3).any(|_| {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", ns_name, "ping", "-c", "1", "-W", "2", &dst])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    })
+}
+
+pub async fn our_rules(tb: &Testbed) -> Vec<String> {
+    rule::list_rules(&tb.host_nl, true)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.priority == 512 || r.priority == 2048)
+        .map(|r| r.to_string())
+        .collect()
+}
+
+pub async fn cali_links(tb: &Testbed) -> Vec<String> {
+    link::list_links(&tb.host_nl)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.name)
+        .filter(|n| n.starts_with("cali"))
+        .collect()
+}
+
+pub fn shared_state(tb: &Testbed, ips: &[&str]) -> State {
+    State {
+        mode: NetworkMode::SharedEni as i32,
+        template: shared_template(tb),
+        node_ip: tb.node_ip.to_string(),
+        next_ip: ips.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+pub async fn futures_join<F: std::future::Future<Output = Run>>(
+    it: impl Iterator<Item = F>,
+) -> Vec<Run> {
+    let handles: Vec<_> = it.collect();
+    let mut out = Vec::new();
+    // Start all children first, then wait: the futures spawn on first poll, so poll them together.
+    let joined = futures::future::join_all(handles).await;
+    out.extend(joined);
+    out
 }
