@@ -158,6 +158,20 @@ pub async fn check(req: &AttachmentRequest, conf: &PluginConf) -> Result<(), Cni
     }
     let mode = convert::mode_of(info.mode)?;
     let nets: Vec<PodNetwork> = networks(req, conf, &pod, &info.net_confs, &info.node_ip)?;
+    // The runtime's prevResult must still describe what the daemon holds for the pod.
+    if let Some(prev) = &req.config.prev_result {
+        for ip in nets.iter().filter_map(|n| n.ipv4) {
+            if !prev
+                .ips
+                .iter()
+                .any(|c| c.address.addr() == std::net::IpAddr::V4(ip))
+            {
+                return Err(CniError::datapath(format!(
+                    "pod {pod}: prevResult does not contain {ip}, the address terwayd holds for it"
+                )));
+            }
+        }
+    }
     let host = host_ctx(conf)?;
     let netns = req
         .netns

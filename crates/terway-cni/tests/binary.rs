@@ -67,6 +67,25 @@ async fn shared_eni_add_check_del_via_binary() {
     let c = cni("CHECK", "c1", &netns, "default/web", &conf).await;
     assert_eq!(c.code, 0, "{}", c.stdout);
     assert!(c.stdout.is_empty());
+    // CHECK with the ADD result as prevResult (as runtimes send it), and with a wrong one
+    let mut with_prev = conf.clone();
+    with_prev["prevResult"] = res.clone();
+    assert_eq!(
+        cni("CHECK", "c1", &netns, "default/web", &with_prev)
+            .await
+            .code,
+        0
+    );
+    with_prev["prevResult"]["ips"][0]["address"] = json!("10.41.0.99/32");
+    let c = cni("CHECK", "c1", &netns, "default/web", &with_prev).await;
+    assert!(
+        c.json()["msg"]
+            .as_str()
+            .unwrap()
+            .contains("prevResult does not contain 10.41.0.5"),
+        "{}",
+        c.stdout
+    );
     // CHECK for another sandbox of the pod is an unknown container
     let c = cni("CHECK", "c0", &netns, "default/web", &conf).await;
     assert_eq!(c.json()["code"], 3, "{}", c.stdout);
