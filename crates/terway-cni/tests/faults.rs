@@ -281,3 +281,45 @@ async fn del_with_daemon_down_cleans_only_this_sandbox_and_asks_to_retry() {
     // this sandbox's pair is gone (deleted from inside its own netns)
     assert!(cali_links(&tb).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_spec_errors_never_a_panic() {
+    use tokio::io::AsyncWriteExt;
+    for (stdin, code) in [
+        (&b"not json"[..], 6),
+        (
+            &br#"{"cniVersion":"1.0.0","name":"terway","type":"terway","mtu":"big"}"#[..],
+            7,
+        ),
+        (
+            &br#"{"cniVersion":"1.0.0","name":"terway","type":"terway","eni_wait_attempts":-1}"#[..],
+            7,
+        ),
+    ] {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_terway"))
+            .env_clear()
+            .env("RUST_BACKTRACE", "1")
+            .env("CNI_COMMAND", "ADD")
+            .env("CNI_CONTAINERID", "c1")
+            .env("CNI_NETNS", "/run/netns/does-not-exist")
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", "/opt/cni/bin")
+            .env("CNI_ARGS", "K8S_POD_NAMESPACE=a;K8S_POD_NAME=b")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut si = child.stdin.take().unwrap();
+        si.write_all(stdin).await.unwrap();
+        drop(si);
+        let out = child.wait_with_output().await.unwrap();
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(j["code"], code, "{j}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !err.contains("panicked") && !err.contains("stack backtrace"),
+            "{err}"
+        );
+    }
+}
