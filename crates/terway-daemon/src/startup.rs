@@ -24,6 +24,7 @@ pub async fn node_info<C: Cloud, M: Metadata>(
             id.primary_mac, id.instance_id
         ))
     })?;
+    let mut limits = None;
     let cap = match cfg.mode {
         Mode::VpcRoute => {
             let cidr = cfg
@@ -37,10 +38,10 @@ pub async fn node_info<C: Cloud, M: Metadata>(
             }
         }
         _ => {
-            let limits = cloud
+            let all = cloud
                 .describe_instance_types(std::slice::from_ref(&id.instance_type))
                 .await?;
-            let l = limits
+            let l = all
                 .iter()
                 .find(|l| l.instance_type == id.instance_type)
                 .ok_or_else(|| {
@@ -49,12 +50,14 @@ pub async fn node_info<C: Cloud, M: Metadata>(
                     id.instance_type
                 ))
                 })?;
-            capacity(
+            let cap = capacity(
                 l.eni_quantity,
                 l.eni_private_ip_quantity,
                 &cfg.pool,
                 cfg.mode,
-            )
+            );
+            limits = Some(l.clone());
+            cap
         }
     };
     let mut security_groups = cfg.pool.security_groups.clone();
@@ -84,6 +87,7 @@ pub async fn node_info<C: Cloud, M: Metadata>(
         primary_ip: primary.primary_ip,
         capacity: cap,
         security_groups,
+        limits,
     })
 }
 

@@ -91,5 +91,11 @@ pub fn build<C: Cloud, M: Metadata>(
             .collect(),
         inhibits,
         events,
+        limits: node.limits.as_ref().map(|l| pb::InstanceLimits {
+            eni_quantity: l.eni_quantity,
+            eni_private_ip_quantity: l.eni_private_ip_quantity,
+            eni_ipv6_quantity: l.eni_ipv6_quantity,
+            eni_total_quantity: l.eni_total_quantity,
+        }),
     }
 }

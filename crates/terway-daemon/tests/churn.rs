@@ -106,3 +106,29 @@ async fn churn_1000_pods_64_parallel_never_double_assigns() {
     println!("cloud calls for 1000 pods: {calls}");
     d.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bench_pool_reports_latency_and_calls_per_pod() {
+    let env = Env::new(|_| {});
+    let (cloud, md) = env.clients(INSTANCE);
+    let opts = terway_daemon::bench::BenchOptions {
+        work_dir: env.dir.path().join("bench"),
+        churn_pods: 200,
+        concurrency: 16,
+        warm_samples: 30,
+        min_idle: 5,
+        max_idle: 10,
+        cooldown_ms: 300,
+    };
+    let r = terway_daemon::bench::bench_pool(cloud, md, opts)
+        .await
+        .expect("bench runs");
+    println!("{}", serde_json::to_string_pretty(&r).unwrap());
+    assert_eq!(r.warm_samples, 30);
+    assert!(r.warm_p50_ms > 0.0 && r.warm_p50_ms <= r.warm_p99_ms);
+    assert!(
+        r.cloud_calls_per_pod > 0.0 && r.cloud_calls_per_pod < 2.0,
+        "{r:?}"
+    );
+    assert_eq!(r.calls_by_action.values().sum::<u64>(), r.cloud_calls);
+}

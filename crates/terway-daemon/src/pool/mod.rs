@@ -59,6 +59,8 @@ pub struct NodeInfo {
     pub capacity: Capacity,
     /// Security groups for new ENIs.
     pub security_groups: Vec<String>,
+    /// Instance-type quotas (absent in vpc-route mode).
+    pub limits: Option<terway_cloud::InstanceTypeLimits>,
 }
 
 /// One recorded cloud call (for `terway-cli status`).
@@ -107,6 +109,7 @@ struct Inner<C, M> {
     changed: Notify,
     calls: Mutex<VecDeque<CallRecord>>,
     call_count: AtomicU64,
+    calls_by_action: Mutex<std::collections::BTreeMap<String, u64>>,
     ops_in_flight: AtomicUsize,
     ops_done: Notify,
     vswitches: Mutex<VSwitchCache>,
@@ -152,6 +155,7 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
                 changed: Notify::new(),
                 calls: Mutex::new(VecDeque::new()),
                 call_count: AtomicU64::new(0),
+                calls_by_action: Mutex::new(Default::default()),
                 ops_in_flight: AtomicUsize::new(0),
                 ops_done: Notify::new(),
                 vswitches: Mutex::new(VSwitchCache::default()),
@@ -211,6 +215,15 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
         self.inner.call_count.load(Ordering::Relaxed)
     }
 
+    /// Cloud calls since start, by action.
+    pub fn recent_calls_total_by_action(&self) -> std::collections::BTreeMap<String, u64> {
+        self.inner
+            .calls_by_action
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
+    }
+
     /// The most recent cloud calls, oldest first.
     pub fn recent_calls(&self) -> Vec<CallRecord> {
         self.inner
@@ -234,6 +247,9 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
         };
         self.inner.metrics.cloud_call(action, &result);
         self.inner.call_count.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut m) = self.inner.calls_by_action.lock() {
+            *m.entry(action.to_string()).or_default() += 1;
+        }
         if let Ok(mut calls) = self.inner.calls.lock() {
             if calls.len() >= 100 {
                 calls.pop_front();
