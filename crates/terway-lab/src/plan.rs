@@ -172,13 +172,18 @@ pub enum PlanError {
     /// Every candidate range overlaps the machine's own networks.
     #[error("no free address range: every candidate overlaps this machine's networks ({0}); pass --vpc-cidr")]
     NoFreeRange(String),
-    /// The requested VPC CIDR overlaps the machine's own networks.
-    #[error("VPC CIDR {0} (or a range derived from it) overlaps this machine's network {1}; pick another --vpc-cidr")]
+    /// A lab range (VPC, PodCIDRs, services, service addresses) overlaps the machine's own networks.
+    #[error("lab range {0} overlaps this machine's network {1}; pick another --vpc-cidr (the metadata/OpenAPI addresses 100.100.100.200 and 100.100.80.10 are fixed)")]
     Overlap(Ipv4Net, Ipv4Net),
     /// The watermarks are inverted.
     #[error("--min-pool {0} is larger than --max-pool {1}")]
     Pool(u32, u32),
 }
+
+/// The metadata service address, as on a real instance.
+pub const METADATA_ADDR: Ipv4Addr = Ipv4Addr::new(100, 100, 100, 200);
+/// The OpenAPI endpoint address inside the VPC (a VPC-internal endpoint).
+pub const API_ADDR: Ipv4Addr = Ipv4Addr::new(100, 100, 80, 10);
 
 /// Root of every lab's directory.
 pub fn labs_root() -> PathBuf {
@@ -285,6 +290,12 @@ pub fn make_plan(req: &LabRequest, host_nets: &[Ipv4Net]) -> Result<LabPlan, Pla
             })?,
     };
     let [vpc_cidr, pod_block, service_cidr] = ranges;
+    // The service addresses inside the vpc netns must not shadow one of the machine's networks either.
+    for svc in [METADATA_ADDR, API_ADDR] {
+        if let Some(h) = host_nets.iter().find(|h| h.contains(&svc)) {
+            return Err(PlanError::Overlap(Ipv4Net::from(svc), *h));
+        }
+    }
     let base = u32::from(vpc_cidr.network());
     let vswitches: Vec<VSwitchPlan> = (0..req.vswitches)
         .map(|k| VSwitchPlan {
@@ -334,8 +345,8 @@ pub fn make_plan(req: &LabRequest, host_nets: &[Ipv4Net]) -> Result<LabPlan, Pla
             cidr: outside_cidr,
             addr: Ipv4Addr::from(u32::from(outside_cidr.network()) + 10),
         },
-        metadata_addr: Ipv4Addr::new(100, 100, 100, 200),
-        api_addr: Ipv4Addr::new(100, 100, 80, 10),
+        metadata_addr: METADATA_ADDR,
+        api_addr: API_ADDR,
         attach_delay_ms: req.attach_delay_ms,
         name,
         dir,
@@ -449,6 +460,9 @@ mod tests {
         assert!(matches!(make_plan(&r, &host), Err(PlanError::Overlap(..))));
         r.vpc_cidr = Some("10.60.0.0/16".parse().unwrap());
         assert!(make_plan(&r, &host).is_ok());
+        // A machine network covering the metadata address is refused too.
+        let host = vec!["100.100.0.0/16".parse().unwrap()];
+        assert!(matches!(make_plan(&r, &host), Err(PlanError::Overlap(..))));
     }
 
     #[test]
