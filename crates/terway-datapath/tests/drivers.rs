@@ -254,8 +254,21 @@ async fn ipvlan_falls_back_to_policy_route_here() {
     let net = pod_net(&tb, "ipv", Ipv4Addr::new(10, 34, 0, 9));
     let eni = link::require_link(&host.nl, &tb.eni_name).await.unwrap();
     let supported = driver::probe_ipvlan(&host.nl, eni.index).await.unwrap();
-    let kernel_has_ipvlan = std::path::Path::new("/sys/module/ipvlan").exists();
-    assert_eq!(supported, kernel_has_ipvlan);
+    // Ground truth independent of the probe: the kernel config says whether ipvlan can exist at all.
+    let config = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "zcat /proc/config.gz 2>/dev/null | grep -E '^(# )?CONFIG_IPVLAN[ =]'",
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    if config.contains("CONFIG_IPVLAN is not set") {
+        assert!(!supported, "kernel built without ipvlan: {config}");
+    } else if config.contains("CONFIG_IPVLAN=y") {
+        assert!(supported, "ipvlan built in: {config}");
+    }
+    let kernel_has_ipvlan = supported;
     let (d, fb) = driver::select_driver(&host, Mode::Shared, EniipVirtualType::Ipvlan, &net)
         .await
         .unwrap();
