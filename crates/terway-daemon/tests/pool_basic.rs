@@ -14,7 +14,13 @@ async fn cold_start_creates_an_eni_and_replies_with_datapath_facts() {
     let mut cfg = env.daemon_config();
     cfg.pool.min_idle = 0;
     cfg.service_cidrs = vec!["172.21.0.0/20".parse().unwrap()];
+    let metrics_sock = env.dir.path().join("metrics.sock");
+    cfg.metrics_addr = Some(terway_daemon::MetricsAddr::Unix(metrics_sock.clone()));
     let d = env.start(cfg).await;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&env.socket()), 0o600, "socket must be root-only");
+    assert_eq!(mode(env.socket().parent().unwrap()), 0o700);
     assert_eq!(
         d.pool().with_state(|s| s.enis.len()),
         0,
@@ -45,7 +51,34 @@ async fn cold_start_creates_an_eni_and_replies_with_datapath_facts() {
     assert_eq!(nc.service_cidrs, vec!["172.21.0.0/20".to_string()]);
     assert!(!r.node_ip.is_empty());
     assert_agrees(&env, &d, INSTANCE);
+    // Prometheus over the second unix socket.
+    let text = http_get_unix(&metrics_sock, "/metrics").await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.contains("terwayd_allocations_total{result=\"ok\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "terwayd_cloud_calls_total{action=\"CreateNetworkInterface\",result=\"ok\"} 1"
+        ),
+        "{text}"
+    );
     d.stop().await.unwrap();
+    assert!(!env.socket().exists(), "socket removed on clean stop");
+}
+
+async fn http_get_unix(path: &std::path::Path, url: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::UnixStream::connect(path).await.unwrap();
+    s.write_all(
+        format!("GET {url} HTTP/1.1\r\nHost: terwayd\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

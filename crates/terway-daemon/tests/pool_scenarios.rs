@@ -386,3 +386,44 @@ async fn gc_releases_gone_pods_adopts_unknown_ips_and_enis_and_deletes_leftovers
     let _ = now_ms();
     d.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn warm_up_once_then_idle_reclaim_shrinks_to_min() {
+    let env = Env::new(|_| {});
+    let mut cfg = env.daemon_config();
+    cfg.pool.min_idle = 2;
+    cfg.pool.max_idle = 30;
+    cfg.pool.warm_up = 12;
+    cfg.pool.ip_reuse_cooldown = Duration::ZERO;
+    cfg.pool.idle_reclaim_after = Some(Duration::from_millis(300));
+    cfg.pool.idle_reclaim_interval = Duration::from_millis(300);
+    cfg.pool.idle_reclaim_batch = 4;
+    let d = env.start(cfg.clone()).await;
+    // Warm-up pre-allocates 12 slots once ...
+    eventually(20, "warm-up", || {
+        d.pool().with_state(|s| s.counts(now_ms()).total >= 12)
+    })
+    .await;
+    // ... then, with nobody allocating, idle reclaim releases down to min idle (2), never below.
+    eventually(30, "idle reclaim to min", || {
+        d.pool()
+            .with_state(|s| s.counts(now_ms()).idle == 2 && s.enis.values().all(|e| !e.busy))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(
+        d.pool().with_state(|s| s.counts(now_ms()).idle),
+        2,
+        "reclaim went below min idle"
+    );
+    assert_agrees(&env, &d, INSTANCE);
+    d.stop().await.unwrap();
+    // Warm-up is remembered: a restart does not pre-allocate again.
+    let d = env.start(cfg).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        d.pool().with_state(|s| s.counts(now_ms()).total) < 12,
+        "warm-up ran twice"
+    );
+    d.stop().await.unwrap();
+}
