@@ -3,6 +3,7 @@
 //! anti-spoofing check, churn a few pods and prove it again, then tear everything down.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -13,6 +14,36 @@ use crate::plan::{LabPlan, NodeMode};
 use crate::pod;
 use crate::state;
 use crate::up::{self, UpArgs};
+
+/// Set by Ctrl-C: the demo stops taking new work and still tears its lab down.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: nix::libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Catch SIGINT/SIGTERM with a flag (not SIG_IGN, which child processes would inherit).
+fn catch_interrupts() {
+    let action = nix::sys::signal::SigAction::new(
+        nix::sys::signal::SigHandler::Handler(on_interrupt),
+        nix::sys::signal::SaFlags::empty(),
+        nix::sys::signal::SigSet::empty(),
+    );
+    for sig in [
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGTERM,
+    ] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        let _ = unsafe { nix::sys::signal::sigaction(sig, &action) };
+    }
+}
+
+fn interrupted() -> anyhow::Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        anyhow::bail!("interrupted");
+    }
+    Ok(())
+}
 
 /// Arguments of `demo`.
 #[derive(Debug, Clone, clap::Args)]
@@ -85,6 +116,9 @@ fn run_parallel(
     std::thread::scope(|s| {
         for _ in 0..parallel.max(1) {
             s.spawn(|| loop {
+                if INTERRUPTED.load(Ordering::SeqCst) {
+                    break;
+                }
                 let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
                 let Some((node, pod_name)) = next else { break };
                 let r = if add {
@@ -110,6 +144,7 @@ fn run_parallel(
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let quiet = args.json;
+    catch_interrupts();
     let up_args = UpArgs {
         name: None,
         nodes: 3,
@@ -164,12 +199,14 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 fn demo_steps(plan: &LabPlan, args: &DemoArgs, quiet: bool) -> anyhow::Result<serde_json::Value> {
+    interrupted()?;
     // g7.4xlarge: 8 ENIs, the primary stays with the node → at most 7 exclusive pods.
     let pods = assign_pods(plan, args.pods, 7);
     let t = Instant::now();
     let pb = bar(pods.len(), "creating pods (CNI ADD)", quiet);
     let errors = run_parallel(plan, pods.clone(), args.parallel, true, &pb);
     let add_secs = t.elapsed().as_secs_f64();
+    interrupted()?;
     if !errors.is_empty() {
         anyhow::bail!(
             "{} pod(s) failed CNI ADD; first: {}",
@@ -189,6 +226,7 @@ fn demo_steps(plan: &LabPlan, args: &DemoArgs, quiet: bool) -> anyhow::Result<se
         );
         print!("{}", check::render(&first));
     }
+    interrupted()?;
     // Churn: delete some pods of every node and create new ones.
     let victims: Vec<(String, String)> = pods
         .iter()
@@ -211,6 +249,7 @@ fn demo_steps(plan: &LabPlan, args: &DemoArgs, quiet: bool) -> anyhow::Result<se
             errors[0]
         );
     }
+    interrupted()?;
     let second = check::check(&plan.name, 0, true)?;
     if !quiet {
         println!("\nconnectivity after churning {} pods:", victims.len());
