@@ -52,7 +52,7 @@ pub async fn connect(socket: &Path, call_timeout: Duration) -> Result<Daemon, Cn
 /// gRPC status → CNI code (terway.proto header).
 pub fn code_for(code: Code) -> u32 {
     match code {
-        Code::Aborted | Code::Unavailable => codes::TRY_AGAIN_LATER,
+        Code::Aborted | Code::Unavailable | Code::DeadlineExceeded => codes::TRY_AGAIN_LATER,
         Code::ResourceExhausted => codes::NO_IP_AVAILABLE,
         Code::InvalidArgument => codes::INVALID_ENV,
         Code::NotFound => codes::UNKNOWN_CONTAINER,
@@ -77,6 +77,7 @@ mod tests {
     fn mapping_matches_the_proto_contract() {
         assert_eq!(code_for(Code::Aborted), 11);
         assert_eq!(code_for(Code::Unavailable), 11);
+        assert_eq!(code_for(Code::DeadlineExceeded), 11);
         assert_eq!(code_for(Code::ResourceExhausted), 100);
         assert_eq!(code_for(Code::InvalidArgument), 4);
         assert_eq!(code_for(Code::NotFound), 3);
