@@ -2,13 +2,14 @@
 //! manager to get more from the cloud (slow path) without holding any lock while the cloud works.
 //!
 //! Layout: [`state`] (the model), [`decide`] (pure decisions), [`inhibit`] and [`vswitch`] (pure
-//! helpers), [`engine`] (the manager loop and cloud operations), [`alloc`] (allocate/release),
+//! helpers), [`engine`] (the manager loop), [`ops`] (crash-safe cloud operations), [`alloc`] (allocate/release),
 //! [`reconcile`] (start-up recovery and GC against the cloud).
 
 pub mod alloc;
 pub mod decide;
 pub mod engine;
 pub mod inhibit;
+pub mod ops;
 pub mod reconcile;
 pub mod state;
 pub mod vswitch;

@@ -1,0 +1,414 @@
+//! Cloud operations of the pool, each crash-safe by ordering: intent first, cloud call, then the
+//! result and the intent's removal in one commit. Create waits until the ENI is InUse and visible in
+//! metadata (MAC and every address) before its slots are offered to pods.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use terway_cloud::{Cloud, CloudError, CreateEniRequest, EniStatus, Metadata, NetworkInterface};
+
+use super::engine::{TAG_CREATOR, TAG_INSTANCE, TAG_INTENT};
+use super::state::{Eni, EniPhase, IpSlot};
+use super::{now_ms, Pool};
+use crate::error::{DaemonError, Result};
+use crate::store::{Change, Intent, IntentKind};
+
+impl<C: Cloud, M: Metadata> Pool<C, M> {
+    pub(crate) async fn op_assign(&self, eni_id: &str, count: u32) -> Result<()> {
+        let (mac, vswitch) = {
+            let st = self.lock();
+            let e = st
+                .enis
+                .get(eni_id)
+                .ok_or_else(|| DaemonError::NotReady(format!("ENI {eni_id} is gone")))?;
+            (e.mac.clone(), e.vswitch_id.clone())
+        };
+        let intent = Intent::new(
+            IntentKind::AssignIps {
+                eni_id: eni_id.into(),
+                count,
+            },
+            now_ms(),
+        );
+        self.persist(vec![Change::PutIntent(intent.clone())])
+            .await?;
+        let res = self
+            .call(
+                "AssignPrivateIpAddresses",
+                self.inner.cloud.assign_private_ips(eni_id, count),
+            )
+            .await;
+        let ips = match res {
+            Ok(ips) => ips,
+            Err(e) => {
+                match &e {
+                    CloudError::IpNotEnough { .. } => self.block_vswitch(&vswitch),
+                    CloudError::IpCountExceeded { .. } => {
+                        if let Some(en) = self.lock().enis.get_mut(eni_id) {
+                            en.full = true;
+                        }
+                    }
+                    _ => {}
+                }
+                self.persist(vec![Change::DelIntent(intent.id)]).await?;
+                return Err(e.into());
+            }
+        };
+        // Hand the addresses out only once the instance sees them (metadata), as Terway does.
+        if let Err(e) = self
+            .wait_metadata_ips(&mac, &ips, Duration::from_secs(10))
+            .await
+        {
+            tracing::warn!(eni = eni_id, error = %e, "assigned IPs not yet visible in metadata; using them anyway");
+        }
+        let snapshot = {
+            let mut st = self.lock();
+            st.enis.get_mut(eni_id).map(|e| {
+                for ip in &ips {
+                    e.ips.entry(*ip).or_insert(IpSlot::Idle);
+                }
+                e.version += 1;
+                e.clone()
+            })
+        };
+        let mut changes: Vec<Change> = snapshot.into_iter().map(Change::PutEni).collect();
+        changes.push(Change::DelIntent(intent.id));
+        self.persist(changes).await?;
+        tracing::info!(eni = eni_id, count = ips.len(), "assigned IPs");
+        Ok(())
+    }
+
+    pub(crate) async fn op_create(&self, secondary: u32) -> Result<()> {
+        let order = self.vswitch_order().await;
+        if order.is_empty() {
+            return Err(DaemonError::Exhausted {
+                pod: "(pool)".into(),
+                reason: "every configured vSwitch is out of addresses".into(),
+            });
+        }
+        let mut last = None;
+        for vsw in order {
+            match self.create_in(&vsw, secondary).await {
+                Ok(()) => return Ok(()),
+                Err(DaemonError::Cloud(e @ CloudError::IpNotEnough { .. })) => {
+                    self.block_vswitch(&vsw);
+                    last = Some(DaemonError::Cloud(e));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| DaemonError::NotReady("no vSwitch to create an ENI in".into())))
+    }
+
+    fn eni_tags(&self, intent_id: &str) -> BTreeMap<String, String> {
+        let mut tags = self.inner.cfg.pool.eni_tags.clone();
+        tags.insert(TAG_CREATOR.0.into(), TAG_CREATOR.1.into());
+        tags.insert(TAG_INSTANCE.into(), self.inner.node.instance_id.clone());
+        tags.insert(TAG_INTENT.into(), intent_id.into());
+        tags
+    }
+
+    async fn create_in(&self, vswitch_id: &str, secondary: u32) -> Result<()> {
+        let mut intent = Intent::new(
+            IntentKind::CreateEni {
+                vswitch_id: vswitch_id.into(),
+                eni_id: None,
+            },
+            now_ms(),
+        );
+        self.persist(vec![Change::PutIntent(intent.clone())])
+            .await?;
+        // GC must leave the ENI alone while this create is in flight (it carries the intent tag).
+        self.lock().pending_enis.insert(intent.id.clone());
+        let req = CreateEniRequest {
+            vswitch_id: vswitch_id.into(),
+            security_group_ids: self.inner.node.security_groups.clone(),
+            trunk: false,
+            secondary_ip_count: secondary,
+            ipv6_count: 0,
+            tags: self.eni_tags(&intent.id),
+            description: format!("terway pool of {}", self.inner.node.instance_id),
+            resource_group_id: self.inner.cfg.pool.resource_group_id.clone(),
+        };
+        let created = match self
+            .call(
+                "CreateNetworkInterface",
+                self.inner.cloud.create_network_interface(&req),
+            )
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                self.lock().pending_enis.remove(&intent.id);
+                self.persist(vec![Change::DelIntent(intent.id)]).await?;
+                return Err(e.into());
+            }
+        };
+        self.lock().pending_enis.insert(created.id.clone());
+        intent.kind = IntentKind::CreateEni {
+            vswitch_id: vswitch_id.into(),
+            eni_id: Some(created.id.clone()),
+        };
+        let attached = async {
+            self.persist(vec![Change::PutIntent(intent.clone())])
+                .await?;
+            self.call(
+                "AttachNetworkInterface",
+                self.inner.cloud.attach_network_interface(
+                    &created.id,
+                    &self.inner.node.instance_id,
+                    None,
+                ),
+            )
+            .await?;
+            self.wait_ready(&created.id).await
+        }
+        .await;
+        match attached {
+            Ok(eni) => {
+                let snapshot = {
+                    let mut st = self.lock();
+                    st.pending_enis.remove(&eni.id);
+                    st.pending_enis.remove(&intent.id);
+                    st.enis.insert(eni.id.clone(), eni.clone());
+                    eni
+                };
+                tracing::info!(eni = %snapshot.id, vswitch = vswitch_id, ips = snapshot.ips.len(), "ENI ready");
+                self.persist(vec![Change::PutEni(snapshot), Change::DelIntent(intent.id)])
+                    .await
+            }
+            Err(e) => {
+                tracing::warn!(eni = %created.id, error = %e, "ENI did not become ready; rolling back");
+                let rolled_back = self.destroy_eni(&created.id).await;
+                {
+                    let mut st = self.lock();
+                    st.pending_enis.remove(&created.id);
+                    st.pending_enis.remove(&intent.id);
+                }
+                match rolled_back {
+                    Ok(()) => self.persist(vec![Change::DelIntent(intent.id)]).await?,
+                    Err(re) => {
+                        tracing::error!(eni = %created.id, error = %re, "rollback failed; GC will delete it")
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Wait until the ENI is InUse and the instance sees its MAC and every address in metadata.
+    pub(crate) async fn wait_ready(&self, eni_id: &str) -> Result<Eni> {
+        let deadline = Instant::now() + self.inner.cfg.pool.eni_ready_timeout;
+        let mut delay = Duration::from_millis(50);
+        let nic: NetworkInterface = loop {
+            match self
+                .call(
+                    "DescribeNetworkInterfaceAttribute",
+                    self.inner.cloud.describe_network_interface(eni_id),
+                )
+                .await
+            {
+                Ok(Some(n)) if n.status == EniStatus::InUse => break n,
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    return Err(DaemonError::Cloud(CloudError::NotFound {
+                        resource: eni_id.into(),
+                        code: "InvalidEniId.NotFound".into(),
+                        request_id: String::new(),
+                    }))
+                }
+                Err(e) if e.is_retryable() => {}
+                Err(e) => return Err(e.into()),
+            }
+            if Instant::now() >= deadline {
+                return Err(CloudError::Timeout {
+                    what: format!("ENI {eni_id} to become InUse"),
+                }
+                .into());
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        };
+        let ips: Vec<Ipv4Addr> = nic.private_ips.iter().map(|p| p.address).collect();
+        let remaining = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1));
+        let meta = self.wait_metadata_ips(&nic.mac, &ips, remaining).await?;
+        Ok(Eni {
+            id: nic.id.clone(),
+            mac: nic.mac.to_lowercase(),
+            vswitch_id: nic.vswitch_id.clone(),
+            cidr: meta.vswitch_cidr,
+            gateway: meta.gateway,
+            primary_ip: nic.primary_ip,
+            phase: EniPhase::Ready,
+            ips: ips.into_iter().map(|ip| (ip, IpSlot::Idle)).collect(),
+            version: 1,
+            busy: false,
+            full: false,
+        })
+    }
+
+    /// Poll metadata until the ENI (by MAC) is visible with all `ips`.
+    pub(crate) async fn wait_metadata_ips(
+        &self,
+        mac: &str,
+        ips: &[Ipv4Addr],
+        limit: Duration,
+    ) -> Result<terway_cloud::EniMetadata> {
+        let deadline = Instant::now() + limit;
+        let mut delay = Duration::from_millis(20);
+        loop {
+            match self.inner.meta.eni(mac).await {
+                Ok(Some(m)) if ips.iter().all(|ip| m.private_ipv4s.contains(ip)) => return Ok(m),
+                Ok(_) => {}
+                Err(e) => tracing::debug!(mac, error = %e, "metadata not answering yet"),
+            }
+            if Instant::now() >= deadline {
+                return Err(CloudError::Timeout {
+                    what: format!("ENI {mac} and its IPs to appear in metadata"),
+                }
+                .into());
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// Detach (if attached), wait until Available, delete. Unknown ENI = done.
+    pub(crate) async fn destroy_eni(&self, eni_id: &str) -> Result<()> {
+        let deadline = Instant::now() + self.inner.cfg.pool.eni_ready_timeout;
+        let mut delay = Duration::from_millis(50);
+        let mut detach_sent = false;
+        loop {
+            let cur = self
+                .call(
+                    "DescribeNetworkInterfaceAttribute",
+                    self.inner.cloud.describe_network_interface(eni_id),
+                )
+                .await;
+            match cur {
+                Ok(None) => return Ok(()),
+                Ok(Some(n)) if n.status == EniStatus::Available => {
+                    self.call(
+                        "DeleteNetworkInterface",
+                        self.inner.cloud.delete_network_interface(eni_id),
+                    )
+                    .await?;
+                    return Ok(());
+                }
+                Ok(Some(n))
+                    if matches!(n.status, EniStatus::InUse | EniStatus::Attaching)
+                        && !detach_sent =>
+                {
+                    let inst = n
+                        .instance_id
+                        .clone()
+                        .unwrap_or_else(|| self.inner.node.instance_id.clone());
+                    match self
+                        .call(
+                            "DetachNetworkInterface",
+                            self.inner.cloud.detach_network_interface(eni_id, &inst),
+                        )
+                        .await
+                    {
+                        Ok(()) => detach_sent = true,
+                        // Attaching ENIs refuse to detach; try again once attached.
+                        Err(CloudError::InvalidEniState { .. }) => {}
+                        Err(e) if e.is_retryable() => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(Some(_)) => {}
+                Err(e) if e.is_retryable() => {}
+                Err(e) => return Err(e.into()),
+            }
+            if Instant::now() >= deadline {
+                return Err(CloudError::Timeout {
+                    what: format!("ENI {eni_id} to detach and delete"),
+                }
+                .into());
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    pub(crate) async fn op_unassign(&self, eni_id: &str, ips: &[Ipv4Addr]) -> Result<()> {
+        let intent = Intent::new(
+            IntentKind::UnassignIps {
+                eni_id: eni_id.into(),
+                ips: ips.to_vec(),
+            },
+            now_ms(),
+        );
+        let res = async {
+            self.persist(vec![Change::PutIntent(intent.clone())])
+                .await?;
+            self.call(
+                "UnassignPrivateIpAddresses",
+                self.inner.cloud.unassign_private_ips(eni_id, ips),
+            )
+            .await?;
+            Ok::<(), DaemonError>(())
+        }
+        .await;
+        let snapshot = {
+            let mut st = self.lock();
+            st.enis.get_mut(eni_id).map(|e| {
+                for ip in ips {
+                    if res.is_ok() {
+                        e.ips.remove(ip);
+                    } else if e.ips.get(ip) == Some(&IpSlot::Releasing) {
+                        e.ips.insert(*ip, IpSlot::Idle);
+                    }
+                }
+                e.busy = false;
+                e.version += 1;
+                e.clone()
+            })
+        };
+        let mut changes: Vec<Change> = snapshot.into_iter().map(Change::PutEni).collect();
+        changes.push(Change::DelIntent(intent.id));
+        self.persist(changes).await?;
+        if res.is_ok() {
+            tracing::info!(eni = eni_id, count = ips.len(), "unassigned idle IPs");
+        }
+        res
+    }
+
+    pub(crate) async fn op_delete(&self, eni_id: &str) -> Result<()> {
+        let intent = Intent::new(
+            IntentKind::DeleteEni {
+                eni_id: eni_id.into(),
+            },
+            now_ms(),
+        );
+        let snapshot = self.lock().enis.get(eni_id).cloned();
+        let mut changes: Vec<Change> = snapshot.into_iter().map(Change::PutEni).collect();
+        changes.push(Change::PutIntent(intent.clone()));
+        self.persist(changes).await?;
+        let res = self.destroy_eni(eni_id).await;
+        match res {
+            Ok(()) => {
+                self.lock().enis.remove(eni_id);
+                self.persist(vec![
+                    Change::DelEni(eni_id.into()),
+                    Change::DelIntent(intent.id),
+                ])
+                .await?;
+                tracing::info!(eni = eni_id, "ENI deleted");
+                Ok(())
+            }
+            Err(e) => {
+                // Stay in Deleting (no pod can take its slots); the next round retries.
+                if let Some(en) = self.lock().enis.get_mut(eni_id) {
+                    en.busy = false;
+                }
+                self.persist(vec![Change::DelIntent(intent.id)]).await?;
+                Err(e)
+            }
+        }
+    }
+}
