@@ -10,29 +10,6 @@ use terway_cloud::types::{EniStatus, NetworkInterface};
 
 use super::topology::Topology;
 
-/// Static routes found in the vpc netns: destination → device (`ip -4 route show proto static`).
-pub fn parse_static_routes(listing: &str) -> BTreeMap<Ipv4Net, String> {
-    listing
-        .lines()
-        .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            let dst = w.next()?;
-            let dst: Ipv4Net = if dst.contains('/') {
-                dst.parse().ok()?
-            } else {
-                Ipv4Net::from(dst.parse::<Ipv4Addr>().ok()?)
-            };
-            let mut dev = None;
-            while let Some(word) = w.next() {
-                if word == "dev" {
-                    dev = w.next().map(String::from);
-                }
-            }
-            Some((dst, dev?))
-        })
-        .collect()
-}
-
 /// Every difference between the cloud (`enis`, `route_entries`), the model and the kernel routes.
 pub fn differences(
     topo: &Topology,
@@ -197,21 +174,6 @@ mod tests {
             },
         );
         t
-    }
-
-    #[test]
-    fn parses_ip_route_output() {
-        let r = parse_static_routes(
-            "10.0.0.1 dev eni1 scope link \n172.20.0.0/24 via 10.0.0.1 dev eni1 \n",
-        );
-        assert_eq!(
-            r.get(&"10.0.0.1/32".parse().unwrap()).map(String::as_str),
-            Some("eni1")
-        );
-        assert_eq!(
-            r.get(&"172.20.0.0/24".parse().unwrap()).map(String::as_str),
-            Some("eni1")
-        );
     }
 
     #[test]

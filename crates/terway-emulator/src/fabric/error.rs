@@ -24,6 +24,15 @@ pub enum FabricError {
         /// Its standard error, trimmed.
         stderr: String,
     },
+    /// A netlink operation failed.
+    #[error("fabric: {context}: {source}")]
+    Kernel {
+        /// What we were doing.
+        context: String,
+        /// The datapath error.
+        #[source]
+        source: terway_datapath::Error,
+    },
     /// The emulator reported something the fabric does not know (an ENI or instance never attached).
     #[error("fabric: {0}")]
     Unknown(String),

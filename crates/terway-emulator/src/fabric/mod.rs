@@ -9,6 +9,8 @@
 //! root namespace), the node end carrying the ENI's MAC. Attaching an ENI makes `ethN` appear in the node
 //! (down and unconfigured, as a hot-plugged NIC); detaching removes it, wherever the CNI moved it.
 //!
+//! Links, addresses, routes and neighbours go through terway-datapath's netlink primitives (see
+//! [`kernel`]); the anti-spoofing table is one atomic `nft` transaction per update (see [`nft`]).
 //! The emulator drives the fabric through [`crate::hook::FabricHook`]; the lab creates the namespaces of its
 //! nodes with [`Fabric::add_node`] and tears everything down with [`Fabric::destroy`] (also on drop).
 
@@ -16,6 +18,7 @@ mod audit;
 mod cmd;
 mod error;
 mod hook_impl;
+mod kernel;
 mod nft;
 mod topology;
 
@@ -65,6 +68,7 @@ struct State {
 pub struct Fabric {
     config: FabricConfig,
     state: Mutex<State>,
+    kernel: kernel::Kernel,
 }
 
 impl std::fmt::Debug for Fabric {
@@ -90,7 +94,14 @@ impl Fabric {
     /// SDN does), the vSwitch gateways and service addresses, and an empty anti-spoofing table.
     pub fn create(config: FabricConfig) -> FabricResult<Self> {
         let ns = config.vpc_netns.clone();
-        cmd::netns_add(&ns)?;
+        kernel::netns_add(&ns)?;
+        let kernel = match kernel::Kernel::start() {
+            Ok(k) => k,
+            Err(e) => {
+                let _ = kernel::netns_del(&ns);
+                return Err(e);
+            }
+        };
         let fabric = Fabric {
             config,
             state: Mutex::new(State {
@@ -98,26 +109,29 @@ impl Fabric {
                 outside: Vec::new(),
                 destroyed: false,
             }),
+            kernel,
         };
         // From here on, a failure drops `fabric`, which deletes the namespace again.
-        cmd::sysctls(
+        kernel::sysctls(
             &ns,
             &[
-                "net.ipv4.ip_forward=1",
-                "net.ipv4.conf.all.rp_filter=0",
-                "net.ipv4.conf.default.rp_filter=0",
-                "net.ipv4.conf.default.proxy_arp=1",
+                ("net.ipv4.ip_forward", "1"),
+                ("net.ipv4.conf.all.rp_filter", "0"),
+                ("net.ipv4.conf.default.rp_filter", "0"),
+                ("net.ipv4.conf.default.proxy_arp", "1"),
             ],
-            "configure the vpc router",
         )?;
-        let mut lines = vec!["link set lo up".to_string()];
-        for cidr in fabric.config.vswitches.values() {
-            lines.push(format!("addr add {}/32 dev lo", vswitch_gateway(*cidr)));
-        }
-        for addr in &fabric.config.service_addrs {
-            lines.push(format!("addr add {addr}/32 dev lo"));
-        }
-        cmd::ip_batch(&ns, &lines, "add vSwitch gateways and service addresses")?;
+        let mut addrs: Vec<Ipv4Addr> = fabric
+            .config
+            .vswitches
+            .values()
+            .map(|c| vswitch_gateway(*c))
+            .collect();
+        addrs.extend(fabric.config.service_addrs.iter().copied());
+        let vpc = ns.clone();
+        fabric
+            .kernel
+            .exec(move || kernel::lo_with_addrs(vpc, addrs))?;
         fabric.apply_nft(&fabric.lock().topo)?;
         Ok(fabric)
     }
@@ -148,6 +162,13 @@ impl Fabric {
         )
     }
 
+    fn unplug_quietly(&self, vpc_ifname: &str) {
+        let (vpc, vpc_if) = (self.config.vpc_netns.clone(), vpc_ifname.to_string());
+        if let Err(e) = self.kernel.exec(move || kernel::unplug(vpc, vpc_if)) {
+            tracing::warn!(link = vpc_ifname, error = %e, "fabric: rolling back a link");
+        }
+    }
+
     /// Create a node: netns `netns` whose `eth0` is the instance's primary ENI, configured as on a booted
     /// instance (primary IP with the vSwitch prefix, default route via the vSwitch gateway).
     pub fn add_node(&self, netns: &str, primary: &NetworkInterface) -> FabricResult<NodeEntry> {
@@ -173,7 +194,7 @@ impl Fabric {
                 "instance {instance_id} already has a node"
             )));
         }
-        cmd::netns_add(netns)?;
+        kernel::netns_add(netns)?;
         let node = NodeEntry {
             instance_id: instance_id.clone(),
             netns: netns.to_string(),
@@ -192,67 +213,51 @@ impl Fabric {
             ips: primary.private_ips.iter().map(|p| p.address).collect(),
         };
         let result = self.plug(&mut st.topo, &node, port).and_then(|()| {
-            let gw = vswitch_gateway(cidr);
-            let lines = vec![
-                "link set lo up".to_string(),
-                "link set eth0 up".to_string(),
-                format!(
-                    "addr add {}/{} dev eth0",
-                    primary.primary_ip,
-                    cidr.prefix_len()
-                ),
-                format!("route replace default via {gw} dev eth0"),
-            ];
-            cmd::ip_batch(
-                netns,
-                &lines,
-                &format!("configure eth0 of node {instance_id}"),
-            )
+            let (ns, ip, prefix, gw) = (
+                netns.to_string(),
+                primary.primary_ip,
+                cidr.prefix_len(),
+                vswitch_gateway(cidr),
+            );
+            self.kernel
+                .exec(move || kernel::configure_host(ns, ip, prefix, gw))
         });
         if let Err(e) = result {
             if let Some(port) = st.topo.ports.remove(&primary.id) {
-                let _ = cmd::ip(
-                    &self.config.vpc_netns,
-                    &["link", "del", &port.vpc_ifname],
-                    "roll back node",
-                );
+                self.unplug_quietly(&port.vpc_ifname);
             }
             st.topo.nodes.remove(&instance_id);
-            let _ = cmd::netns_del(netns);
+            let _ = kernel::netns_del(netns);
             return Err(e);
         }
         Ok(node)
     }
 
-    /// Wire one ENI: veth pair in the vpc netns with the peer moved into the node netns at creation, routes
+    /// Wire one ENI: veth pair in the vpc netns with the peer created directly in the node netns, routes
     /// and neighbours for its addresses, then the anti-spoofing table. Rolls the link back on failure.
     fn plug(&self, topo: &mut Topology, node: &NodeEntry, port: EniPort) -> FabricResult<()> {
-        let vpc = &self.config.vpc_netns;
-        let mut lines = vec![
-            format!(
-                "link add {} type veth peer name {} address {} netns {}",
-                port.vpc_ifname, port.node_ifname, port.mac, node.netns
-            ),
-            format!(
-                "link set {} alias {}@{}",
-                port.vpc_ifname, port.eni_id, port.instance_id
-            ),
-            format!("link set {} up", port.vpc_ifname),
-        ];
-        for ip in &port.ips {
-            lines.extend(Topology::address_commands(&port, *ip));
+        let (vpc, node_ns, vpc_if, node_if, mac) = (
+            self.config.vpc_netns.clone(),
+            node.netns.clone(),
+            port.vpc_ifname.clone(),
+            port.node_ifname.clone(),
+            port.mac.clone(),
+        );
+        let ips: Vec<Ipv4Addr> = port.ips.iter().copied().collect();
+        if let Err(e) = self
+            .kernel
+            .exec(move || kernel::plug(vpc, node_ns, vpc_if, node_if, mac, ips))
+        {
+            // A half-made pair (created, then a route failed) must not stay behind.
+            self.unplug_quietly(&port.vpc_ifname);
+            return Err(e);
         }
-        cmd::ip_batch(
-            vpc,
-            &lines,
-            &format!("attach ENI {} to {}", port.eni_id, port.instance_id),
-        )?;
         let eni_id = port.eni_id.clone();
         let vpc_ifname = port.vpc_ifname.clone();
         topo.ports.insert(eni_id.clone(), port);
         if let Err(e) = self.apply_nft(topo) {
             topo.ports.remove(&eni_id);
-            let _ = cmd::ip(vpc, &["link", "del", &vpc_ifname], "roll back ENI attach");
+            self.unplug_quietly(&vpc_ifname);
             return Err(e);
         }
         Ok(())
@@ -287,7 +292,8 @@ impl Fabric {
                 eni.id, existing.instance_id
             )));
         }
-        let present = cmd::link_names(&node.netns)?;
+        let node_ns = node.netns.clone();
+        let present = self.kernel.exec(move || kernel::link_names(node_ns))?;
         let node_ifname = st.topo.node_ifname_for(instance_id, &present);
         let vpc_ifname = st.topo.alloc_vpc_ifname();
         let port = EniPort {
@@ -315,15 +321,8 @@ impl Fabric {
                 eni.id, port.instance_id
             )));
         }
-        match cmd::ip(
-            &self.config.vpc_netns,
-            &["link", "del", &port.vpc_ifname],
-            "detach ENI",
-        ) {
-            Ok(_) => {}
-            Err(FabricError::Command { stderr, .. }) if stderr.contains("Cannot find device") => {}
-            Err(e) => return Err(e),
-        }
+        let (vpc, vpc_if) = (self.config.vpc_netns.clone(), port.vpc_ifname.clone());
+        self.kernel.exec(move || kernel::unplug(vpc, vpc_if))?;
         st.topo.ports.remove(&eni.id);
         st.topo.detached_ips.insert(eni.id.clone(), port.ips);
         self.apply_nft(&st.topo)
@@ -343,15 +342,14 @@ impl Fabric {
                 .extend(ips.iter().copied());
             return Ok(());
         };
-        let lines: Vec<String> = ips
-            .iter()
-            .flat_map(|ip| Topology::address_commands(&port, *ip))
-            .collect();
-        cmd::ip_batch(
-            &self.config.vpc_netns,
-            &lines,
-            &format!("route new addresses of ENI {eni_id}"),
-        )?;
+        let (vpc, vpc_if, mac, list) = (
+            self.config.vpc_netns.clone(),
+            port.vpc_ifname.clone(),
+            port.mac.clone(),
+            ips.to_vec(),
+        );
+        self.kernel
+            .exec(move || kernel::add_addrs(vpc, vpc_if, mac, list))?;
         if let Some(p) = st.topo.ports.get_mut(eni_id) {
             p.ips.extend(ips.iter().copied());
         }
@@ -373,21 +371,14 @@ impl Fabric {
             }
             return Ok(());
         };
-        let lines: Vec<String> = ips
+        let gone: Vec<Ipv4Addr> = ips
             .iter()
             .filter(|ip| port.ips.contains(ip))
-            .flat_map(|ip| Topology::address_removal_commands(&port, *ip))
+            .copied()
             .collect();
-        // -force: an address whose route is already gone must not stop the rest.
-        cmd::ip_batch_force(
-            &self.config.vpc_netns,
-            &lines,
-            &format!("withdraw addresses of ENI {eni_id}"),
-        )
-        .or_else(|e| match e {
-            FabricError::Command { .. } => Ok(()),
-            other => Err(other),
-        })?;
+        let (vpc, vpc_if) = (self.config.vpc_netns.clone(), port.vpc_ifname.clone());
+        self.kernel
+            .exec(move || kernel::remove_addrs(vpc, vpc_if, gone))?;
         if let Some(p) = st.topo.ports.get_mut(eni_id) {
             for ip in ips {
                 p.ips.remove(ip);
@@ -409,12 +400,13 @@ impl Fabric {
                 "route entry {dst}: instance {instance_id} has no primary ENI link"
             ))
         })?;
-        let line = Topology::route_entry_command(&node, &port, dst);
-        cmd::ip_batch(
-            &self.config.vpc_netns,
-            &[line],
-            &format!("add route entry {dst} via {instance_id}"),
-        )?;
+        let (vpc, gw, vpc_if) = (
+            self.config.vpc_netns.clone(),
+            node.primary_ip,
+            port.vpc_ifname.clone(),
+        );
+        self.kernel
+            .exec(move || kernel::add_route_entry(vpc, dst, gw, vpc_if))?;
         st.topo.route_entries.insert(dst, instance_id.to_string());
         self.apply_nft(&st.topo)
     }
@@ -425,11 +417,9 @@ impl Fabric {
         if st.topo.route_entries.get(&dst).map(String::as_str) != Some(instance_id) {
             return Ok(());
         }
-        let _ = cmd::ip_batch_force(
-            &self.config.vpc_netns,
-            &[format!("route del {dst}")],
-            "delete route entry",
-        );
+        let vpc = self.config.vpc_netns.clone();
+        self.kernel
+            .exec(move || kernel::remove_route_entry(vpc, dst))?;
         st.topo.route_entries.remove(&dst);
         self.apply_nft(&st.topo)
     }
@@ -448,30 +438,26 @@ impl Fabric {
             )));
         }
         let mut st = self.lock();
-        cmd::netns_add(netns)?;
+        kernel::netns_add(netns)?;
         let ifname = format!("ext{}", st.outside.len());
         let gw = vswitch_gateway(cidr);
-        let vpc_lines = vec![
-            format!("link add {ifname} type veth peer name eth0 netns {netns}"),
-            format!("link set {ifname} alias outside@{netns}"),
-            format!("link set {ifname} up"),
-            format!("addr add {gw}/{} dev {ifname}", cidr.prefix_len()),
-        ];
-        let host_lines = vec![
-            "link set lo up".to_string(),
-            "link set eth0 up".to_string(),
-            format!("addr add {addr}/{} dev eth0", cidr.prefix_len()),
-            format!("route replace default via {gw} dev eth0"),
-        ];
-        let done = cmd::ip_batch(&self.config.vpc_netns, &vpc_lines, "wire the outside host")
-            .and_then(|()| cmd::ip_batch(netns, &host_lines, "configure the outside host"));
+        let prefix = cidr.prefix_len();
+        let (vpc, ns, vpc_if) = (
+            self.config.vpc_netns.clone(),
+            netns.to_string(),
+            ifname.clone(),
+        );
+        let done = self
+            .kernel
+            .exec(move || kernel::plug_host(vpc, ns, vpc_if, gw, prefix))
+            .and_then(|()| {
+                let ns = netns.to_string();
+                self.kernel
+                    .exec(move || kernel::configure_host(ns, addr, prefix, gw))
+            });
         if let Err(e) = done {
-            let _ = cmd::ip(
-                &self.config.vpc_netns,
-                &["link", "del", &ifname],
-                "roll back outside host",
-            );
-            let _ = cmd::netns_del(netns);
+            self.unplug_quietly(&ifname);
+            let _ = kernel::netns_del(netns);
             return Err(e);
         }
         let host = OutsideHost {
@@ -522,16 +508,13 @@ impl Fabric {
         route_entries: &[(Ipv4Net, String)],
     ) -> FabricResult<Vec<String>> {
         let st = self.lock();
-        let listing = cmd::ip(
-            &self.config.vpc_netns,
-            &["-4", "route", "show", "proto", "static"],
-            "audit routes",
-        )?;
+        let vpc = self.config.vpc_netns.clone();
+        let kernel_routes = self.kernel.exec(move || kernel::port_routes(vpc))?;
         Ok(audit::differences(
             &st.topo,
             enis,
             route_entries,
-            &audit::parse_static_routes(&listing),
+            &kernel_routes,
         ))
     }
 
@@ -555,7 +538,7 @@ impl Fabric {
         st.destroyed = true;
         let errors: Vec<FabricError> = names
             .iter()
-            .filter_map(|n| cmd::netns_del(n).err())
+            .filter_map(|n| kernel::netns_del(n).err())
             .collect();
         st.topo = Topology::default();
         st.outside.clear();
@@ -564,12 +547,12 @@ impl Fabric {
 
     /// Whether the named namespace exists (helper for callers that clean up after a crash).
     pub fn netns_exists(name: &str) -> bool {
-        cmd::netns_exists(name)
+        kernel::netns_exists(name)
     }
 
     /// Delete a namespace by name (crash cleanup by the lab); a missing one is fine.
     pub fn delete_netns(name: &str) -> FabricResult<()> {
-        cmd::netns_del(name)
+        kernel::netns_del(name)
     }
 
     /// Convert hook addresses (IPv4 only is routed).

@@ -49,6 +49,17 @@ fn sh(netns: &str, args: &[&str]) -> (bool, String) {
     )
 }
 
+/// Test-side setup of the "pod" (what a CNI would do), with the `ip` tool.
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn ping(netns: &str, from: Option<&str>, to: &str) -> bool {
     let mut args = vec!["ping", "-c", "1", "-W", "1", "-q"];
     if let Some(src) = from {
@@ -77,7 +88,7 @@ impl Drop for Names {
     // Belt and braces: the fabric deletes its namespaces on drop; the test's own "pod" netns is ours.
     fn drop(&mut self) {
         for what in ["vpc", "n1", "n2", "pod", "ext"] {
-            let _ = cmd::netns_del(&self.ns(what));
+            let _ = kernel::netns_del(&self.ns(what));
         }
     }
 }
@@ -139,25 +150,24 @@ fn fabric_routes_enis_blocks_spoofing_and_cleans_up() {
     let (_, link) = sh(&names.ns("n1"), &["ip", "-o", "link", "show", "eth1"]);
     assert!(link.contains("00:16:3e:00:00:11"), "{link}");
     let pod = names.ns("pod");
-    cmd::netns_add(&pod).unwrap();
-    cmd::ip(
-        &names.ns("n1"),
-        &["link", "set", "eth1", "netns", &pod],
-        "test",
-    )
-    .unwrap();
-    cmd::ip_batch(
+    kernel::netns_add(&pod).unwrap();
+    ip(&["-n", &names.ns("n1"), "link", "set", "eth1", "netns", &pod]);
+    ip(&["-n", &pod, "link", "set", "lo", "up"]);
+    ip(&["-n", &pod, "link", "set", "eth1", "up"]);
+    ip(&["-n", &pod, "addr", "add", "10.77.0.30/32", "dev", "eth1"]);
+    ip(&["-n", &pod, "addr", "add", "10.77.0.31/32", "dev", "eth1"]);
+    ip(&[
+        "-n",
         &pod,
-        &[
-            "link set lo up".into(),
-            "link set eth1 up".into(),
-            "addr add 10.77.0.30/32 dev eth1".into(),
-            "addr add 10.77.0.31/32 dev eth1".into(),
-            "route add default via 10.77.0.253 dev eth1 onlink".into(),
-        ],
-        "test pod",
-    )
-    .unwrap();
+        "route",
+        "add",
+        "default",
+        "via",
+        "10.77.0.253",
+        "dev",
+        "eth1",
+        "onlink",
+    ]);
     assert!(
         ping(&pod, Some("10.77.0.30"), "10.77.0.20"),
         "assigned source must pass"
@@ -189,12 +199,15 @@ fn fabric_routes_enis_blocks_spoofing_and_cleans_up() {
     assert_eq!(fabric.snapshot().ports["eni-s2"].node_ifname, "eth2");
 
     // Route entry (VPC-route mode): a PodCIDR address on node 2 becomes reachable only through the entry.
-    cmd::ip(
+    ip(&[
+        "-n",
         &names.ns("n2"),
-        &["addr", "add", "172.30.2.5/32", "dev", "lo"],
-        "test",
-    )
-    .unwrap();
+        "addr",
+        "add",
+        "172.30.2.5/32",
+        "dev",
+        "lo",
+    ]);
     assert!(!ping(&names.ns("n1"), None, "172.30.2.5"));
     fabric
         .add_route_entry("172.30.2.0/24".parse().unwrap(), "i-2")
@@ -239,6 +252,6 @@ fn fabric_routes_enis_blocks_spoofing_and_cleans_up() {
     let all = fabric.netns_names();
     assert!(fabric.destroy().is_empty());
     for ns in all {
-        assert!(!cmd::netns_exists(&ns), "{ns} left behind");
+        assert!(!kernel::netns_exists(&ns), "{ns} left behind");
     }
 }

@@ -128,34 +128,6 @@ impl Topology {
             })
             .collect()
     }
-
-    /// The `ip` commands (run in the vpc netns) that route one address to a port: a /32 through the link and
-    /// a permanent neighbour to the ENI MAC, as the VPC's SDN knows every address's ENI without ARP.
-    pub fn address_commands(port: &EniPort, ip: Ipv4Addr) -> [String; 2] {
-        [
-            format!("route replace {ip}/32 dev {} proto static", port.vpc_ifname),
-            format!(
-                "neigh replace {ip} lladdr {} dev {} nud permanent",
-                port.mac, port.vpc_ifname
-            ),
-        ]
-    }
-
-    /// The `ip` commands (vpc netns) that withdraw one address from a port.
-    pub fn address_removal_commands(port: &EniPort, ip: Ipv4Addr) -> [String; 2] {
-        [
-            format!("route del {ip}/32 dev {}", port.vpc_ifname),
-            format!("neigh del {ip} dev {}", port.vpc_ifname),
-        ]
-    }
-
-    /// The `ip` command (vpc netns) for a custom route entry through a node's primary ENI.
-    pub fn route_entry_command(node: &NodeEntry, port: &EniPort, dst: Ipv4Net) -> String {
-        format!(
-            "route replace {dst} via {} dev {} proto static",
-            node.primary_ip, port.vpc_ifname
-        )
-    }
 }
 
 #[cfg(test)]
@@ -266,17 +238,6 @@ mod tests {
                 "10.0.0.8/32".parse().unwrap(),
                 "10.0.0.9/32".parse().unwrap()
             ]
-        );
-    }
-
-    #[test]
-    fn address_commands_pin_the_eni_mac() {
-        let p = port("eni-a", "i-1", "eth0", true, &[]);
-        let [route, neigh] = Topology::address_commands(&p, "10.0.0.7".parse().unwrap());
-        assert_eq!(route, "route replace 10.0.0.7/32 dev veni-a proto static");
-        assert_eq!(
-            neigh,
-            "neigh replace 10.0.0.7 lladdr 00:16:3e:00:00:01 dev veni-a nud permanent"
         );
     }
 }
