@@ -2,8 +2,21 @@
 //! obtained from the cloud, a crash-safe record of which pod holds what (redb), garbage collection,
 //! and the gRPC services the CNI binary and terway-cli call over a unix socket.
 //!
-//! Start it in-process with [`Daemon::start`] (tests, benchmarks) or [`run_with`] (until shutdown);
-//! the `terwayd` binary wires the Alibaba Cloud HTTP client in front of the same code.
+//! Start it in-process with [`Daemon::start`] (tests, benchmarks) or [`run_with`] (until shutdown)
+//! with any [`terway_cloud::Cloud`] + [`terway_cloud::Metadata`] + [`PodSource`]; [`run`] builds the
+//! Alibaba Cloud HTTP clients from [`DaemonConfig::cloud`] — that is what the `terwayd` binary does.
+//!
+//! ```no_run
+//! # async fn demo() -> terway_daemon::Result<()> {
+//! let mut cfg = terway_daemon::DaemonConfig::default();
+//! cfg.socket_path = "/tmp/t/eni.socket".into();
+//! cfg.state_dir = "/tmp/t/state".into();
+//! cfg.cloud.endpoint = Some("http://127.0.0.1:8080".into());
+//! cfg.cloud.metadata_url = Some("http://127.0.0.1:8081".into());
+//! cfg.cloud.metadata_headers.insert("X-Emulator-Instance-Id".into(), "i-emu00000000000000001".into());
+//! terway_daemon::run(cfg, async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
 
 pub mod bench;
 pub mod cloudconn;
@@ -52,7 +65,8 @@ impl<C: Cloud, M: Metadata, P: PodSource> Daemon<C, M, P> {
         cfg.validate().map_err(DaemonError::Config)?;
         let metrics = Arc::new(metrics::Metrics::new());
         let store = store::Store::open(&cfg.db_path())?;
-        let node = startup::node_info(&cfg, &cloud, &meta).await?;
+        let node =
+            startup::node_info_with_retry(&cfg, &cloud, &meta, Duration::from_secs(60)).await?;
         tracing::info!(instance = %node.instance_id, instance_type = %node.instance_type, capacity = ?node.capacity, mode = ?cfg.mode, "starting terwayd");
         let pool = Pool::new(
             cfg.clone(),

@@ -11,6 +11,30 @@ use crate::pool::decide::capacity;
 use crate::pool::state::Capacity;
 use crate::pool::NodeInfo;
 
+/// [`node_info`], retried while the failure is transient (metadata or OpenAPI not reachable yet at
+/// boot), for up to `limit`.
+pub async fn node_info_with_retry<C: Cloud, M: Metadata>(
+    cfg: &DaemonConfig,
+    cloud: &C,
+    meta: &M,
+    limit: std::time::Duration,
+) -> Result<NodeInfo> {
+    let deadline = std::time::Instant::now() + limit;
+    let mut delay = std::time::Duration::from_millis(200);
+    loop {
+        match node_info(cfg, cloud, meta).await {
+            Err(DaemonError::Cloud(e))
+                if e.is_retryable() && std::time::Instant::now() < deadline =>
+            {
+                tracing::warn!(error = %e, "cloud not reachable yet; retrying start-up");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Identity, capacity and security groups of this node.
 pub async fn node_info<C: Cloud, M: Metadata>(
     cfg: &DaemonConfig,
