@@ -62,6 +62,10 @@ pub struct ChurnResult {
     pub calls: Vec<Value>,
     /// Wall time.
     pub wall: Duration,
+    /// Unix ms when the first pod was due.
+    pub start_ms: u64,
+    /// Time over which pods arrived.
+    pub arrival_span: Duration,
 }
 
 /// Run a churn on the lab's shared node: `pods` pods, one every 1/`rate` s, each deleted `lifetime` s
@@ -161,6 +165,8 @@ pub fn churn(
         samples,
         calls,
         wall,
+        start_ms: since_ms,
+        arrival_span: interval * o.pods as u32,
     })
 }
 
