@@ -273,6 +273,7 @@ async fn exclusive_mode_gives_each_pod_a_whole_eni() {
     assert!(release(&mut c, "a", "c").await.unwrap());
     eventually(15, "idle ENI deleted", || {
         !env.emu.state().enis.contains_key(&gone)
+            && d.pool().with_state(|s| !s.enis.contains_key(&gone))
     })
     .await;
     assert_agrees(&env, &d, INSTANCE);

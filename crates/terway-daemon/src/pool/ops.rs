@@ -276,7 +276,7 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
         }
     }
 
-    /// Detach (if attached), wait until Available, delete. Unknown ENI = done.
+    /// Detach (if attached), wait until Available, delete, wait until gone. Unknown ENI = done.
     pub(crate) async fn destroy_eni(&self, eni_id: &str) -> Result<()> {
         let deadline = Instant::now() + self.inner.cfg.pool.eni_ready_timeout;
         let mut delay = Duration::from_millis(50);
@@ -290,13 +290,21 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
                 .await;
             match cur {
                 Ok(None) => return Ok(()),
+                // Deletion may be asynchronous (Deleting): done only once Describe no longer
+                // finds the ENI, so nothing half-deleted is forgotten.
                 Ok(Some(n)) if n.status == EniStatus::Available => {
-                    self.call(
-                        "DeleteNetworkInterface",
-                        self.inner.cloud.delete_network_interface(eni_id),
-                    )
-                    .await?;
-                    return Ok(());
+                    match self
+                        .call(
+                            "DeleteNetworkInterface",
+                            self.inner.cloud.delete_network_interface(eni_id),
+                        )
+                        .await
+                    {
+                        Ok(()) => {}
+                        Err(e) if e.is_retryable() => {}
+                        Err(CloudError::InvalidEniState { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
                 }
                 Ok(Some(n))
                     if matches!(n.status, EniStatus::InUse | EniStatus::Attaching)
