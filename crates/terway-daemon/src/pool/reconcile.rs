@@ -36,6 +36,31 @@ pub struct GcReport {
     pub deleted_enis: u32,
 }
 
+/// Carry cooldown/sticky leases (and in-progress releases, conservatively as cooldown) of a stored
+/// ENI record over to the ENI rebuilt from the cloud.
+fn overlay_leases(e: &mut Eni, old: &Eni, cooldown_ms: u64) {
+    e.version = old.version + 1;
+    for (ip, slot) in &old.ips {
+        if !e.ips.contains_key(ip) {
+            continue;
+        }
+        match slot {
+            IpSlot::Cooldown { .. } | IpSlot::Sticky { .. } => {
+                e.ips.insert(*ip, slot.clone());
+            }
+            IpSlot::Releasing => {
+                e.ips.insert(
+                    *ip,
+                    IpSlot::Cooldown {
+                        until_ms: now_ms() + cooldown_ms,
+                    },
+                );
+            }
+            IpSlot::Idle | IpSlot::InUse { .. } => {}
+        }
+    }
+}
+
 fn is_ours(n: &NetworkInterface) -> bool {
     n.eni_type != EniType::Primary
         && n.tags
@@ -171,6 +196,7 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
                     to_destroy.insert(id.clone());
                 }
             }
+            let cooldown = self.inner.cfg.pool.ip_reuse_cooldown.as_millis() as u64;
             for n in self.describe_attached().await? {
                 if !is_ours(&n) || to_destroy.contains(&n.id) || n.status != EniStatus::InUse {
                     continue;
@@ -178,33 +204,47 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
                 let Some(mut e) = self.adopt(&n).await else {
                     continue;
                 };
-                if let Some(old) = stored.get(&n.id) {
-                    e.version = old.version + 1;
-                    let cooldown = self.inner.cfg.pool.ip_reuse_cooldown.as_millis() as u64;
-                    for (ip, slot) in &old.ips {
-                        if !e.ips.contains_key(ip) {
-                            continue;
-                        }
-                        match slot {
-                            IpSlot::Cooldown { .. } | IpSlot::Sticky { .. } => {
-                                e.ips.insert(*ip, slot.clone());
-                            }
-                            // A release or unassign was in progress: be conservative.
-                            IpSlot::Releasing => {
-                                e.ips.insert(
-                                    *ip,
-                                    IpSlot::Cooldown {
-                                        until_ms: now_ms() + cooldown,
-                                    },
-                                );
-                            }
-                            _ => {}
-                        }
+                match stored.get(&n.id) {
+                    Some(old) => overlay_leases(&mut e, old, cooldown),
+                    None => {
+                        tracing::info!(eni = %n.id, ips = e.ips.len(), "adopting an attached ENI of ours")
                     }
-                } else {
-                    tracing::info!(eni = %n.id, ips = e.ips.len(), "adopting an attached ENI of ours");
                 }
                 enis.insert(e.id.clone(), e);
+            }
+            // Describe may lag behind; the instance's own view (metadata) of an ENI we recorded wins
+            // over its absence from Describe, so no pod loses its address to a stale answer.
+            for old in stored.values() {
+                if enis.contains_key(&old.id)
+                    || to_destroy.contains(&old.id)
+                    || old.id == POD_CIDR_ID
+                {
+                    continue;
+                }
+                if let Ok(Some(m)) = self.inner.meta.eni(&old.mac).await {
+                    if m.eni_id == old.id {
+                        tracing::warn!(eni = %old.id, "ENI missing from DescribeNetworkInterfaces but attached per metadata; keeping it");
+                        let mut e = Eni {
+                            id: old.id.clone(),
+                            mac: old.mac.clone(),
+                            vswitch_id: m.vswitch_id.clone(),
+                            cidr: m.vswitch_cidr,
+                            gateway: m.gateway,
+                            primary_ip: m.primary_ip,
+                            phase: EniPhase::Ready,
+                            ips: m
+                                .private_ipv4s
+                                .iter()
+                                .map(|ip| (*ip, IpSlot::Idle))
+                                .collect(),
+                            version: 1,
+                            busy: false,
+                            full: false,
+                        };
+                        overlay_leases(&mut e, old, cooldown);
+                        enis.insert(e.id.clone(), e);
+                    }
+                }
             }
             for (eni_id, ips) in to_unassign {
                 let Some(e) = enis.get(&eni_id) else { continue };
@@ -248,6 +288,9 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
                 }
             }
             for n in self.describe_leftovers().await? {
+                if enis.contains_key(&n.id) {
+                    continue;
+                }
                 tracing::info!(eni = %n.id, "deleting an ENI of ours left Available by an interrupted create");
                 if let Err(e) = self.destroy_eni(&n.id).await {
                     tracing::warn!(eni = %n.id, error = %e, "leftover ENI not deleted yet; GC retries");
