@@ -29,6 +29,13 @@ pub enum Request {
         /// Node name.
         node: String,
     },
+    /// Replace the emulator's fault injection (a `FaultConfig` JSON object; `{}` clears it).
+    SetFaults {
+        /// The fault configuration.
+        faults: serde_json::Value,
+    },
+    /// The emulator's fault configuration and how many faults fired.
+    Faults,
     /// Compare the emulator's state with the fabric and the kernel; answers the list of differences.
     Audit,
     /// Tear the lab down and exit.

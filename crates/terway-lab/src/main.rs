@@ -10,6 +10,7 @@ mod daemon_cmd;
 mod daemons;
 mod demo;
 mod down;
+mod faults_cmd;
 mod node_files;
 mod plan;
 mod pod;
@@ -53,6 +54,8 @@ enum Command {
     Daemon(daemon_cmd::DaemonArgs),
     /// Up 3 nodes (one per mode), 30 pods, connectivity matrix, churn, down.
     Demo(demo::DemoArgs),
+    /// Inject faults into a lab's emulated cloud (errors, lag, failed attaches).
+    Faults(faults_cmd::FaultsArgs),
     /// Internal: the background process that owns a lab (started by `up`).
     #[command(hide = true)]
     ServeLab(supervisor::ServeArgs),
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
         Command::Status(a) => status::run(a),
         Command::Daemon(a) => daemon_cmd::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Faults(a) => faults_cmd::run(a),
         Command::ServeLab(a) => supervisor::serve(a),
     };
     match result {

@@ -343,6 +343,23 @@ fn handle(lab: &Arc<Lab>, req: Request) -> anyhow::Result<serde_json::Value> {
                 .map(|e| e.state());
             Ok(serde_json::to_value(world)?)
         }
+        Request::SetFaults { faults } => {
+            let cfg: terway_emulator::FaultConfig = serde_json::from_value(faults)
+                .map_err(|e| anyhow::anyhow!("bad fault configuration: {e}"))?;
+            let guard = lab.emulator.lock().unwrap_or_else(|e| e.into_inner());
+            let emu = guard
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("the emulator is not running"))?;
+            emu.set_faults(cfg);
+            Ok(serde_json::to_value(emu.faults())?)
+        }
+        Request::Faults => {
+            let guard = lab.emulator.lock().unwrap_or_else(|e| e.into_inner());
+            let emu = guard
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("the emulator is not running"))?;
+            Ok(serde_json::json!({ "config": emu.faults(), "fired": emu.fired_faults().len() }))
+        }
         Request::Audit => {
             // The pool may be assigning addresses right now: only differences that persist count.
             let mut diffs = audit_once(lab)?;
