@@ -415,7 +415,10 @@ pub fn delete(p: &Params, world: &mut World, env: &Env<'_>) -> Result<Outcome, A
         let eni = world.eni_mut(eni_id)?;
         eni.status = EniStatus::Deleting;
         eni.op_seq = seq;
-        let effect = Effect::CompleteDelete { eni_id: eni_id.to_string(), seq };
+        let effect = Effect::CompleteDelete {
+            eni_id: eni_id.to_string(),
+            seq,
+        };
         return Ok(Outcome::with(json!({}), vec![effect]));
     }
     world.remove_eni(eni_id);
