@@ -155,7 +155,11 @@ impl Service {
         });
         if let Err(why) = &outcome {
             warn!(eni_id, instance_id, %why, "attach failed; ENI is Available again");
-            let kind = if cloud_failed { "attach_failed" } else { "fabric_attach_failed" };
+            let kind = if cloud_failed {
+                "attach_failed"
+            } else {
+                "fabric_attach_failed"
+            };
             self.record_fault(
                 "AttachNetworkInterface",
                 "",

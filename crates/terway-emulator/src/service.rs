@@ -502,7 +502,9 @@ impl Service {
         if self.config.delays.eni_busy_ms == 0 || !actions::targets_one_eni(action) {
             return Ok(None);
         }
-        let Some(eni) = params.get("NetworkInterfaceId") else { return Ok(None) };
+        let Some(eni) = params.get("NetworkInterfaceId") else {
+            return Ok(None);
+        };
         let mut busy = lock(&self.busy);
         let now = Instant::now();
         busy.retain(|_, until| *until > now);

@@ -23,7 +23,10 @@ pub async fn run_standalone(
     let emu = start_standalone(listen, metadata_listen, config, &mut out)?;
     let stopped = tokio::signal::ctrl_c().await;
     emu.shutdown().await;
-    stopped.map_err(|source| EmulatorError::Listen { what: "api", source })
+    stopped.map_err(|source| EmulatorError::Listen {
+        what: "api",
+        source,
+    })
 }
 
 /// Like [`run_standalone`] but stops when `stop` completes and prints to `out` (tests, embedding).
@@ -50,9 +53,15 @@ fn start_standalone(
         Some(path) => EmulatorConfig::from_file(path)?,
         None => EmulatorConfig::default(),
     };
-    let api = TcpListener::bind(listen).map_err(|source| EmulatorError::Listen { what: "api", source })?;
+    let api = TcpListener::bind(listen).map_err(|source| EmulatorError::Listen {
+        what: "api",
+        source,
+    })?;
     let md_addr = metadata_listen.unwrap_or_else(|| SocketAddr::new(listen.ip(), 0));
-    let md = TcpListener::bind(md_addr).map_err(|source| EmulatorError::Listen { what: "metadata", source })?;
+    let md = TcpListener::bind(md_addr).map_err(|source| EmulatorError::Listen {
+        what: "metadata",
+        source,
+    })?;
     let emu = Emulator::start_with_listeners(cfg, Arc::new(NoFabric), api, md)?;
     let ak = emu.access_key();
     let text = format!(

@@ -243,7 +243,9 @@ async fn sts_credentials_from_metadata_are_accepted() {
 fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -259,8 +261,15 @@ async fn independently_hand_signed_requests_are_accepted() {
 
     let emu = start(fast_config());
     let api = Api::new(&emu);
-    let query = [("InstanceTypes.1", "ecs.g7.4xlarge"), ("RegionId", api.region.as_str())];
-    let canonical_query = query.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&");
+    let query = [
+        ("InstanceTypes.1", "ecs.g7.4xlarge"),
+        ("RegionId", api.region.as_str()),
+    ];
+    let canonical_query = query
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&");
     let (date, nonce) = (now(), nonce());
     let empty_hash = hex::encode(sha2::Sha256::digest(b""));
     let headers = [
@@ -272,16 +281,30 @@ async fn independently_hand_signed_requests_are_accepted() {
         ("x-acs-version", ECS_VERSION.to_string()),
     ];
     let canonical_headers: String = headers.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
-    let signed = headers.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(";");
-    let canonical_request = format!("POST\n/\n{canonical_query}\n{canonical_headers}\n{signed}\n{empty_hash}");
-    let to_sign = format!("ACS3-HMAC-SHA256\n{}", hex::encode(sha2::Sha256::digest(canonical_request.as_bytes())));
+    let signed = headers
+        .iter()
+        .map(|(k, _)| *k)
+        .collect::<Vec<_>>()
+        .join(";");
+    let canonical_request =
+        format!("POST\n/\n{canonical_query}\n{canonical_headers}\n{signed}\n{empty_hash}");
+    let to_sign = format!(
+        "ACS3-HMAC-SHA256\n{}",
+        hex::encode(sha2::Sha256::digest(canonical_request.as_bytes()))
+    );
     let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(api.secret.as_bytes()).unwrap();
     mac.update(to_sign.as_bytes());
     let signature = hex::encode(mac.finalize().into_bytes());
     let mut rb = api
         .http
         .post(format!("{}/?{canonical_query}", api.url))
-        .header("Authorization", format!("ACS3-HMAC-SHA256 Credential={},SignedHeaders={signed},Signature={signature}", api.ak));
+        .header(
+            "Authorization",
+            format!(
+                "ACS3-HMAC-SHA256 Credential={},SignedHeaders={signed},Signature={signature}",
+                api.ak
+            ),
+        );
     for (k, v) in &headers[1..] {
         rb = rb.header(*k, v);
     }
@@ -302,12 +325,23 @@ async fn independently_hand_signed_requests_are_accepted() {
         ("Version", terway_emulator::VPC_VERSION),
     ];
     params.sort();
-    let cq = params.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&");
+    let cq = params
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&");
     let sts = format!("GET&{}&{}", enc("/"), enc(&cq));
-    let mut mac = <Hmac<sha1::Sha1> as KeyInit>::new_from_slice(format!("{}&", api.secret).as_bytes()).unwrap();
+    let mut mac =
+        <Hmac<sha1::Sha1> as KeyInit>::new_from_slice(format!("{}&", api.secret).as_bytes())
+            .unwrap();
     mac.update(sts.as_bytes());
     let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-    let body = send(api.http.get(format!("{}/?{cq}&Signature={}", api.url, enc(&sig)))).await.ok();
+    let body = send(
+        api.http
+            .get(format!("{}/?{cq}&Signature={}", api.url, enc(&sig))),
+    )
+    .await
+    .ok();
     assert_eq!(body["VSwitches"]["VSwitch"].as_array().unwrap().len(), 2);
     emu.shutdown().await;
 }
@@ -330,7 +364,9 @@ async fn expired_sts_credentials_are_refused() {
         .await
         .unwrap();
     let creds: serde_json::Value = http
-        .get(format!("{md}/latest/meta-data/ram/security-credentials/TerwayEmulatorRole"))
+        .get(format!(
+            "{md}/latest/meta-data/ram/security-credentials/TerwayEmulatorRole"
+        ))
         .header("X-aliyun-ecs-metadata-token", &token)
         .header("X-Emulator-Instance-Id", &inst)
         .send()
@@ -345,6 +381,8 @@ async fn expired_sts_credentials_are_refused() {
     api.security_token = Some(creds["SecurityToken"].as_str().unwrap().to_string());
     api.ecs("DescribeInstanceTypes", &[]).await.ok();
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    api.ecs("DescribeInstanceTypes", &[]).await.expect_err(400, "InvalidSecurityToken.Expired");
+    api.ecs("DescribeInstanceTypes", &[])
+        .await
+        .expect_err(400, "InvalidSecurityToken.Expired");
     emu.shutdown().await;
 }

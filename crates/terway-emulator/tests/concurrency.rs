@@ -18,14 +18,44 @@ async fn busy_eni_answers_conflict_until_the_window_passes() {
     let api = Api::new(&emu);
     let eni = create_eni(&api, &vsw, 0).await;
     let other = create_eni(&api, &vsw, 0).await;
-    api.ecs("AssignPrivateIpAddresses", &[("NetworkInterfaceId", &eni), ("SecondaryPrivateIpAddressCount", "1")]).await.ok();
-    api.ecs("AssignPrivateIpAddresses", &[("NetworkInterfaceId", &eni), ("SecondaryPrivateIpAddressCount", "1")])
-        .await
-        .expect_err(403, "Operation.Conflict");
+    api.ecs(
+        "AssignPrivateIpAddresses",
+        &[
+            ("NetworkInterfaceId", &eni),
+            ("SecondaryPrivateIpAddressCount", "1"),
+        ],
+    )
+    .await
+    .ok();
+    api.ecs(
+        "AssignPrivateIpAddresses",
+        &[
+            ("NetworkInterfaceId", &eni),
+            ("SecondaryPrivateIpAddressCount", "1"),
+        ],
+    )
+    .await
+    .expect_err(403, "Operation.Conflict");
     // Only that ENI is busy.
-    api.ecs("AssignPrivateIpAddresses", &[("NetworkInterfaceId", &other), ("SecondaryPrivateIpAddressCount", "1")]).await.ok();
+    api.ecs(
+        "AssignPrivateIpAddresses",
+        &[
+            ("NetworkInterfaceId", &other),
+            ("SecondaryPrivateIpAddressCount", "1"),
+        ],
+    )
+    .await
+    .ok();
     tokio::time::sleep(Duration::from_millis(350)).await;
-    api.ecs("AssignPrivateIpAddresses", &[("NetworkInterfaceId", &eni), ("SecondaryPrivateIpAddressCount", "1")]).await.ok();
+    api.ecs(
+        "AssignPrivateIpAddresses",
+        &[
+            ("NetworkInterfaceId", &eni),
+            ("SecondaryPrivateIpAddressCount", "1"),
+        ],
+    )
+    .await
+    .ok();
     assert_eq!(emu.state().enis[&eni].secondary_ips.len(), 2);
     emu.shutdown().await;
 }
@@ -61,7 +91,15 @@ async fn parallel_assignments_never_share_an_address() {
             let api = Arc::clone(&api);
             let eni = eni.clone();
             tasks.push(tokio::spawn(async move {
-                api.ecs("AssignPrivateIpAddresses", &[("NetworkInterfaceId", &eni), ("SecondaryPrivateIpAddressCount", "5")]).await.ok();
+                api.ecs(
+                    "AssignPrivateIpAddresses",
+                    &[
+                        ("NetworkInterfaceId", &eni),
+                        ("SecondaryPrivateIpAddressCount", "5"),
+                    ],
+                )
+                .await
+                .ok();
             }));
         }
     }
@@ -76,6 +114,9 @@ async fn parallel_assignments_never_share_an_address() {
         }
     }
     assert_eq!(seen.len(), 1 + 10 + 10 * 4 * 5);
-    assert_eq!(st.vswitches[&vsw].used_v4, seen, "the address book matches the ENIs");
+    assert_eq!(
+        st.vswitches[&vsw].used_v4, seen,
+        "the address book matches the ENIs"
+    );
     emu.shutdown().await;
 }

@@ -24,7 +24,15 @@ async fn paging_over_more_than_500_enis() {
             for i in 0..66 {
                 let tag = format!("{}", (worker * 66 + i) % 2);
                 let body = api
-                    .ecs("CreateNetworkInterface", &[("VSwitchId", &vsw), ("SecurityGroupId", "sg"), ("Tag.1.Key", "parity"), ("Tag.1.Value", &tag)])
+                    .ecs(
+                        "CreateNetworkInterface",
+                        &[
+                            ("VSwitchId", &vsw),
+                            ("SecurityGroupId", "sg"),
+                            ("Tag.1.Key", "parity"),
+                            ("Tag.1.Value", &tag),
+                        ],
+                    )
                     .await
                     .ok();
                 ids.push(body["NetworkInterfaceId"].as_str().unwrap().to_string());
@@ -50,8 +58,14 @@ async fn paging_over_more_than_500_enis() {
         let body = api.ecs("DescribeNetworkInterfaces", &params).await.ok();
         pages += 1;
         assert_eq!(body["TotalCount"], 528);
-        for e in body["NetworkInterfaceSets"]["NetworkInterfaceSet"].as_array().unwrap() {
-            assert!(seen.insert(e["NetworkInterfaceId"].as_str().unwrap().to_string()), "an ENI appeared twice");
+        for e in body["NetworkInterfaceSets"]["NetworkInterfaceSet"]
+            .as_array()
+            .unwrap()
+        {
+            assert!(
+                seen.insert(e["NetworkInterfaceId"].as_str().unwrap().to_string()),
+                "an ENI appeared twice"
+            );
         }
         token = body["NextToken"].as_str().unwrap().to_string();
         if token.is_empty() {
@@ -65,12 +79,19 @@ async fn paging_over_more_than_500_enis() {
     let mut even = 0;
     let mut token = String::new();
     loop {
-        let mut params = vec![("MaxResults", "100"), ("Tag.1.Key", "parity"), ("Tag.1.Value", "0")];
+        let mut params = vec![
+            ("MaxResults", "100"),
+            ("Tag.1.Key", "parity"),
+            ("Tag.1.Value", "0"),
+        ];
         if !token.is_empty() {
             params.push(("NextToken", token.as_str()));
         }
         let body = api.ecs("DescribeNetworkInterfaces", &params).await.ok();
-        even += body["NetworkInterfaceSets"]["NetworkInterfaceSet"].as_array().unwrap().len();
+        even += body["NetworkInterfaceSets"]["NetworkInterfaceSet"]
+            .as_array()
+            .unwrap()
+            .len();
         token = body["NextToken"].as_str().unwrap().to_string();
         if token.is_empty() {
             break;
@@ -79,8 +100,24 @@ async fn paging_over_more_than_500_enis() {
     assert_eq!(even, 264);
 
     // Page-number paging.
-    let body = api.ecs("DescribeNetworkInterfaces", &[("PageSize", "100"), ("PageNumber", "6"), ("Status", "Available")]).await.ok();
-    assert_eq!(body["NetworkInterfaceSets"]["NetworkInterfaceSet"].as_array().unwrap().len(), 28);
+    let body = api
+        .ecs(
+            "DescribeNetworkInterfaces",
+            &[
+                ("PageSize", "100"),
+                ("PageNumber", "6"),
+                ("Status", "Available"),
+            ],
+        )
+        .await
+        .ok();
+    assert_eq!(
+        body["NetworkInterfaceSets"]["NetworkInterfaceSet"]
+            .as_array()
+            .unwrap()
+            .len(),
+        28
+    );
     emu.shutdown().await;
 }
 
@@ -97,23 +134,55 @@ async fn state_survives_a_restart() {
     let api = Api::new(&emu);
     let kept = create_eni(&api, &vsw, 3).await;
     let attaching = create_eni(&api, &vsw, 0).await;
-    api.ecs("CreateNetworkInterface", &[("VSwitchId", &vsw), ("SecurityGroupId", "sg"), ("ClientToken", "persisted-token")]).await.ok();
-    api.ecs("AttachNetworkInterface", &[("NetworkInterfaceId", &attaching), ("InstanceId", &inst)]).await.ok();
+    api.ecs(
+        "CreateNetworkInterface",
+        &[
+            ("VSwitchId", &vsw),
+            ("SecurityGroupId", "sg"),
+            ("ClientToken", "persisted-token"),
+        ],
+    )
+    .await
+    .ok();
+    api.ecs(
+        "AttachNetworkInterface",
+        &[("NetworkInterfaceId", &attaching), ("InstanceId", &inst)],
+    )
+    .await
+    .ok();
     let before = emu.state();
     emu.shutdown().await;
     assert!(dir.path().join("cloud.json").exists());
-    assert!(!dir.path().join("cloud.tmp").exists(), "the temporary file was renamed into place");
+    assert!(
+        !dir.path().join("cloud.tmp").exists(),
+        "the temporary file was renamed into place"
+    );
 
     let emu = start(cfg);
     let api = Api::new(&emu);
     let after = emu.state();
-    assert_eq!(after.enis[&kept], before.enis[&kept], "ENI and its addresses are unchanged");
-    assert_eq!(after.vswitches, before.vswitches, "address books are unchanged");
+    assert_eq!(
+        after.enis[&kept], before.enis[&kept],
+        "ENI and its addresses are unchanged"
+    );
+    assert_eq!(
+        after.vswitches, before.vswitches,
+        "address books are unchanged"
+    );
     // The attach that was in flight completes after the restart.
     wait_status(&api, &attaching, "InUse", Duration::from_secs(5)).await;
     // The ClientToken is remembered across the restart: replay creates nothing.
     let n = emu.state().enis.len();
-    api.ecs("CreateNetworkInterface", &[("VSwitchId", &vsw), ("SecurityGroupId", "sg"), ("ClientToken", "persisted-token")]).await.ok();
+    api.ecs(
+        "CreateNetworkInterface",
+        &[
+            ("VSwitchId", &vsw),
+            ("SecurityGroupId", "sg"),
+            ("ClientToken", "persisted-token"),
+        ],
+    )
+    .await
+    .ok();
     assert_eq!(emu.state().enis.len(), n);
     // New addresses do not collide with persisted ones.
     let fresh = create_eni(&api, &vsw, 2).await;

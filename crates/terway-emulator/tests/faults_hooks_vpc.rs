@@ -28,26 +28,45 @@ impl FabricHook for Recorder {
     fn eni_attached(&self, instance_id: &str, eni: &NetworkInterface) -> Result<(), String> {
         // Slow on purpose: the API must keep reporting Attaching until the fabric is done.
         std::thread::sleep(Duration::from_millis(200));
-        self.events.lock().unwrap().push(format!("attached {} {instance_id} ips={}", eni.id, eni.private_ips.len()));
+        self.events.lock().unwrap().push(format!(
+            "attached {} {instance_id} ips={}",
+            eni.id,
+            eni.private_ips.len()
+        ));
         if self.refuse.lock().unwrap().as_deref() == Some(eni.id.as_str()) {
             return Err("no free slot in the node netns".into());
         }
         Ok(())
     }
     fn eni_detached(&self, instance_id: &str, eni: &NetworkInterface) {
-        self.events.lock().unwrap().push(format!("detached {} {instance_id}", eni.id));
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("detached {} {instance_id}", eni.id));
     }
     fn ips_assigned(&self, eni_id: &str, ips: &[IpAddr]) {
-        self.events.lock().unwrap().push(format!("assigned {eni_id} {}", ips.len()));
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("assigned {eni_id} {}", ips.len()));
     }
     fn ips_unassigned(&self, eni_id: &str, ips: &[IpAddr]) {
-        self.events.lock().unwrap().push(format!("unassigned {eni_id} {}", ips.len()));
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("unassigned {eni_id} {}", ips.len()));
     }
     fn route_entry_added(&self, dst: ipnet::Ipv4Net, instance_id: &str) {
-        self.events.lock().unwrap().push(format!("route+ {dst} {instance_id}"));
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("route+ {dst} {instance_id}"));
     }
     fn route_entry_removed(&self, dst: ipnet::Ipv4Net, instance_id: &str) {
-        self.events.lock().unwrap().push(format!("route- {dst} {instance_id}"));
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("route- {dst} {instance_id}"));
     }
 }
 
@@ -60,30 +79,66 @@ async fn fabric_hook_runs_before_in_use_and_can_fail_an_attach() {
     let api = Api::new(&emu);
 
     let eni = create_eni(&api, &vsw, 1).await;
-    api.ecs("AttachNetworkInterface", &[("NetworkInterfaceId", &eni), ("InstanceId", &inst)]).await.ok();
+    api.ecs(
+        "AttachNetworkInterface",
+        &[("NetworkInterfaceId", &eni), ("InstanceId", &inst)],
+    )
+    .await
+    .ok();
     // The attach delay is ≤ 100 ms and the hook takes 200 ms: at 150 ms the ENI must still attach.
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(eni_status(&api, &eni).await.as_deref(), Some("Attaching"));
     wait_status(&api, &eni, "InUse", Duration::from_secs(5)).await;
-    assert!(hook.events().contains(&format!("attached {eni} {inst} ips=2")));
+    assert!(hook
+        .events()
+        .contains(&format!("attached {eni} {inst} ips=2")));
 
-    api.ecs("AssignPrivateIpAddresses", &[("NetworkInterfaceId", &eni), ("SecondaryPrivateIpAddressCount", "3")]).await.ok();
-    assert!(hook.events().contains(&format!("assigned {eni} 3")), "the fabric knows before the call returns");
+    api.ecs(
+        "AssignPrivateIpAddresses",
+        &[
+            ("NetworkInterfaceId", &eni),
+            ("SecondaryPrivateIpAddressCount", "3"),
+        ],
+    )
+    .await
+    .ok();
+    assert!(
+        hook.events().contains(&format!("assigned {eni} 3")),
+        "the fabric knows before the call returns"
+    );
     let ip = emu.state().enis[&eni].secondary_ips[0].to_string();
-    api.ecs("UnassignPrivateIpAddresses", &[("NetworkInterfaceId", &eni), ("PrivateIpAddress.1", &ip)]).await.ok();
+    api.ecs(
+        "UnassignPrivateIpAddresses",
+        &[("NetworkInterfaceId", &eni), ("PrivateIpAddress.1", &ip)],
+    )
+    .await
+    .ok();
     assert!(hook.events().contains(&format!("unassigned {eni} 1")));
-    api.ecs("DetachNetworkInterface", &[("NetworkInterfaceId", &eni), ("InstanceId", &inst)]).await.ok();
+    api.ecs(
+        "DetachNetworkInterface",
+        &[("NetworkInterfaceId", &eni), ("InstanceId", &inst)],
+    )
+    .await
+    .ok();
     wait_status(&api, &eni, "Available", Duration::from_secs(5)).await;
     assert!(hook.events().contains(&format!("detached {eni} {inst}")));
 
     // A refused attach sends the ENI back to Available, recorded as a fired fault.
     let refused = create_eni(&api, &vsw, 0).await;
     *hook.refuse.lock().unwrap() = Some(refused.clone());
-    api.ecs("AttachNetworkInterface", &[("NetworkInterfaceId", &refused), ("InstanceId", &inst)]).await.ok();
+    api.ecs(
+        "AttachNetworkInterface",
+        &[("NetworkInterfaceId", &refused), ("InstanceId", &inst)],
+    )
+    .await
+    .ok();
     tokio::time::sleep(Duration::from_millis(400)).await;
     wait_status(&api, &refused, "Available", Duration::from_secs(5)).await;
     assert!(emu.state().enis[&refused].instance_id.is_none());
-    assert!(emu.fired_faults().iter().any(|f| f.kind == "fabric_attach_failed" && f.detail.contains(&refused)));
+    assert!(emu
+        .fired_faults()
+        .iter()
+        .any(|f| f.kind == "fabric_attach_failed" && f.detail.contains(&refused)));
     emu.shutdown().await;
 }
 
@@ -101,12 +156,24 @@ async fn injected_errors_latency_and_after_commit_failures() {
         extra_latency_ms: BTreeMap::from([("DescribeInstanceTypes".to_string(), 150)]),
         ..FaultConfig::default()
     };
-    let resp = http.post(format!("{}/_emulator/faults", emu.api_url())).json(&faults).send().await.unwrap();
+    let resp = http
+        .post(format!("{}/_emulator/faults", emu.api_url()))
+        .json(&faults)
+        .send()
+        .await
+        .unwrap();
     assert!(resp.status().is_success());
     assert_eq!(emu.faults(), faults);
     for _ in 0..4 {
         let a = api.vpc("DescribeVSwitches", &[]).await;
-        assert!(matches!((a.status, a.code()), (500, "InternalError") | (503, "ServiceUnavailable")), "{}", a.body);
+        assert!(
+            matches!(
+                (a.status, a.code()),
+                (500, "InternalError") | (503, "ServiceUnavailable")
+            ),
+            "{}",
+            a.body
+        );
     }
     let t = std::time::Instant::now();
     api.ecs("DescribeInstanceTypes", &[]).await.ok();
@@ -117,21 +184,64 @@ async fn injected_errors_latency_and_after_commit_failures() {
         error_after_commit_rate: BTreeMap::from([("CreateNetworkInterface".to_string(), 1.0)]),
         ..FaultConfig::default()
     });
-    let params = [("VSwitchId", vsw.as_str()), ("SecurityGroupId", "sg"), ("ClientToken", "after-commit")];
-    api.ecs("CreateNetworkInterface", &params).await.expect_err(500, "InternalError");
+    let params = [
+        ("VSwitchId", vsw.as_str()),
+        ("SecurityGroupId", "sg"),
+        ("ClientToken", "after-commit"),
+    ];
+    api.ecs("CreateNetworkInterface", &params)
+        .await
+        .expect_err(500, "InternalError");
     assert_eq!(emu.state().enis.len(), 2);
     emu.set_faults(FaultConfig::default());
     // The retry with the same ClientToken returns the ENI that was made: no duplicate.
     let replay = api.ecs("CreateNetworkInterface", &params).await.ok();
-    assert!(emu.state().enis.contains_key(replay["NetworkInterfaceId"].as_str().unwrap()));
+    assert!(emu
+        .state()
+        .enis
+        .contains_key(replay["NetworkInterfaceId"].as_str().unwrap()));
     assert_eq!(emu.state().enis.len(), 2);
 
-    let listed: serde_json::Value = http.get(format!("{}/_emulator/faults", emu.api_url())).send().await.unwrap().json().await.unwrap();
-    let kinds: Vec<&str> = listed["fired"].as_array().unwrap().iter().filter_map(|f| f["kind"].as_str()).collect();
-    assert!(kinds.contains(&"error") && kinds.contains(&"latency") && kinds.contains(&"error_after_commit"));
-    let calls: serde_json::Value = http.get(format!("{}/_emulator/calls", emu.api_url())).send().await.unwrap().json().await.unwrap();
-    assert!(calls.as_array().unwrap().iter().any(|c| c["action"] == "DescribeVSwitches" && c["status"] != 200));
-    let state: serde_json::Value = http.get(format!("{}/_emulator/state", emu.api_url())).send().await.unwrap().json().await.unwrap();
+    let listed: serde_json::Value = http
+        .get(format!("{}/_emulator/faults", emu.api_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = listed["fired"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["kind"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"error")
+            && kinds.contains(&"latency")
+            && kinds.contains(&"error_after_commit")
+    );
+    let calls: serde_json::Value = http
+        .get(format!("{}/_emulator/calls", emu.api_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(calls
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["action"] == "DescribeVSwitches" && c["status"] != 200));
+    let state: serde_json::Value = http
+        .get(format!("{}/_emulator/state", emu.api_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(state["enis"].as_object().unwrap().len(), 2);
     emu.shutdown().await;
 }
@@ -145,7 +255,11 @@ async fn describe_lag_serves_stale_reads() {
     let api = Api::new(&emu);
     api.ecs("DescribeNetworkInterfaces", &[]).await.ok();
     let eni = create_eni(&api, &vsw, 0).await;
-    assert_eq!(eni_status(&api, &eni).await, None, "a fresh ENI is not visible to a lagging Describe");
+    assert_eq!(
+        eni_status(&api, &eni).await,
+        None,
+        "a fresh ENI is not visible to a lagging Describe"
+    );
     tokio::time::sleep(Duration::from_millis(450)).await;
     assert_eq!(eni_status(&api, &eni).await.as_deref(), Some("Available"));
     emu.shutdown().await;
@@ -158,7 +272,14 @@ async fn trunk_and_member_enis() {
     let emu = start(cfg);
     let api = Api::new(&emu);
     let trunk = api
-        .ecs("CreateNetworkInterface", &[("VSwitchId", &vsw), ("SecurityGroupId", "sg"), ("InstanceType", "Trunk")])
+        .ecs(
+            "CreateNetworkInterface",
+            &[
+                ("VSwitchId", &vsw),
+                ("SecurityGroupId", "sg"),
+                ("InstanceType", "Trunk"),
+            ],
+        )
         .await
         .ok()["NetworkInterfaceId"]
         .as_str()
@@ -166,29 +287,84 @@ async fn trunk_and_member_enis() {
         .to_string();
     let member = create_eni(&api, &vsw, 0).await;
     // The trunk must be attached first.
-    api.ecs("AttachNetworkInterface", &[("NetworkInterfaceId", &member), ("InstanceId", &inst), ("TrunkNetworkInstanceId", &trunk)])
-        .await
-        .expect_err(403, "InvalidOperation.InvalidEniState");
-    api.ecs("AttachNetworkInterface", &[("NetworkInterfaceId", &trunk), ("InstanceId", &inst)]).await.ok();
+    api.ecs(
+        "AttachNetworkInterface",
+        &[
+            ("NetworkInterfaceId", &member),
+            ("InstanceId", &inst),
+            ("TrunkNetworkInstanceId", &trunk),
+        ],
+    )
+    .await
+    .expect_err(403, "InvalidOperation.InvalidEniState");
+    api.ecs(
+        "AttachNetworkInterface",
+        &[("NetworkInterfaceId", &trunk), ("InstanceId", &inst)],
+    )
+    .await
+    .ok();
     wait_status(&api, &trunk, "InUse", Duration::from_secs(5)).await;
-    api.ecs("AttachNetworkInterface", &[("NetworkInterfaceId", &member), ("InstanceId", &inst), ("TrunkNetworkInstanceId", &trunk)])
-        .await
-        .ok();
+    api.ecs(
+        "AttachNetworkInterface",
+        &[
+            ("NetworkInterfaceId", &member),
+            ("InstanceId", &inst),
+            ("TrunkNetworkInstanceId", &trunk),
+        ],
+    )
+    .await
+    .ok();
     wait_status(&api, &member, "InUse", Duration::from_secs(5)).await;
-    let attr = api.ecs("DescribeNetworkInterfaceAttribute", &[("NetworkInterfaceId", &member)]).await.ok();
-    assert_eq!(attr["Type"], "Member");
-    assert_eq!(attr["Attachment"]["TrunkNetworkInterfaceId"], trunk.as_str());
-    let t = api.ecs("DescribeNetworkInterfaceAttribute", &[("NetworkInterfaceId", &trunk)]).await.ok();
-    assert_eq!(t["Attachment"]["MemberNetworkInterfaceIds"]["MemberNetworkInterfaceId"][0], member.as_str());
-    api.ecs("DetachNetworkInterface", &[("NetworkInterfaceId", &trunk), ("InstanceId", &inst)])
-        .await
-        .expect_err(403, "InvalidOperation.InvalidEniState");
-    api.ecs("DetachNetworkInterface", &[("NetworkInterfaceId", &member), ("InstanceId", &inst), ("TrunkNetworkInstanceId", &trunk)])
+    let attr = api
+        .ecs(
+            "DescribeNetworkInterfaceAttribute",
+            &[("NetworkInterfaceId", &member)],
+        )
         .await
         .ok();
+    assert_eq!(attr["Type"], "Member");
+    assert_eq!(
+        attr["Attachment"]["TrunkNetworkInterfaceId"],
+        trunk.as_str()
+    );
+    let t = api
+        .ecs(
+            "DescribeNetworkInterfaceAttribute",
+            &[("NetworkInterfaceId", &trunk)],
+        )
+        .await
+        .ok();
+    assert_eq!(
+        t["Attachment"]["MemberNetworkInterfaceIds"]["MemberNetworkInterfaceId"][0],
+        member.as_str()
+    );
+    api.ecs(
+        "DetachNetworkInterface",
+        &[("NetworkInterfaceId", &trunk), ("InstanceId", &inst)],
+    )
+    .await
+    .expect_err(403, "InvalidOperation.InvalidEniState");
+    api.ecs(
+        "DetachNetworkInterface",
+        &[
+            ("NetworkInterfaceId", &member),
+            ("InstanceId", &inst),
+            ("TrunkNetworkInstanceId", &trunk),
+        ],
+    )
+    .await
+    .ok();
     wait_status(&api, &member, "Available", Duration::from_secs(5)).await;
-    assert_eq!(emu.state().enis[&member].eni_type, terway_cloud::EniType::Secondary);
-    api.ecs("DetachNetworkInterface", &[("NetworkInterfaceId", &trunk), ("InstanceId", &inst)]).await.ok();
+    assert_eq!(
+        emu.state().enis[&member].eni_type,
+        terway_cloud::EniType::Secondary
+    );
+    api.ecs(
+        "DetachNetworkInterface",
+        &[("NetworkInterfaceId", &trunk), ("InstanceId", &inst)],
+    )
+    .await
+    .ok();
     emu.shutdown().await;
 }
 
@@ -205,24 +381,69 @@ async fn ipv6_addresses() {
     let vsw = vswitch(&cfg);
     let emu = start(cfg);
     let api = Api::new(&emu);
-    api.ecs("CreateNetworkInterface", &[("VSwitchId", &vsw), ("SecurityGroupId", "sg"), ("Ipv6AddressCount", "1")])
-        .await
-        .expect_err(403, "InvalidVSwitchId.Ipv6NotTurnOn");
+    api.ecs(
+        "CreateNetworkInterface",
+        &[
+            ("VSwitchId", &vsw),
+            ("SecurityGroupId", "sg"),
+            ("Ipv6AddressCount", "1"),
+        ],
+    )
+    .await
+    .expect_err(403, "InvalidVSwitchId.Ipv6NotTurnOn");
     let created = api
-        .ecs("CreateNetworkInterface", &[("VSwitchId", "vsw-dual"), ("SecurityGroupId", "sg"), ("Ipv6AddressCount", "2")])
+        .ecs(
+            "CreateNetworkInterface",
+            &[
+                ("VSwitchId", "vsw-dual"),
+                ("SecurityGroupId", "sg"),
+                ("Ipv6AddressCount", "2"),
+            ],
+        )
         .await
         .ok();
     let eni = created["NetworkInterfaceId"].as_str().unwrap().to_string();
     assert_eq!(created["Ipv6Sets"]["Ipv6Set"].as_array().unwrap().len(), 2);
-    let added = api.ecs("AssignIpv6Addresses", &[("NetworkInterfaceId", &eni), ("Ipv6AddressCount", "3"), ("ClientToken", "v6")]).await.ok();
-    let new: Vec<String> = added["Ipv6Sets"]["Ipv6Address"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    let added = api
+        .ecs(
+            "AssignIpv6Addresses",
+            &[
+                ("NetworkInterfaceId", &eni),
+                ("Ipv6AddressCount", "3"),
+                ("ClientToken", "v6"),
+            ],
+        )
+        .await
+        .ok();
+    let new: Vec<String> = added["Ipv6Sets"]["Ipv6Address"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
     assert_eq!(new.len(), 3);
     assert!(new.iter().all(|ip| ip.starts_with("fd00:10:128:1:")));
-    api.ecs("UnassignIpv6Addresses", &[("NetworkInterfaceId", &eni), ("Ipv6Address.1", &new[0])]).await.ok();
-    api.ecs("UnassignIpv6Addresses", &[("NetworkInterfaceId", &eni), ("Ipv6Address.1", &new[0])]).await.expect_err(400, "InvalidIp.IpUnassigned");
+    api.ecs(
+        "UnassignIpv6Addresses",
+        &[("NetworkInterfaceId", &eni), ("Ipv6Address.1", &new[0])],
+    )
+    .await
+    .ok();
+    api.ecs(
+        "UnassignIpv6Addresses",
+        &[("NetworkInterfaceId", &eni), ("Ipv6Address.1", &new[0])],
+    )
+    .await
+    .expect_err(400, "InvalidIp.IpUnassigned");
     assert_eq!(emu.state().enis[&eni].ipv6.len(), 4);
-    let vsws = api.vpc("DescribeVSwitches", &[("VSwitchId", "vsw-dual")]).await.ok();
-    assert_eq!(vsws["VSwitches"]["VSwitch"][0]["Ipv6CidrBlock"], "fd00:10:128:1::/64");
+    let vsws = api
+        .vpc("DescribeVSwitches", &[("VSwitchId", "vsw-dual")])
+        .await
+        .ok();
+    assert_eq!(
+        vsws["VSwitches"]["VSwitch"][0]["Ipv6CidrBlock"],
+        "fd00:10:128:1::/64"
+    );
     emu.shutdown().await;
 }
 
@@ -235,26 +456,76 @@ async fn vpc_route_entries() {
     let emu = start_with(cfg, hook.clone());
     let api = Api::new(&emu);
     let created = api
-        .vpc("CreateRouteEntry", &[("RouteTableId", &table), ("DestinationCidrBlock", "172.20.1.0/24"), ("NextHopType", "Instance"), ("NextHopId", &inst)])
+        .vpc(
+            "CreateRouteEntry",
+            &[
+                ("RouteTableId", &table),
+                ("DestinationCidrBlock", "172.20.1.0/24"),
+                ("NextHopType", "Instance"),
+                ("NextHopId", &inst),
+            ],
+        )
         .await
         .ok();
-    assert!(created["RouteEntryId"].as_str().unwrap().starts_with("rte-"));
-    assert!(hook.events().contains(&format!("route+ 172.20.1.0/24 {inst}")));
-    api.vpc("CreateRouteEntry", &[("RouteTableId", &table), ("DestinationCidrBlock", "172.20.1.0/24"), ("NextHopId", &inst)])
+    assert!(created["RouteEntryId"]
+        .as_str()
+        .unwrap()
+        .starts_with("rte-"));
+    assert!(hook
+        .events()
+        .contains(&format!("route+ 172.20.1.0/24 {inst}")));
+    api.vpc(
+        "CreateRouteEntry",
+        &[
+            ("RouteTableId", &table),
+            ("DestinationCidrBlock", "172.20.1.0/24"),
+            ("NextHopId", &inst),
+        ],
+    )
+    .await
+    .expect_err(400, "RouterEntryConflict.Duplicated");
+    api.vpc(
+        "CreateRouteEntry",
+        &[
+            ("RouteTableId", "vtb-other"),
+            ("DestinationCidrBlock", "172.20.2.0/24"),
+            ("NextHopId", &inst),
+        ],
+    )
+    .await
+    .expect_err(404, "InvalidRouteTableId.NotFound");
+    let listed = api
+        .vpc("DescribeRouteEntryList", &[("RouteTableId", &table)])
         .await
-        .expect_err(400, "RouterEntryConflict.Duplicated");
-    api.vpc("CreateRouteEntry", &[("RouteTableId", "vtb-other"), ("DestinationCidrBlock", "172.20.2.0/24"), ("NextHopId", &inst)])
-        .await
-        .expect_err(404, "InvalidRouteTableId.NotFound");
-    let listed = api.vpc("DescribeRouteEntryList", &[("RouteTableId", &table)]).await.ok();
+        .ok();
     let entries = listed["RouteEntrys"]["RouteEntry"].as_array().unwrap();
     assert_eq!(entries.len(), 1);
-    assert_eq!(entries[0]["NextHops"]["NextHop"][0]["NextHopId"], inst.as_str());
-    api.vpc("DeleteRouteEntry", &[("RouteTableId", &table), ("DestinationCidrBlock", "172.20.1.0/24"), ("NextHopId", &inst)]).await.ok();
-    assert!(hook.events().contains(&format!("route- 172.20.1.0/24 {inst}")));
-    api.vpc("DeleteRouteEntry", &[("RouteTableId", &table), ("DestinationCidrBlock", "172.20.1.0/24")])
-        .await
-        .expect_err(404, "InvalidRouteEntry.NotFound");
+    assert_eq!(
+        entries[0]["NextHops"]["NextHop"][0]["NextHopId"],
+        inst.as_str()
+    );
+    api.vpc(
+        "DeleteRouteEntry",
+        &[
+            ("RouteTableId", &table),
+            ("DestinationCidrBlock", "172.20.1.0/24"),
+            ("NextHopId", &inst),
+        ],
+    )
+    .await
+    .ok();
+    assert!(hook
+        .events()
+        .contains(&format!("route- 172.20.1.0/24 {inst}")));
+    api.vpc(
+        "DeleteRouteEntry",
+        &[
+            ("RouteTableId", &table),
+            ("DestinationCidrBlock", "172.20.1.0/24"),
+        ],
+    )
+    .await
+    .expect_err(404, "InvalidRouteEntry.NotFound");
     emu.shutdown().await;
 }
 
@@ -268,26 +539,50 @@ async fn injected_attach_failure_and_asynchronous_delete() {
     let emu = start_with(cfg, hook.clone());
     let api = Api::new(&emu);
 
-    emu.set_faults(FaultConfig { attach_failure_rate: 1.0, ..FaultConfig::default() });
+    emu.set_faults(FaultConfig {
+        attach_failure_rate: 1.0,
+        ..FaultConfig::default()
+    });
     let eni = create_eni(&api, &vsw, 1).await;
-    api.ecs("AttachNetworkInterface", &[("NetworkInterfaceId", &eni), ("InstanceId", &inst)]).await.ok();
+    api.ecs(
+        "AttachNetworkInterface",
+        &[("NetworkInterfaceId", &eni), ("InstanceId", &inst)],
+    )
+    .await
+    .ok();
     tokio::time::sleep(Duration::from_millis(150)).await;
     wait_status(&api, &eni, "Available", Duration::from_secs(5)).await;
-    assert!(hook.events().is_empty(), "the fabric never hears of a failed attach");
+    assert!(
+        hook.events().is_empty(),
+        "the fabric never hears of a failed attach"
+    );
     assert!(emu.fired_faults().iter().any(|f| f.kind == "attach_failed"));
     emu.set_faults(FaultConfig::default());
 
     let used_before = emu.state().vswitches[&vsw].used_v4.len();
-    api.ecs("DeleteNetworkInterface", &[("NetworkInterfaceId", &eni)]).await.ok();
-    assert_eq!(eni_status(&api, &eni).await.as_deref(), Some("Deleting"));
-    api.ecs("AttachNetworkInterface", &[("NetworkInterfaceId", &eni), ("InstanceId", &inst)])
+    api.ecs("DeleteNetworkInterface", &[("NetworkInterfaceId", &eni)])
         .await
-        .expect_err(403, "Operation.Conflict");
+        .ok();
+    assert_eq!(eni_status(&api, &eni).await.as_deref(), Some("Deleting"));
+    api.ecs(
+        "AttachNetworkInterface",
+        &[("NetworkInterfaceId", &eni), ("InstanceId", &inst)],
+    )
+    .await
+    .expect_err(403, "Operation.Conflict");
     api.ecs("DeleteNetworkInterface", &[("NetworkInterfaceId", &eni)])
         .await
         .expect_err(403, "InvalidOperation.InvalidEniState");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(eni_status(&api, &eni).await, None, "gone after the delete delay");
-    assert_eq!(emu.state().vswitches[&vsw].used_v4.len(), used_before - 2, "addresses released");
+    assert_eq!(
+        eni_status(&api, &eni).await,
+        None,
+        "gone after the delete delay"
+    );
+    assert_eq!(
+        emu.state().vswitches[&vsw].used_v4.len(),
+        used_before - 2,
+        "addresses released"
+    );
     emu.shutdown().await;
 }

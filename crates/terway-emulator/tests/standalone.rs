@@ -17,7 +17,10 @@ fn example_config_parses_and_validates() {
     assert_eq!(cfg.instances.len(), 2);
     assert_eq!(cfg.delays.attach_max_ms, 3000);
     let err = serde_json::from_str::<EmulatorConfig>(r#"{"no_such_knob": 1}"#).unwrap_err();
-    assert!(err.to_string().contains("no_such_knob"), "unknown keys are rejected: {err}");
+    assert!(
+        err.to_string().contains("no_such_knob"),
+        "unknown keys are rejected: {err}"
+    );
 }
 
 struct Shared(Arc<Mutex<Vec<u8>>>);
@@ -33,7 +36,11 @@ impl std::io::Write for Shared {
 
 #[tokio::test]
 async fn standalone_prints_endpoint_and_key_and_serves() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let listen: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let printed = Arc::new(Mutex::new(Vec::new()));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -49,7 +56,12 @@ async fn standalone_prints_endpoint_and_key_and_serves() {
     let http = http_client();
     let mut up = false;
     for _ in 0..100 {
-        if http.get(format!("{url}/_emulator/state")).send().await.is_ok() {
+        if http
+            .get(format!("{url}/_emulator/state"))
+            .send()
+            .await
+            .is_ok()
+        {
             up = true;
             break;
         }
@@ -57,8 +69,15 @@ async fn standalone_prints_endpoint_and_key_and_serves() {
     }
     assert!(up, "standalone emulator never answered");
     let text = String::from_utf8(printed.lock().unwrap().clone()).unwrap();
-    assert!(text.contains(&format!("OpenAPI endpoint:  {url}")), "{text}");
-    assert!(text.contains("AccessKeyId:       LTAIEMULATORKEY") && text.contains("AccessKeySecret:   emulator-secret"), "{text}");
+    assert!(
+        text.contains(&format!("OpenAPI endpoint:  {url}")),
+        "{text}"
+    );
+    assert!(
+        text.contains("AccessKeyId:       LTAIEMULATORKEY")
+            && text.contains("AccessKeySecret:   emulator-secret"),
+        "{text}"
+    );
     tx.send(()).unwrap();
     server.await.unwrap().unwrap();
 }

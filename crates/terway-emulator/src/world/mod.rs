@@ -104,7 +104,11 @@ impl World {
         self.tokens.retain(|_, r| r.at_ms >= horizon);
         self.tokens.insert(key, record);
         if self.tokens.len() > MAX_TOKENS {
-            let mut ages: Vec<(u64, String)> = self.tokens.iter().map(|(k, r)| (r.at_ms, k.clone())).collect();
+            let mut ages: Vec<(u64, String)> = self
+                .tokens
+                .iter()
+                .map(|(k, r)| (r.at_ms, k.clone()))
+                .collect();
             ages.sort();
             for (_, k) in ages.into_iter().take(MAX_TOKENS / 10) {
                 self.tokens.remove(&k);
@@ -267,15 +271,33 @@ mod tests {
     fn token_book_forgets_the_oldest_beyond_its_capacity() {
         let mut world = World::from_config(&EmulatorConfig::default()).unwrap();
         for i in 0..=MAX_TOKENS as u64 {
-            let rec = TokenRecord { fingerprint: BTreeMap::new(), response: serde_json::Value::Null, at_ms: i };
+            let rec = TokenRecord {
+                fingerprint: BTreeMap::new(),
+                response: serde_json::Value::Null,
+                at_ms: i,
+            };
             world.remember_token(format!("A/{i}"), rec);
         }
         assert_eq!(world.tokens.len(), MAX_TOKENS + 1 - MAX_TOKENS / 10);
-        assert!(!world.tokens.contains_key("A/0"), "the oldest token is forgotten");
-        assert!(world.tokens.contains_key(&format!("A/{MAX_TOKENS}")), "the newest is kept");
-        let late = TokenRecord { fingerprint: BTreeMap::new(), response: serde_json::Value::Null, at_ms: TOKEN_TTL_MS * 3 };
+        assert!(
+            !world.tokens.contains_key("A/0"),
+            "the oldest token is forgotten"
+        );
+        assert!(
+            world.tokens.contains_key(&format!("A/{MAX_TOKENS}")),
+            "the newest is kept"
+        );
+        let late = TokenRecord {
+            fingerprint: BTreeMap::new(),
+            response: serde_json::Value::Null,
+            at_ms: TOKEN_TTL_MS * 3,
+        };
         world.remember_token("A/late".into(), late);
-        assert_eq!(world.tokens.len(), 1, "tokens older than the TTL are forgotten");
+        assert_eq!(
+            world.tokens.len(),
+            1,
+            "tokens older than the TTL are forgotten"
+        );
     }
 
     #[test]
@@ -284,7 +306,12 @@ mod tests {
         let world = World::from_config(&cfg).unwrap();
         let inst = &world.instances[&cfg.instances[0].id];
         let eni = &world.enis[&inst.primary_eni_id];
-        assert_eq!((eni.status, eni.eni_type), (EniStatus::InUse, EniType::Primary));
-        assert!(world.vswitches[&inst.vswitch_id].used_v4.contains(&eni.primary_ip));
+        assert_eq!(
+            (eni.status, eni.eni_type),
+            (EniStatus::InUse, EniType::Primary)
+        );
+        assert!(world.vswitches[&inst.vswitch_id]
+            .used_v4
+            .contains(&eni.primary_ip));
     }
 }
