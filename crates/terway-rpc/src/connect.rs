@@ -34,5 +34,8 @@ pub async fn connect_unix(path: &Path, timeout: Duration) -> Result<Channel, Con
             async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(socket).await?)) }
         }))
         .await
-        .map_err(|source| ConnectError { path: path.to_path_buf(), source })
+        .map_err(|source| ConnectError {
+            path: path.to_path_buf(),
+            source,
+        })
 }
