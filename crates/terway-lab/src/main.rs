@@ -3,7 +3,9 @@
 //!
 //! Each subcommand lives in its own module; `cloud` and `bench` are wired separately.
 
+mod bench;
 mod check;
+mod cloud;
 mod cloudcalls;
 mod control;
 mod daemon_cmd;
@@ -56,6 +58,10 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Inject faults into a lab's emulated cloud (errors, lag, failed attaches).
     Faults(faults_cmd::FaultsArgs),
+    #[command(about = "Benchmarks against the peers, side by side (docs/benchmarks.md)")]
+    Bench(bench::BenchArgs),
+    /// Run the emulated Alibaba Cloud (OpenAPI + metadata) alone, without the fabric.
+    Cloud(cloud::CloudArgs),
     /// Internal: the background process that owns a lab (started by `up`).
     #[command(hide = true)]
     ServeLab(supervisor::ServeArgs),
@@ -80,6 +86,8 @@ fn main() -> ExitCode {
         Command::Daemon(a) => daemon_cmd::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Faults(a) => faults_cmd::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Cloud(a) => cloud::run(a),
         Command::ServeLab(a) => supervisor::serve(a),
     };
     match result {
