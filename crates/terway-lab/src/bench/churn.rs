@@ -172,13 +172,9 @@ pub fn churn(
 
 /// Calls by action (all, and in the steady-state second half of the run) and throttled calls.
 pub fn call_stats(r: &ChurnResult, pods: usize) -> Value {
-    let t0 = r
-        .calls
-        .iter()
-        .filter_map(|c| c.get("at_ms").and_then(Value::as_u64))
-        .min()
-        .unwrap_or(0);
-    let half_ms = t0 + (r.wall.as_millis() as u64) / 2;
+    // Steady state: the second half of the arrival schedule (the pool has warmed up by then), to the end.
+    let half = r.arrival_span / 2;
+    let half_ms = r.start_ms + half.as_millis() as u64;
     let mut by_action: BTreeMap<String, u64> = BTreeMap::new();
     let mut steady: BTreeMap<String, u64> = BTreeMap::new();
     let mut throttled = 0u64;
@@ -205,11 +201,7 @@ pub fn call_stats(r: &ChurnResult, pods: usize) -> Value {
     }
     let total: u64 = by_action.values().sum();
     // Pods started in the second half of the arrival schedule.
-    let steady_pods = r
-        .outcomes
-        .iter()
-        .filter(|o| o.started.as_millis() as u64 >= (r.wall.as_millis() as u64) / 2)
-        .count();
+    let steady_pods = r.outcomes.iter().filter(|o| o.started >= half).count();
     let steady_total: u64 = steady.values().sum();
     let per_pod = |n: u64, p: usize| {
         if p == 0 {
@@ -390,4 +382,50 @@ pub fn bench(opts: &CommonOpts, o: &ChurnOpts) -> anyhow::Result<Section> {
         o,
         json!({ "api_latency_ms": latency, "throttling": "emulator default (Terway per-API limits)" }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_are_split_into_warm_up_and_steady_state() {
+        let pod = |s: u64| PodOutcome {
+            started: Duration::from_secs(s),
+            add: Ok(Duration::from_millis(10)),
+            del: Ok(Duration::from_millis(5)),
+        };
+        let call = |at: u64, action: &str, code: &str| json!({ "at_ms": 1_000_000 + at, "action": action, "code": code });
+        let r = ChurnResult {
+            outcomes: (0..10).map(pod).collect(),
+            samples: vec![],
+            calls: vec![
+                call(0, "CreateNetworkInterface", "OK"),
+                call(100, "AssignPrivateIpAddresses", "Throttling.User"),
+                call(2_000, "AssignPrivateIpAddresses", "OK"),
+                call(6_000, "UnassignPrivateIpAddresses", "OK"),
+            ],
+            wall: Duration::from_secs(15),
+            start_ms: 1_000_000,
+            arrival_span: Duration::from_secs(10),
+        };
+        let v = call_stats(&r, 10);
+        assert_eq!(v["total"], 4);
+        assert_eq!(v["throttled"], 1);
+        assert_eq!(v["per_pod"].as_f64(), Some(0.4));
+        // Second half starts at 5 s: pods 5..9 and the one Unassign call.
+        assert_eq!(
+            v.pointer("/steady_state/pods").and_then(Value::as_u64),
+            Some(5)
+        );
+        assert_eq!(
+            v.pointer("/steady_state/per_pod").and_then(Value::as_f64),
+            Some(0.2)
+        );
+        assert_eq!(
+            v.pointer("/by_action/AssignPrivateIpAddresses")
+                .and_then(Value::as_u64),
+            Some(2)
+        );
+    }
 }

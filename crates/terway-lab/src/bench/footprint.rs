@@ -122,7 +122,9 @@ pub fn bench(opts: &CommonOpts, o: &FootprintOpts) -> anyhow::Result<Section> {
     if !opts.json {
         eprintln!("bench footprint: adding {} pods…", o.pods);
     }
+    let ticks0 = cpu_ticks(pid)?;
     let (adds, add_wall) = phase(&subject, &set, "ADD", 8);
+    let add_cpu_ms = cpu_ticks(pid)?.saturating_sub(ticks0) as f64 * 1000.0 / ticks_per_second();
     let failed = adds.iter().filter(|r| r.is_err()).count();
     let first_err = adds.iter().find_map(|r| r.as_ref().err().cloned());
     let loaded = usage(pid, interval)?;
@@ -186,6 +188,8 @@ pub fn bench(opts: &CommonOpts, o: &FootprintOpts) -> anyhow::Result<Section> {
         "pods": o.pods,
         "pods_failed": failed,
         "add_wall_ms": add_wall.as_secs_f64() * 1000.0,
+        // Daemon CPU spent serving the ADDs (AllocIP, persistence, pool refills).
+        "add_phase_cpu_ms": add_cpu_ms,
         "binaries": sizes,
         "errors": first_err.into_iter().collect::<Vec<_>>(),
     });

@@ -15,7 +15,9 @@ use super::report::{fmt, Section, Table};
 use super::stats::{per_second, Summary};
 use super::{ChurnOpts, CommonOpts, PoolOpts};
 
-/// AllocIP/ReleaseIP round trips on one connection; returns (alloc, release) latencies and wall time.
+/// Warm-path AllocIP/ReleaseIP on one connection: in rounds, allocate as many pods as the pool has idle
+/// IPs, then release them, then wait for the released IPs to leave their reuse cooldown — so every timed
+/// AllocIP is served from idle IPs and never waits for the cloud. Returns (alloc, release, busy time).
 async fn warm_path(
     socket: &std::path::Path,
     n: usize,
@@ -25,35 +27,49 @@ async fn warm_path(
     let mut client = TerwayBackendClient::new(ch);
     let mut alloc = Vec::with_capacity(n);
     let mut release = Vec::with_capacity(n);
-    let start = Instant::now();
-    for i in 0..n {
-        let pod = PodRef {
-            namespace: "bench".into(),
-            name: format!("warm-{run_id}-{i}"),
-            container_id: format!("{run_id}{i:058}"),
-            uid: format!("{run_id}-{i}"),
-        };
-        let t = Instant::now();
-        client
-            .alloc_ip(AllocIpRequest {
-                pod: Some(pod.clone()),
-                netns: String::new(),
-                if_name: "eth0".into(),
+    let mut busy = Duration::ZERO;
+    let mut i = 0;
+    while i < n {
+        let idle = wait_idle(socket, 1, Duration::from_secs(120)).await?.idle as usize;
+        let round: Vec<PodRef> = (i..n.min(i + idle))
+            .map(|j| PodRef {
+                namespace: "bench".into(),
+                name: format!("warm-{run_id}-{j}"),
+                container_id: format!("{run_id}{j:058}"),
+                uid: format!("{run_id}-{j}"),
             })
-            .await
-            .map_err(|e| anyhow::anyhow!("AllocIP for {}: {e}", pod.name))?;
-        alloc.push(t.elapsed());
-        let t = Instant::now();
-        client
-            .release_ip(ReleaseIpRequest {
-                pod: Some(pod.clone()),
-                reason: "bench".into(),
-            })
-            .await
-            .map_err(|e| anyhow::anyhow!("ReleaseIP for {}: {e}", pod.name))?;
-        release.push(t.elapsed());
+            .collect();
+        let t0 = Instant::now();
+        for pod in &round {
+            let t = Instant::now();
+            client
+                .alloc_ip(AllocIpRequest {
+                    pod: Some(pod.clone()),
+                    netns: String::new(),
+                    if_name: "eth0".into(),
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("AllocIP for {}: {e}", pod.name))?;
+            alloc.push(t.elapsed());
+        }
+        for pod in &round {
+            let t = Instant::now();
+            client
+                .release_ip(ReleaseIpRequest {
+                    pod: Some(pod.clone()),
+                    reason: "bench".into(),
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("ReleaseIP for {}: {e}", pod.name))?;
+            release.push(t.elapsed());
+        }
+        busy += t0.elapsed();
+        i += round.len();
+        // Let the released IPs leave their cooldown before the next round.
+        let want = idle as u32;
+        let _ = wait_idle(socket, want, Duration::from_secs(30)).await;
     }
-    Ok((alloc, release, start.elapsed()))
+    Ok((alloc, release, busy))
 }
 
 /// `bench pool`.
@@ -77,6 +93,21 @@ pub fn bench(opts: &CommonOpts, o: &PoolOpts) -> anyhow::Result<Section> {
         })?,
     };
     let node = lab.node("shared")?.clone();
+    // The warm path runs in rounds of "all idle IPs"; a larger pool makes the rounds fewer.
+    let warm_lab = match &opts.lab {
+        Some(_) => None,
+        None => Some(Lab::up(&LabSpec {
+            modes: vec!["shared"],
+            min_pool: 50,
+            max_pool: 50,
+            attach_delay_ms: "200-600".into(),
+        })?),
+    };
+    let warm_node = warm_lab
+        .as_ref()
+        .map(|l| l.node("shared").cloned())
+        .transpose()?
+        .unwrap_or_else(|| node.clone());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -86,10 +117,9 @@ pub fn bench(opts: &CommonOpts, o: &PoolOpts) -> anyhow::Result<Section> {
             o.allocs
         );
     }
-    let (alloc, release, wall) = rt.block_on(async {
-        wait_idle(&node.socket, 1, Duration::from_secs(120)).await?;
-        warm_path(&node.socket, o.allocs, run_id).await
-    })?;
+    let (alloc, release, wall) =
+        rt.block_on(async { warm_path(&warm_node.socket, o.allocs, run_id).await })?;
+    drop(warm_lab);
     let a = Summary::of(&alloc);
     let r = Summary::of(&release);
     if !opts.json {
