@@ -43,6 +43,8 @@ pub fn daemon_args(plan: &LabPlan, node: &NodePlan) -> Vec<String> {
         crate::node_files::REGION.into(),
         "--node-name".into(),
         node.name.clone(),
+        "--pods-file".into(),
+        node.dir.join("pods.json").display().to_string(),
         "--log-level".into(),
         std::env::var("TERWAY_LAB_DAEMON_LOG").unwrap_or_else(|_| "info".into()),
     ]

@@ -215,13 +215,15 @@ pub fn add(
         ip: None,
         result: None,
     };
-    // Record first: a crash from here on leaves a netns `down` knows about.
+    // Record first: a crash from here on leaves a netns `down` knows about; the daemon sees the pod as live.
     state::write_json_atomic(&path, &rec)?;
+    state::publish_node_pods(&plan.dir, node_name)?;
     let created = netns_cmd(&["netns", "add", &rec.netns])
         .and_then(|()| netns_cmd(&["-n", &rec.netns, "link", "set", "lo", "up"]));
     if let Err(e) = created {
         let _ = netns_cmd(&["netns", "del", &rec.netns]);
         let _ = std::fs::remove_file(&path);
+        let _ = state::publish_node_pods(&plan.dir, node_name);
         return Err(e.context(format!("creating the netns of pod {pod}")));
     }
     match run_cni("ADD", node, &rec, &format!("/var/run/netns/{}", rec.netns)) {
@@ -240,6 +242,7 @@ pub fn add(
                     let _ = netns_cmd(&["netns", "del", &rec.netns]);
                     let _ = run_cni("DEL", node, &rec, "");
                     let _ = std::fs::remove_file(&path);
+                    let _ = state::publish_node_pods(&plan.dir, node_name);
                     Err(e.into())
                 }
                 Err(del) => Err(anyhow::Error::from(e).context(format!(
@@ -274,6 +277,7 @@ pub fn del(plan: &LabPlan, node_name: &str, pod: &str) -> anyhow::Result<PodReco
     })?;
     run_cni("DEL", node, &rec, "")?;
     std::fs::remove_file(&path)?;
+    state::publish_node_pods(&plan.dir, node_name)?;
     Ok(rec)
 }
 

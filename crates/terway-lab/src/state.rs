@@ -172,3 +172,28 @@ pub fn resolve_lab(name: Option<&str>) -> anyhow::Result<String> {
         ),
     }
 }
+
+/// Path of a node's pods file (the daemon's local pod source, `terwayd --pods-file`).
+pub fn node_pods_path(dir: &Path, node: &str) -> PathBuf {
+    dir.join("nodes").join(node).join("pods.json")
+}
+
+/// Rewrite a node's pods file from the pod records, as the kubelet's view of "pods on this node": a pod is
+/// listed from before its ADD until its DEL succeeded, so the daemon's GC only releases what is really gone.
+/// Writers (several `pod add` processes or threads) take turns on a lock file, so none drops another's pod.
+pub fn publish_node_pods(dir: &Path, node: &str) -> std::io::Result<()> {
+    let path = node_pods_path(dir, node);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path.with_extension("lock"))?;
+    let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| std::io::Error::from(e))?;
+    let pods: Vec<serde_json::Value> = list_pods(dir)
+        .into_iter()
+        .filter(|p| p.node == node)
+        .map(|p| serde_json::json!({ "namespace": p.namespace, "name": p.pod, "uid": p.uid }))
+        .collect();
+    write_json_atomic(&path, &serde_json::json!({ "pods": pods }))
+}

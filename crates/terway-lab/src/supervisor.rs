@@ -226,6 +226,8 @@ async fn bring_up(lab: &Arc<Lab>) -> anyhow::Result<()> {
             &node.dir.join("cni.json"),
             &crate::node_files::cni_conf(node),
         )?;
+        // No pods yet: an empty (not a missing) list, so the daemon's GC knows liveness from the start.
+        state::publish_node_pods(&lab.dir, &node.name)?;
         let rec = NodeRecord {
             primary_eni: eni.id.clone(),
             primary_ip: eni.primary_ip,
