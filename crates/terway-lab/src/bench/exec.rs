@@ -2,7 +2,7 @@
 //! "host" network namespace entered by `setns` right before `exec` — the same way for our `terway` and for
 //! the reference plugins, so the measured latency is the plugin's and not our harness's.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -110,27 +110,55 @@ pub fn run_cni(
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(call.config);
     }
-    let deadline = start + timeout;
-    // Poll with a short sleep: wait_with_output would block past the timeout on a hung plugin.
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break st,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_micros(200)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(fail(
-                    "timeout".into(),
-                    format!("no answer within {timeout:?}"),
-                ));
+    // Wait without burning CPU (this harness shares two cores with the plugins it measures): reader threads
+    // block until the plugin closes its output, which it does by exiting; the child is reaped only here,
+    // so a timeout kills a process that is still ours.
+    let reader = |pipe: Option<Box<dyn Read + Send>>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
             }
-            Err(e) => return Err(fail("lost".into(), e.to_string())),
+            let _ = tx.send(buf);
+        });
+        rx
+    };
+    let out_rx = reader(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err_rx = reader(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stdout = match out_rx.recv_timeout(timeout) {
+        Ok(b) => b,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(fail(
+                "timeout".into(),
+                format!("no answer within {timeout:?}"),
+            ));
         }
     };
-    let elapsed = start.elapsed();
-    let out = child
-        .wait_with_output()
+    let status = child
+        .wait()
         .map_err(|e| fail("lost".into(), e.to_string()))?;
+    let elapsed = start.elapsed();
+    let stderr = err_rx
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap_or_default();
+    let out = std::process::Output {
+        status,
+        stdout,
+        stderr,
+    };
     if status.success() {
         Ok((elapsed, out.stdout))
     } else {
