@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use terway_cloud::{Cloud, CloudError, CreateEniRequest, EniStatus, Metadata, NetworkInterface};
+use terway_cloud::{
+    Cloud, CloudError, CreateEniRequest, EniFilter, EniStatus, Metadata, NetworkInterface,
+};
 
 use super::engine::{TAG_CREATOR, TAG_INSTANCE, TAG_INTENT};
 use super::state::{Eni, EniPhase, IpSlot};
@@ -140,8 +142,21 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
         {
             Ok(n) => n,
             Err(e) => {
+                // A create can take effect and still fail for us (reply lost, retries exhausted). Its intent
+                // tag finds such an ENI now, rather than leaving it to the periodic GC.
+                let swept = if create_may_have_happened(&e) {
+                    self.destroy_enis_of_intent(&intent.id).await
+                } else {
+                    Ok(())
+                };
                 self.lock().pending_enis.remove(&intent.id);
-                self.persist(vec![Change::DelIntent(intent.id)]).await?;
+                match swept {
+                    Ok(()) => self.persist(vec![Change::DelIntent(intent.id)]).await?,
+                    Err(se) => tracing::warn!(
+                        intent = %intent.id, error = %se,
+                        "could not check for an ENI created despite the error; GC will delete it"
+                    ),
+                }
                 return Err(e.into());
             }
         };
@@ -197,10 +212,42 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
         }
     }
 
+    /// Delete every ENI carrying this create intent's tag (normally none).
+    async fn destroy_enis_of_intent(&self, intent_id: &str) -> Result<()> {
+        let mut tags = BTreeMap::new();
+        tags.insert(TAG_CREATOR.0.to_string(), TAG_CREATOR.1.to_string());
+        tags.insert(
+            TAG_INSTANCE.to_string(),
+            self.inner.node.instance_id.clone(),
+        );
+        tags.insert(TAG_INTENT.to_string(), intent_id.to_string());
+        let filter = EniFilter {
+            tags: tags.clone(),
+            ..Default::default()
+        };
+        let found = self
+            .call(
+                "DescribeNetworkInterfaces",
+                self.inner.cloud.describe_network_interfaces(&filter),
+            )
+            .await?;
+        // Match the tags again locally: never delete an ENI that is not this intent's.
+        for n in found
+            .iter()
+            .filter(|n| tags.iter().all(|(k, v)| n.tags.get(k) == Some(v)))
+        {
+            tracing::info!(eni = %n.id, intent = intent_id, "deleting an ENI created despite a failed create call");
+            self.destroy_eni(&n.id).await?;
+        }
+        Ok(())
+    }
+
     /// Wait until the ENI is InUse and the instance sees its MAC and every address in metadata.
     pub(crate) async fn wait_ready(&self, eni_id: &str) -> Result<Eni> {
         let deadline = Instant::now() + self.inner.cfg.pool.eni_ready_timeout;
         let mut delay = Duration::from_millis(50);
+        let asked = Instant::now();
+        let mut seen_attaching = false;
         let nic: NetworkInterface = loop {
             match self
                 .call(
@@ -210,6 +257,23 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
                 .await
             {
                 Ok(Some(n)) if n.status == EniStatus::InUse => break n,
+                Ok(Some(n)) if n.status == EniStatus::Attaching => seen_attaching = true,
+                // Back to Available after Attaching (or for longer than any Describe lag) = the attach failed;
+                // waiting out the ready timeout would only delay the pod.
+                Ok(Some(n))
+                    if n.status == EniStatus::Available
+                        && (seen_attaching || asked.elapsed() > ATTACH_FAILED_AFTER) =>
+                {
+                    return Err(CloudError::InvalidEniState {
+                        eni_id: eni_id.into(),
+                        action: "AttachNetworkInterface".into(),
+                        code: "Available".into(),
+                        message: "the attach did not complete: the ENI went back to Available"
+                            .into(),
+                        request_id: String::new(),
+                    }
+                    .into());
+                }
                 Ok(Some(_)) => {}
                 Ok(None) => {
                     return Err(DaemonError::Cloud(CloudError::NotFound {
@@ -418,5 +482,19 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
                 Err(e)
             }
         }
+    }
+}
+
+/// How long an ENI may still look Available after the attach was accepted (Describe lag) before we call the
+/// attach failed.
+const ATTACH_FAILED_AFTER: Duration = Duration::from_secs(10);
+
+/// Whether a failed CreateNetworkInterface may nonetheless have created the ENI: only when the answer was
+/// lost or the service failed; a refusal (quota, vSwitch exhausted, auth, throttling) created nothing.
+fn create_may_have_happened(e: &CloudError) -> bool {
+    match e {
+        CloudError::Transport { .. } | CloudError::Timeout { .. } => true,
+        CloudError::Api { status, code, .. } => *status >= 500 || code == "InternalError",
+        _ => false,
     }
 }
