@@ -88,36 +88,27 @@ const fn entry(
     }
 }
 
-/// Terway's built-in table (§4.5 of the reference), plus the metadata client's schedule.
+/// Terway's built-in table (§4.5 of the reference, kept in terway-core), plus the metadata client's schedule.
 pub fn default_table() -> BTreeMap<String, Backoff> {
-    [
-        (DEFAULT, entry(0, 2_000, 1.5, 0.3, 6, 0)),
-        (ENI_CREATE, entry(0, 10_000, 2.0, 0.3, 2, 0)),
-        (ENI_OPS, entry(0, 5_000, 2.0, 0.3, 6, 0)),
-        (ENI_RELEASE, entry(0, 4_000, 2.0, 0.5, 8, 0)),
-        (ENI_DELETE_CONFIRM, entry(1_000, 2_000, 1.5, 0.0, 4, 4_000)),
-        (ENI_IP_OPS, entry(0, 5_000, 1.0, 1.3, 6, 0)),
-        (WAIT_ENI_IP_REMOVED, entry(1_000, 2_000, 1.5, 0.5, 4, 0)),
-        (WAIT_ENI_STATUS, entry(3_000, 3_000, 1.5, 0.5, 8, 0)),
-        (WAIT_MEMBER_ENI_STATUS, entry(2_000, 1_000, 1.5, 0.5, 8, 0)),
-        ("wait_leni_status", entry(18_000, 5_000, 1.5, 0.5, 8, 0)),
-        ("wait_hdeni_status", entry(18_000, 5_000, 1.5, 0.5, 8, 0)),
-        ("wait_ecs_leni_status", entry(4_000, 3_000, 1.5, 0.5, 8, 0)),
-        ("wait_ecs_hdeni_status", entry(4_000, 3_000, 1.5, 0.5, 8, 0)),
-        ("wait_podeni_status", entry(2_000, 1_000, 1.0, 0.3, 100, 0)),
-        (
-            "wait_networkinterface_status",
-            entry(2_000, 1_000, 1.0, 0.3, 120, 0),
-        ),
-        ("meta_assign_private_ip", entry(0, 1_100, 1.0, 0.2, 10, 0)),
-        ("meta_unassign_private_ip", entry(0, 1_100, 1.0, 0.2, 10, 0)),
-        (WAIT_STS_TOKEN_READY, entry(0, 1_000, 1.0, 0.2, 60, 0)),
-        ("wait_node_status", entry(0, 1_000, 1.0, 0.3, 90, 0)),
-        (METADATA, entry(0, 500, 1.2, 0.1, 4, 0)),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
+    let mut table: BTreeMap<String, Backoff> = terway_core::backoff::default_backoffs()
+        .into_iter()
+        .map(|(name, b)| (name.to_string(), Backoff::from(b)))
+        .collect();
+    table.insert(METADATA.to_string(), entry(0, 500, 1.2, 0.1, 4, 0));
+    table
+}
+
+impl From<terway_core::Backoff> for Backoff {
+    fn from(b: terway_core::Backoff) -> Self {
+        Backoff {
+            initial_delay: b.initial_delay,
+            duration: b.duration,
+            factor: b.factor,
+            jitter: b.jitter,
+            steps: b.steps,
+            cap: b.cap.unwrap_or(Duration::ZERO),
+        }
+    }
 }
 
 /// The table with `backoff_override` entries applied; unknown names fall back to the default entry.

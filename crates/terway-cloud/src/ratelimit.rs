@@ -7,27 +7,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Per-minute budget for APIs not listed in [`default_limits`].
-pub const DEFAULT_PER_MINUTE: u32 = 500;
+pub const DEFAULT_PER_MINUTE: u32 = terway_core::rate_limit::DEFAULT_PER_MINUTE;
 
-/// Terway's default per-minute budgets.
+/// Terway's default per-minute budgets (the table lives in terway-core, next to `eni_conf.rate_limit`).
 pub fn default_limits() -> BTreeMap<String, u32> {
-    [
-        ("CreateNetworkInterface", 500),
-        ("AttachNetworkInterface", 500),
-        ("DeleteNetworkInterface", 500),
-        ("DescribeNetworkInterfaces", 800),
-        ("DescribeNetworkInterfaceAttribute", 2000),
-        ("DetachNetworkInterface", 400),
-        ("AssignPrivateIpAddresses", 400),
-        ("UnassignPrivateIpAddresses", 400),
-        ("AssignIpv6Addresses", 400),
-        ("UnassignIpv6Addresses", 400),
-        ("DescribeInstanceTypes", 400),
-        ("DescribeVSwitches", 300),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
+    terway_core::rate_limit::default_rate_limits()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
 }
 
 #[derive(Debug)]
