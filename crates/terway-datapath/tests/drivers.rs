@@ -7,7 +7,9 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use common::*;
 use terway_core::{EniipVirtualType, Mode};
-use terway_datapath::driver::{self, eni_table, AnyDriver, Bandwidth, Driver, DriverKind, PodCtx};
+use terway_datapath::driver::{
+    self, eni_table, retire, AnyDriver, Bandwidth, Driver, DriverKind, PodCtx,
+};
 use terway_datapath::route::{self, MAIN_TABLE};
 use terway_datapath::testbed::Testbed;
 use terway_datapath::{addr, link, neigh, rule, sysctl, tc, Netns};
@@ -171,8 +173,10 @@ async fn policy_route_full_lifecycle() {
     d.teardown(&host, Some(&pod), &net).await.unwrap();
     d.teardown(&host, Some(&pod), &net).await.unwrap();
     assert_host_clean(&tb, pod_ip).await;
-    let plinks = link::list_links(&pod.nl).await.unwrap();
-    assert_eq!(plinks.len(), 1, "only lo remains: {plinks:?}");
+    assert!(
+        !ping(&pod_name, tb.node_ip),
+        "a retired veth carries nothing"
+    );
     // The ENI's shared state stays for the other pods on it.
     assert_eq!(
         route::list_routes(&host.nl, true, Some(table))
@@ -181,6 +185,43 @@ async fn policy_route_full_lifecycle() {
             .len(),
         1
     );
+    // A new sandbox of the same pod reuses the host veth name right away.
+    let (_, path2) = tb.pod_ns("a2").unwrap();
+    let pod2 = PodCtx::open(&path2).unwrap();
+    d.setup(&host, &pod2, &net).await.unwrap();
+    d.check(&host, &pod2, &net).await.unwrap();
+    d.teardown(&host, Some(&pod2), &net).await.unwrap();
+    // The runtime removes the netns: the kernel destroys the retired pair.
+    drop(pod2);
+    Netns::delete_path(&path2).unwrap();
+    assert!(wait_no_cali(&tb).await.is_empty());
+}
+
+/// Teardown retires the host veth; when the netns is never removed, the sweep deletes it after the grace
+/// period and not before.
+#[tokio::test]
+async fn retired_veth_is_swept_when_the_netns_stays() {
+    let tb = Testbed::new(38).await.unwrap();
+    let ld = lock_dir();
+    let host = host_ctx(&tb, ld.path());
+    let (_, path) = tb.pod_ns("s").unwrap();
+    let pod = PodCtx::open(&path).unwrap();
+    let net = pod_net(&tb, "sweep", Ipv4Addr::new(10, 38, 0, 9));
+    let d = AnyDriver::new(DriverKind::PolicyRoute);
+    d.setup(&host, &pod, &net).await.unwrap();
+    d.teardown(&host, Some(&pod), &net).await.unwrap();
+    let hv = net.host_veth();
+    assert!(is_retired(
+        &link::link_by_name(&host.nl, &hv).await.unwrap().unwrap()
+    ));
+    let grace = std::time::Duration::from_secs(3600);
+    assert_eq!(retire::sweep_retired(&host.nl, grace).await.unwrap(), 0);
+    assert!(link::link_by_name(&host.nl, &hv).await.unwrap().is_some());
+    let zero = std::time::Duration::ZERO;
+    assert_eq!(retire::sweep_retired(&host.nl, zero).await.unwrap(), 1);
+    assert!(link::link_by_name(&host.nl, &hv).await.unwrap().is_none());
+    let plinks = link::list_links(&pod.nl).await.unwrap();
+    assert_eq!(plinks.len(), 1, "the peer went too, only lo: {plinks:?}");
 }
 
 #[tokio::test]

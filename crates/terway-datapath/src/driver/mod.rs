@@ -23,6 +23,7 @@ pub mod exclusive;
 pub mod ipvlan;
 pub mod policy_route;
 pub mod qos;
+pub mod retire;
 pub mod vpc_route;
 
 pub use exclusive::ExclusiveEni;

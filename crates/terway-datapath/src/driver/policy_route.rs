@@ -188,8 +188,10 @@ impl Driver for PolicyRoute {
     }
 }
 
-/// Host-side cleanup shared by the veth modes: delete the host veth (its peer, /32 route and qdiscs go
-/// with it), the pod rules and, if the namespace still exists, a leftover pod interface.
+/// Host-side cleanup shared by the veth modes. Everything that references the pod IP on the host (rules,
+/// the /32 route) is removed before this returns. While the pod netns still exists the host veth is only
+/// retired (down + tagged, see [`super::retire`]): the netns removal destroys the pair without DEL waiting
+/// for it. Without the netns a leftover host veth is deleted right away.
 pub(crate) async fn teardown_veth(
     host: &HostCtx,
     pod: Option<&PodCtx>,
@@ -197,12 +199,22 @@ pub(crate) async fn teardown_veth(
 ) -> Result<()> {
     let hv = net.host_veth();
     let mut errs = ErrorList::new();
-    errs.collect(
-        link::remove_link_by_name(&host.nl, &hv)
-            .await
-            .map(|_| ())
-            .context(|| format!("delete {hv} of pod {}", net.pod)),
-    );
+    let retired = if pod.is_some() {
+        errs.collect(
+            super::retire::retire_host_veth(&host.nl, &hv, &net.pod.container_id)
+                .await
+                .context(|| format!("retire {hv} of pod {}", net.pod)),
+        )
+        .unwrap_or(false)
+    } else {
+        errs.collect(
+            link::remove_link_by_name(&host.nl, &hv)
+                .await
+                .map(|_| ())
+                .context(|| format!("delete {hv} of pod {}", net.pod)),
+        );
+        false
+    };
     let ips: Vec<IpNet> = net
         .pod_net_v4()
         .ok()
@@ -216,7 +228,7 @@ pub(crate) async fn teardown_veth(
                 .map(|_| ())
                 .context(|| format!("delete rules of {ip}")),
         );
-        // The host route normally disappears with the veth; remove it explicitly if a stale one remains.
+        // The kernel flushes the host route when the veth goes down or away; remove a stale one explicitly.
         let stale = route::list_routes(&host.nl, ip.addr().is_ipv4(), Some(MAIN_TABLE))
             .await
             .unwrap_or_default();
@@ -233,7 +245,9 @@ pub(crate) async fn teardown_veth(
             }
         }
     }
-    if let Some(p) = pod {
+    // A pod interface whose host peer is already gone (an interrupted ADD) is removed here; with a retired
+    // peer it goes with the netns.
+    if let (Some(p), false) = (pod, retired) {
         let l = link::link_by_name(&p.nl, &net.if_name).await.ok().flatten();
         if l.is_some_and(|l| l.kind.as_deref() == Some("veth")) {
             errs.collect(common::remove_pod_link(pod, &net.if_name).await);

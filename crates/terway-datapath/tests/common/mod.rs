@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use terway_datapath::driver::{Bandwidth, EniRef, HostCtx, PodIdentity, PodNetwork};
+use terway_datapath::driver::{retire, Bandwidth, EniRef, HostCtx, PodIdentity, PodNetwork};
 use terway_datapath::route;
 use terway_datapath::testbed::Testbed;
 use terway_datapath::{link, rule, tc, Netns};
@@ -86,10 +86,23 @@ pub fn tcp_connects(server: &Netns, client: &Netns, ip: Ipv4Addr, port: u16) -> 
     ok && accept.join().map(|r| r.unwrap_or(false)).unwrap_or(false)
 }
 
-/// Nothing of ours in the host namespace: no cali*/ipvl_* links, no 512/2048 rules, no route to the pod,
-/// no tbf anywhere.
+/// Whether `l` is a host veth retired by teardown (down, tagged, waiting for its netns to go).
+pub fn is_retired(l: &link::Link) -> bool {
+    !l.up
+        && l.alias
+            .as_deref()
+            .is_some_and(|a| a.starts_with(retire::RETIRED_ALIAS_PREFIX))
+}
+
+/// Nothing of ours in the host namespace: no live cali*/ipvl_* links (retired ones are down and go with
+/// their netns), no 512/2048 rules, no route to the pod, no tbf on a live link.
 pub async fn assert_host_clean(tb: &Testbed, pod_ip: Ipv4Addr) {
-    let links = link::list_links(&tb.host_nl).await.unwrap();
+    let links: Vec<link::Link> = link::list_links(&tb.host_nl)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|l| !is_retired(l))
+        .collect();
     assert!(
         links
             .iter()
@@ -110,6 +123,27 @@ pub async fn assert_host_clean(tb: &Testbed, pod_ip: Ipv4Addr) {
         let q = tc::list_qdiscs(&tb.host_nl, l.index).await.unwrap();
         assert!(q.iter().all(|q| q.kind != "tbf"), "{q:?}");
     }
+}
+
+/// Wait (bounded) until no `cali…` link is left in the host namespace (a deleted netns's veths are
+/// destroyed by the kernel asynchronously); returns what is still there.
+pub async fn wait_no_cali(tb: &Testbed) -> Vec<String> {
+    let left = || async {
+        link::list_links(&tb.host_nl)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.name)
+            .filter(|n| n.starts_with("cali"))
+            .collect::<Vec<_>>()
+    };
+    for _ in 0..100 {
+        if left().await.is_empty() {
+            return vec![];
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    left().await
 }
 
 pub fn lock_dir() -> tempfile::TempDir {
