@@ -134,6 +134,7 @@ async fn program(
     let mode = convert::mode_of(reply.mode)?;
     let nets = networks(req, conf, pod, &reply.net_confs, &reply.node_ip)?;
     let host = host_ctx(conf)?;
+    crate::sweep_retired(&host).await;
     let netns = req
         .netns
         .as_ref()
@@ -183,6 +184,23 @@ async fn rollback(host: &HostCtx, pod: &PodCtx, drivers: &[AnyDriver], nets: &[P
         if let Err(e) = drv.teardown(host, Some(pod), net).await {
             tracing::warn!(pod = %net.pod, "rollback of {} left something behind: {e}", net.if_name);
         }
+        // Teardown only retires the host veth (DEL's fast path); a failed ADD leaves the netns to the
+        // runtime's retry, which must find it clean, so the pair is deleted now.
+        if let Err(e) = remove_retired(host, &net.host_veth()).await {
+            tracing::warn!(pod = %net.pod, "rollback could not delete retired veth: {e}");
+        }
+    }
+}
+
+async fn remove_retired(host: &HostCtx, name: &str) -> terway_datapath::Result<()> {
+    let l = terway_datapath::link::link_by_name(&host.nl, name).await?;
+    let retired = l
+        .as_ref()
+        .and_then(|l| l.alias.as_deref())
+        .is_some_and(|a| a.starts_with(terway_datapath::driver::retire::RETIRED_ALIAS_PREFIX));
+    match l {
+        Some(l) if retired => terway_datapath::link::remove_link(&host.nl, l.index).await,
+        _ => Ok(()),
     }
 }
 

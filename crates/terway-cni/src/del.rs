@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use cni_protocol::{AttachmentRequest, CniError};
-use terway_datapath::driver::{self, Driver, HostCtx, PodCtx, PodIdentity, PodNetwork};
+use terway_datapath::driver::{self, retire, Driver, HostCtx, PodCtx, PodIdentity, PodNetwork};
 use terway_datapath::ErrorList;
 use terway_rpc::v1::{GetIpInfoReply, GetIpInfoRequest, ReleaseIpRequest};
 use tonic::Code;
@@ -39,10 +39,11 @@ async fn ip_info(
     }
 }
 
-/// Cleanup without the daemon's per-IP answer. The pod-side veth in *this* sandbox's namespace is always
-/// ours to delete (its host peer goes with it). The host veth is deleted by name only when `by_name` (the
-/// daemon confirmed no other sandbox of the pod is live), since a newer sandbox of the same pod uses the
-/// same host veth name.
+/// Cleanup without the daemon's per-IP answer. With `by_name` (the daemon confirmed no sandbox of the pod
+/// is live, so the host veth named after the pod is stale) the host veth is retired while the pod netns
+/// exists (it goes with the netns, see `terway_datapath::driver::retire`) and deleted otherwise. Without
+/// `by_name` a newer sandbox of the same pod may own that name: only the pod-side veth in *this* sandbox's
+/// namespace is ours, and it is deleted (its host peer goes with it) — a rare error path that may be slow.
 async fn teardown_by_name(
     host: &HostCtx,
     pod: Option<&PodCtx>,
@@ -50,6 +51,19 @@ async fn teardown_by_name(
     ifname: &str,
     by_name: bool,
 ) -> Result<(), CniError> {
+    let hv = driver::host_veth_name(&p.namespace, &p.name, ifname);
+    if by_name {
+        if pod.is_some() {
+            retire::retire_host_veth(&host.nl, &hv, &p.container_id)
+                .await
+                .map_err(datapath_error)?;
+        } else {
+            terway_datapath::link::remove_link_by_name(&host.nl, &hv)
+                .await
+                .map_err(datapath_error)?;
+        }
+        return Ok(());
+    }
     if let Some(pc) = pod {
         let l = terway_datapath::link::link_by_name(&pc.nl, ifname)
             .await
@@ -59,12 +73,6 @@ async fn teardown_by_name(
                 .await
                 .map_err(datapath_error)?;
         }
-    }
-    if by_name {
-        let hv = driver::host_veth_name(&p.namespace, &p.name, ifname);
-        terway_datapath::link::remove_link_by_name(&host.nl, &hv)
-            .await
-            .map_err(datapath_error)?;
     }
     Ok(())
 }
@@ -80,6 +88,7 @@ pub async fn del(req: &AttachmentRequest, conf: &PluginConf) -> Result<(), CniEr
         }
     };
     let host = host_ctx(conf)?;
+    crate::sweep_retired(&host).await;
     let pod_ctx = pod_ctx_if_present(req.netns.as_ref().map(|n| n.path()))?;
     let mut d = match daemon::connect(
         Path::new(&conf.terway.daemon_socket),

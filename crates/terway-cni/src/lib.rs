@@ -111,6 +111,22 @@ pub fn host_ctx(conf: &PluginConf) -> Result<HostCtx, CniError> {
     Ok(h)
 }
 
+/// Delete host veths retired by an earlier DEL whose netns the runtime never removed (see
+/// `terway_datapath::driver::retire`). One link dump when there is nothing to do; failures are logged only,
+/// the next ADD/DEL/GC retries.
+pub async fn sweep_retired(host: &HostCtx) {
+    match terway_datapath::driver::retire::sweep_retired(
+        &host.nl,
+        terway_datapath::driver::retire::RETIRE_GRACE,
+    )
+    .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("deleted {n} retired host veth(s) left by earlier DELs"),
+        Err(e) => tracing::warn!("sweep of retired host veths failed, retried next time: {e}"),
+    }
+}
+
 /// Open the pod namespace; `None` when it no longer exists (DEL after the sandbox is gone).
 pub fn pod_ctx_if_present(path: Option<&Path>) -> Result<Option<PodCtx>, CniError> {
     let Some(p) = path.filter(|p| !p.as_os_str().is_empty()) else {

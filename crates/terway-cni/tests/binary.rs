@@ -92,14 +92,52 @@ async fn shared_eni_add_check_del_via_binary() {
 
     let del = cni("DEL", "c1", &netns, "default/web", &conf).await;
     assert_eq!(del.code, 0, "{} {}", del.stdout, del.stderr);
+    // Everything that references the pod IP is gone when DEL returns ...
     assert!(our_rules(&tb).await.is_empty());
+    assert!(host_routes_to(&tb, "10.41.0.5").await.is_empty());
     assert!(cali_links(&tb).await.is_empty());
+    assert!(
+        !ping(&ns_name, tb.node_ip),
+        "retired veth carries no traffic"
+    );
     assert_eq!(
         d.0.lock().unwrap().released,
         [("default/web".to_string(), "normal release".to_string())]
     );
+    // ... the host veth is only retired: down, tagged with the sandbox, waiting for the netns to go.
+    let retired = retired_links(&tb).await;
+    assert_eq!(retired.len(), 1);
+    assert!(!retired[0].up);
+    assert!(
+        retired[0].alias.as_deref().unwrap().ends_with(":c1"),
+        "{:?}",
+        retired[0].alias
+    );
     let del2 = cni("DEL", "c1", &netns, "default/web", &conf).await;
     assert_eq!(del2.code, 0, "{}", del2.stdout);
+    assert_eq!(
+        retired_links(&tb).await.len(),
+        1,
+        "DEL twice changes nothing"
+    );
+    // A new sandbox of the same pod right away: same host veth name, the retired one must not be in the way.
+    d.0.lock().unwrap().next_ip.push("10.41.0.6".into());
+    let (_, ns2_path) = tb.pod_ns("a2").unwrap();
+    let netns2 = ns2_path.display().to_string();
+    let r = cni("ADD", "c2", &netns2, "default/web", &conf).await;
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    assert_eq!(
+        cni("CHECK", "c2", &netns2, "default/web", &conf).await.code,
+        0
+    );
+    assert!(retired_links(&tb).await.is_empty());
+    assert_eq!(
+        cni("DEL", "c2", &netns2, "default/web", &conf).await.code,
+        0
+    );
+    // The runtime removes the netns: the kernel destroys the pair.
+    terway_datapath::netns::Netns::delete_path(&ns2_path).unwrap();
+    assert!(wait_no_cali(&tb).await.is_empty());
     assert!(
         dir.path().join("terway.log").exists(),
         "debug logs to the file"
@@ -253,6 +291,56 @@ async fn parallel_adds_and_dels_on_one_eni() {
     }
     assert!(our_rules(&tb).await.is_empty());
     assert!(cali_links(&tb).await.is_empty());
+    for (_, n, _) in &pods {
+        terway_datapath::netns::Netns::delete_path(std::path::Path::new(n)).unwrap();
+    }
+    assert!(
+        wait_no_cali(&tb).await.is_empty(),
+        "pairs go with their netns"
+    );
+}
+
+/// The runtime never removes the netns after DEL: the sweep of a later ADD/DEL/GC deletes the retired
+/// veth once it is older than the grace period, so nothing leaks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retired_veth_is_swept_when_the_netns_stays() {
+    let tb = Testbed::new(55).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = sock_path(dir.path());
+    let _d = serve(&sock, shared_state(&tb, &["10.55.0.5"]));
+    let conf = plugin_conf(&tb, &sock, dir.path(), json!({}));
+    let (_, ns_path) = tb.pod_ns("s").unwrap();
+    let netns = ns_path.display().to_string();
+    assert_eq!(
+        cni("ADD", "c1", &netns, "default/keep", &conf).await.code,
+        0
+    );
+    assert_eq!(
+        cni("DEL", "c1", &netns, "default/keep", &conf).await.code,
+        0
+    );
+    let retired = retired_links(&tb).await;
+    assert_eq!(retired.len(), 1);
+    // A sweep within the grace period leaves it (the runtime is about to remove the netns).
+    assert_eq!(cni("DEL", "c9", "", "default/other", &conf).await.code, 0);
+    assert_eq!(retired_links(&tb).await.len(), 1);
+    // Pretend the grace period has passed.
+    link::update_link(
+        &tb.host_nl,
+        retired[0].index,
+        &link::LinkUpdate {
+            alias: Some(terway_datapath::driver::retire::retired_alias(1, "c1")),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(cni("DEL", "c9", "", "default/other", &conf).await.code, 0);
+    assert!(retired_links(&tb).await.is_empty(), "swept");
+    assert!(link::link_by_name(&tb.host_nl, &retired[0].name)
+        .await
+        .unwrap()
+        .is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

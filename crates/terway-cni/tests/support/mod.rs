@@ -299,14 +299,58 @@ pub async fn our_rules(tb: &Testbed) -> Vec<String> {
         .collect()
 }
 
+/// Live host veths: `cali…` links not retired by a DEL (a retired one waits, down, for its netns to go).
 pub async fn cali_links(tb: &Testbed) -> Vec<String> {
+    all_cali(tb)
+        .await
+        .into_iter()
+        .filter(|l| !is_retired(l))
+        .map(|l| l.name)
+        .collect()
+}
+
+fn is_retired(l: &link::Link) -> bool {
+    l.alias
+        .as_deref()
+        .is_some_and(|a| a.starts_with(terway_datapath::driver::retire::RETIRED_ALIAS_PREFIX))
+}
+
+async fn all_cali(tb: &Testbed) -> Vec<link::Link> {
     link::list_links(&tb.host_nl)
         .await
         .unwrap()
         .into_iter()
-        .map(|l| l.name)
-        .filter(|n| n.starts_with("cali"))
+        .filter(|l| l.name.starts_with("cali"))
         .collect()
+}
+
+/// Host routes (main table) whose destination is `ip`/32.
+pub async fn host_routes_to(tb: &Testbed, ip: &str) -> Vec<String> {
+    let want: ipnet::IpNet = format!("{ip}/32").parse().unwrap();
+    terway_datapath::route::list_routes(&tb.host_nl, true, Some(254))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.dst == want)
+        .map(|r| r.to_string())
+        .collect()
+}
+
+/// Retired host veths (down, tagged by DEL).
+pub async fn retired_links(tb: &Testbed) -> Vec<link::Link> {
+    all_cali(tb).await.into_iter().filter(is_retired).collect()
+}
+
+/// Wait (bounded) until no `cali…` link at all is left: the kernel destroys a deleted netns's veths
+/// asynchronously.
+pub async fn wait_no_cali(tb: &Testbed) -> Vec<String> {
+    for _ in 0..100 {
+        if all_cali(tb).await.is_empty() {
+            return vec![];
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    all_cali(tb).await.into_iter().map(|l| l.name).collect()
 }
 
 pub fn shared_state(tb: &Testbed, ips: &[&str]) -> State {
