@@ -227,7 +227,14 @@ impl DaemonConfig {
 
     /// Take every pool/mode knob from an `eni_conf` (already merge-patched and validated).
     pub fn apply_eni_conf(&mut self, c: &terway_core::EniConf) -> Result<(), String> {
-        use terway_core::{EniSelectionPolicy, VSwitchSelectionPolicy};
+        use terway_core::{EniSelectionPolicy, IpStack, VSwitchSelectionPolicy};
+        // The pool allocates IPv4 only so far; saying so beats handing out IPv4 to a dual-stack cluster.
+        if c.ip_stack != IpStack::Ipv4 {
+            return Err(format!(
+                "eni_conf.ip_stack: {:?} is not supported by this terwayd yet (pods would get IPv4 only); set \"ip_stack\": \"ipv4\"",
+                c.ip_stack
+            ));
+        }
         self.mode = c.mode;
         self.pod_cidr = match c.pod_cidr {
             Some(ipnet::IpNet::V4(n)) => Some(n),
@@ -367,5 +374,16 @@ mod tests {
         assert!(c.validate().is_ok());
         c.pool.min_idle = 9;
         assert!(c.validate().unwrap_err().contains("min_pool_size"));
+    }
+
+    #[test]
+    fn dual_stack_is_refused_with_the_key_named() {
+        let conf =
+            terway_core::EniConf::from_json_with_override(r#"{"ip_stack":"dual"}"#, None).unwrap();
+        let err = DaemonConfig::default().apply_eni_conf(&conf).unwrap_err();
+        assert!(
+            err.contains("eni_conf.ip_stack") && err.contains("ipv4"),
+            "{err}"
+        );
     }
 }
