@@ -45,6 +45,10 @@ pub fn daemon_args(plan: &LabPlan, node: &NodePlan) -> Vec<String> {
         node.name.clone(),
         "--pods-file".into(),
         node.dir.join("pods.json").display().to_string(),
+        // GC every 15 s instead of Terway's 5 min, like the short pool sync period: leftovers of a failed
+        // rollback (e.g. under injected cloud faults) are removed within a test's patience.
+        "--gc-period-secs".into(),
+        "15".into(),
         "--log-level".into(),
         std::env::var("TERWAY_LAB_DAEMON_LOG").unwrap_or_else(|_| "info".into()),
     ]
