@@ -43,6 +43,9 @@ pub enum Error {
     /// A link that must exist does not.
     #[error("link {0} not found")]
     LinkNotFound(String),
+    /// A link exists and is up but never became operationally up (no carrier).
+    #[error("link {0}")]
+    LinkNotReady(String),
     /// The ENI with this MAC never showed up in the host namespace.
     #[error("no link with MAC {mac} after {attempts} attempts; is the ENI attached to this instance and visible to the kernel?")]
     EniNotFound {

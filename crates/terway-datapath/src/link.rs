@@ -4,7 +4,7 @@
 use rtnetlink::packet_core::NLM_F_REQUEST;
 use rtnetlink::packet_route::link::{
     InfoData, InfoIpVlan, InfoKind, InfoMacVlan, InfoVeth, IpVlanFlags, IpVlanMode, LinkAttribute,
-    LinkFlags, LinkInfo, LinkMessage, MacVlanMode,
+    LinkFlags, LinkInfo, LinkMessage, MacVlanMode, State,
 };
 use rtnetlink::packet_route::RouteNetlinkMessage;
 
@@ -29,6 +29,9 @@ pub struct Link {
     pub up: bool,
     /// IFF_NOARP set.
     pub noarp: bool,
+    /// Operationally up (IFLA_OPERSTATE): carrier present and the kernel's link watcher has activated
+    /// the device's queue, so packets sent now are not dropped.
+    pub oper_up: bool,
     /// Link kind (`veth`, `ipvlan`, `macvlan`, …); `None` for physical devices.
     pub kind: Option<String>,
     /// `ifalias`, used to remember an exclusive ENI's original name.
@@ -46,6 +49,7 @@ impl Link {
             mtu: 0,
             up: m.header.flags.contains(LinkFlags::Up),
             noarp: m.header.flags.contains(LinkFlags::Noarp),
+            oper_up: false,
             kind: None,
             alias: None,
             parent_index: None,
@@ -56,6 +60,7 @@ impl Link {
                 LinkAttribute::Address(v) => l.mac = MacAddr::from_slice(v),
                 LinkAttribute::Mtu(v) => l.mtu = *v,
                 LinkAttribute::IfAlias(v) => l.alias = Some(v.clone()),
+                LinkAttribute::OperState(s) => l.oper_up = *s == State::Up,
                 LinkAttribute::Link(v) => l.parent_index = Some(*v),
                 LinkAttribute::LinkInfo(infos) => {
                     for i in infos {
@@ -130,6 +135,30 @@ pub async fn require_link(nl: &Netlink, name: &str) -> Result<Link> {
     link_by_name(nl, name)
         .await?
         .ok_or_else(|| Error::LinkNotFound(format!("{name} (in {})", nl.namespace())))
+}
+
+/// Wait until link `index` is operationally up. Bringing a veth up is not enough: the kernel activates
+/// its queue from a deferred worker (which waits for the RTNL lock on a busy host), and until then
+/// every packet sent on it is dropped.
+pub async fn wait_oper_up(nl: &Netlink, index: u32, timeout: std::time::Duration) -> Result<Link> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let link = link_by_index(nl, index)
+            .await?
+            .ok_or_else(|| Error::LinkNotFound(format!("index {index} (in {})", nl.namespace())))?;
+        if link.oper_up {
+            return Ok(link);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::LinkNotReady(format!(
+                "{} (in {}) is still not operationally up after {} ms; check that its peer is up",
+                link.name,
+                nl.namespace(),
+                timeout.as_millis()
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 }
 
 /// The link whose hardware address is `mac`, ignoring ipvlan slaves (which share their parent's MAC).

@@ -50,6 +50,11 @@ async fn primitives_are_idempotent_and_exact() {
         "exclusive create"
     );
     link::set_up(&nla, va.index).await.unwrap();
+    // Admin-up with the peer still down: no carrier, so never operationally up.
+    let short = std::time::Duration::from_millis(200);
+    let e = link::wait_oper_up(&nla, va.index, short).await.unwrap_err();
+    assert!(e.to_string().contains("not operationally up"), "{e}");
+    assert!(!link::require_link(&nla, "va").await.unwrap().oper_up);
     link::update_link(
         &nlb,
         vb.index,
@@ -64,6 +69,19 @@ async fn primitives_are_idempotent_and_exact() {
     .unwrap();
     let vb = link::require_link(&nlb, "eth9").await.unwrap();
     assert!(vb.up);
+    let long = std::time::Duration::from_secs(10);
+    assert!(
+        link::wait_oper_up(&nla, va.index, long)
+            .await
+            .unwrap()
+            .oper_up
+    );
+    assert!(
+        link::wait_oper_up(&nlb, vb.index, long)
+            .await
+            .unwrap()
+            .oper_up
+    );
     assert_eq!(vb.alias.as_deref(), Some("orig:vb"));
     let lo = link::require_link(&nla, "lo").await.unwrap();
     link::set_up(&nla, lo.index).await.unwrap();

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use nix::fcntl::{Flock, FlockArg};
 
-use super::{HostCtx, PodCtx, PodNetwork, LINK_LOCAL_GW, LINK_LOCAL_GW6};
+use super::{qos, HostCtx, PodCtx, PodNetwork, SetupOutput, LINK_LOCAL_GW, LINK_LOCAL_GW6};
 use crate::addr::{self, Scope};
 use crate::error::{Context, Error, Result};
 use crate::link::{self, Link, LinkUpdate, MacAddr};
@@ -308,4 +308,49 @@ pub(crate) async fn remove_pod_link(pod: Option<&PodCtx>, name: &str) -> Result<
         link::remove_link_by_name(&p.nl, name).await?;
     }
     Ok(())
+}
+
+/// The pod's output addresses: each pod prefix with its link-local gateway.
+fn outputs(net: &PodNetwork) -> Result<Vec<(IpNet, Option<IpAddr>)>> {
+    Ok(gateways(net)?
+        .into_iter()
+        .map(|(gw, prefix)| (prefix, Some(gw)))
+        .collect())
+}
+
+/// How long a fresh veth may take to pass packets before ADD returns anyway (with a warning).
+const VETH_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The tail of every veth mode's setup: shaping on the pair, then wait until both ends pass packets,
+/// and the result. The kernel activates a new link's queue from a deferred worker and drops what is
+/// sent before that; a pod whose first DNS query is lost waits seconds for its retry.
+pub(crate) async fn finish_veth_setup(
+    host: &HostCtx,
+    pod: &PodCtx,
+    net: &PodNetwork,
+    host_link: &Link,
+    pod_link: &Link,
+) -> Result<SetupOutput> {
+    qos::apply(&host.nl, Some(host_link), &pod.nl, pod_link, net.bandwidth).await?;
+    for (nl, l) in [(&pod.nl, pod_link), (&host.nl, host_link)] {
+        match link::wait_oper_up(nl, l.index, VETH_READY_TIMEOUT).await {
+            Ok(_) => {}
+            // Addresses and routes are in place; the link will pass packets once the kernel gets to it.
+            Err(Error::LinkNotReady(msg)) => {
+                tracing::warn!(pod = %net.pod, "{msg}; returning anyway")
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let host_mac = host_link
+        .mac
+        .ok_or_else(|| Error::LinkNotFound(format!("{} has no MAC", host_link.name)))?;
+    let pod_mac = pod_link
+        .mac
+        .ok_or_else(|| Error::LinkNotFound(format!("{} has no MAC", net.if_name)))?;
+    Ok(SetupOutput {
+        host_if: Some((host_link.name.clone(), host_mac)),
+        pod_if: (net.if_name.clone(), pod_mac),
+        ips: outputs(net)?,
+    })
 }

@@ -65,15 +65,6 @@ pub(crate) async fn ensure_eni(host: &HostCtx, eni: &Link, net: &PodNetwork) -> 
     Ok(())
 }
 
-/// The pod's output addresses: each pod prefix with its link-local gateway.
-pub(crate) fn outputs(net: &PodNetwork) -> Result<Vec<(IpNet, Option<IpAddr>)>> {
-    let mut v = vec![(net.pod_net_v4()?, Some(IpAddr::V4(super::LINK_LOCAL_GW)))];
-    if let Some(v6) = net.pod_net_v6() {
-        v.push((v6, Some(IpAddr::V6(super::LINK_LOCAL_GW6))));
-    }
-    Ok(v)
-}
-
 /// Remove the host-side state of `pod_ip` that does not go away with the veth: rules 512/2048 (whatever
 /// table they point to, the ENI may have been re-attached since).
 pub async fn remove_pod_rules(nl: &Netlink, pod_ip: IpNet) -> Result<usize> {
@@ -125,23 +116,9 @@ impl Driver for PolicyRoute {
                 rule::ensure_rule(&host.nl, &r).await.context(what)?;
             }
         }
-        qos::apply(
-            &host.nl,
-            Some(&host_link),
-            &pod.nl,
-            &pod_link,
-            net.bandwidth,
-        )
-        .await
-        .context(what)?;
-        let pod_mac = pod_link
-            .mac
-            .ok_or_else(|| Error::LinkNotFound(format!("{} has no MAC", net.if_name)))?;
-        Ok(SetupOutput {
-            host_if: Some((hv.clone(), host_mac)),
-            pod_if: (net.if_name.clone(), pod_mac),
-            ips: outputs(net)?,
-        })
+        common::finish_veth_setup(host, pod, net, &host_link, &pod_link)
+            .await
+            .context(what)
     }
 
     async fn check(&self, host: &HostCtx, pod: &PodCtx, net: &PodNetwork) -> Result<()> {

@@ -3,7 +3,7 @@
 //! onlink with a permanent neighbour; host: `cali…` with podIP/32 scope link. No ENI, no policy rules.
 
 use super::common::{self, check_link, check_route};
-use super::policy_route::{outputs, teardown_veth};
+use super::policy_route::teardown_veth;
 use super::{qos, Driver, HostCtx, PodCtx, PodNetwork, SetupOutput};
 use crate::error::{Context, Error, Result};
 use crate::route::{self, Route};
@@ -45,23 +45,9 @@ impl Driver for VpcRoute {
                 .await
                 .context(what)?;
         }
-        qos::apply(
-            &host.nl,
-            Some(&host_link),
-            &pod.nl,
-            &pod_link,
-            net.bandwidth,
-        )
-        .await
-        .context(what)?;
-        let pod_mac = pod_link
-            .mac
-            .ok_or_else(|| Error::LinkNotFound(format!("{} has no MAC", net.if_name)))?;
-        Ok(SetupOutput {
-            host_if: Some((hv.clone(), host_mac)),
-            pod_if: (net.if_name.clone(), pod_mac),
-            ips: outputs(net)?,
-        })
+        common::finish_veth_setup(host, pod, net, &host_link, &pod_link)
+            .await
+            .context(what)
     }
 
     async fn check(&self, host: &HostCtx, pod: &PodCtx, net: &PodNetwork) -> Result<()> {

@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use ipnet::{IpNet, Ipv4Net};
 use terway_datapath::addr::{ensure_addr, Scope};
 use terway_datapath::link::{
-    create_veth, link_by_name, list_links, remove_link_by_name, require_link, set_up,
+    create_veth, link_by_name, list_links, remove_link_by_name, require_link, set_up, wait_oper_up,
 };
 use terway_datapath::neigh::{ensure_permanent_neighbour, remove_neighbour};
 use terway_datapath::route::{ensure_route, list_routes, remove_route, Route, MAIN_TABLE};
@@ -294,12 +294,18 @@ pub(crate) async fn remove_route_entry(vpc: String, dst: Ipv4Net) -> FabricResul
         .map_err(err(format!("route entry {dst}")))
 }
 
-/// Configure a host's `eth0`: `lo` up, `eth0` up with `addr/prefix`, default route via `gw`.
+/// How long a freshly plugged veth may take to become operationally up; seconds only on a host busy
+/// with namespace teardown (the link watcher waits for the RTNL lock).
+const LINK_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Configure a host's `eth0`: `lo` up, `eth0` up with `addr/prefix`, default route via `gw`; returns
+/// once both `eth0` and its vpc-side peer `vpc/vpc_if` pass packets, so the first ping is not lost.
 pub(crate) async fn configure_host(
     netns: String,
     addr: Ipv4Addr,
     prefix: u8,
     gw: Ipv4Addr,
+    (vpc, vpc_if): (String, String),
 ) -> FabricResult<()> {
     let nl = open(&netns)?;
     for name in ["lo", "eth0"] {
@@ -319,7 +325,18 @@ pub(crate) async fn configure_host(
         .map_err(err(format!("{net} on eth0 in {netns}")))?;
     ensure_route(&nl, &default_route(gw, eth0.index))
         .await
-        .map_err(err(format!("default via {gw} in {netns}")))
+        .map_err(err(format!("default via {gw} in {netns}")))?;
+    wait_oper_up(&nl, eth0.index, LINK_UP_TIMEOUT)
+        .await
+        .map_err(err(format!("eth0 in {netns}")))?;
+    let vpc_nl = open(&vpc)?;
+    let peer = require_link(&vpc_nl, &vpc_if)
+        .await
+        .map_err(err(format!("{vpc_if} in {vpc}")))?;
+    wait_oper_up(&vpc_nl, peer.index, LINK_UP_TIMEOUT)
+        .await
+        .map_err(err(format!("{vpc_if} in {vpc}")))?;
+    Ok(())
 }
 
 /// A veth `vpc_if` (address `gw/prefix`) ↔ `eth0` in `host_ns`, for the outside host.

@@ -203,6 +203,7 @@ impl Fabric {
         };
         st.topo.nodes.insert(instance_id.clone(), node.clone());
         let vpc_ifname = st.topo.alloc_vpc_ifname();
+        let peer = (self.config.vpc_netns.clone(), vpc_ifname.clone());
         let port = EniPort {
             eni_id: primary.id.clone(),
             instance_id: instance_id.clone(),
@@ -220,7 +221,7 @@ impl Fabric {
                 vswitch_gateway(cidr),
             );
             self.kernel
-                .exec(move || kernel::configure_host(ns, ip, prefix, gw))
+                .exec(move || kernel::configure_host(ns, ip, prefix, gw, peer))
         });
         if let Err(e) = result {
             if let Some(port) = st.topo.ports.remove(&primary.id) {
@@ -452,8 +453,9 @@ impl Fabric {
             .exec(move || kernel::plug_host(vpc, ns, vpc_if, gw, prefix))
             .and_then(|()| {
                 let ns = netns.to_string();
+                let peer = (self.config.vpc_netns.clone(), ifname.clone());
                 self.kernel
-                    .exec(move || kernel::configure_host(ns, addr, prefix, gw))
+                    .exec(move || kernel::configure_host(ns, addr, prefix, gw, peer))
             });
         if let Err(e) = done {
             self.unplug_quietly(&ifname);

@@ -60,8 +60,20 @@ fn ip(args: &[&str]) {
     );
 }
 
+/// True when `to` answers within 3 s (ping keeps probing once a second until then): a link brought up a
+/// moment ago may drop the very first packet on a busy host.
 fn ping(netns: &str, from: Option<&str>, to: &str) -> bool {
-    let mut args = vec!["ping", "-c", "1", "-W", "1", "-q"];
+    probe(netns, from, to, &["-c", "1", "-w", "3"])
+}
+
+/// True when one probe to `to` goes unanswered for 1 s; for paths that must be blocked.
+fn blocked(netns: &str, from: Option<&str>, to: &str) -> bool {
+    !probe(netns, from, to, &["-c", "1", "-W", "1"])
+}
+
+fn probe(netns: &str, from: Option<&str>, to: &str, count: &[&str]) -> bool {
+    let mut args = vec!["ping", "-q"];
+    args.extend(count);
     if let Some(src) = from {
         args.extend(["-I", src]);
     }
@@ -174,7 +186,7 @@ fn fabric_routes_enis_blocks_spoofing_and_cleans_up() {
     );
     // 10.77.0.31 is not assigned to eni-s1: forged, dropped at the vpc router.
     assert!(
-        !ping(&pod, Some("10.77.0.31"), "10.77.0.20"),
+        blocked(&pod, Some("10.77.0.31"), "10.77.0.20"),
         "forged source must be dropped"
     );
     assert!(fabric.spoofed_drops().unwrap() >= 1);
@@ -186,7 +198,7 @@ fn fabric_routes_enis_blocks_spoofing_and_cleans_up() {
     fabric
         .unassign_ips("eni-s1", &["10.77.0.31".parse().unwrap()])
         .unwrap();
-    assert!(!ping(&pod, Some("10.77.0.31"), "10.77.0.20"));
+    assert!(blocked(&pod, Some("10.77.0.31"), "10.77.0.20"));
     // A new ENI for the same instance must not take eth1's name although eth1 lives in the pod now.
     let sec2 = eni(
         "eni-s2",
@@ -208,7 +220,7 @@ fn fabric_routes_enis_blocks_spoofing_and_cleans_up() {
         "dev",
         "lo",
     ]);
-    assert!(!ping(&names.ns("n1"), None, "172.30.2.5"));
+    assert!(blocked(&names.ns("n1"), None, "172.30.2.5"));
     fabric
         .add_route_entry("172.30.2.0/24".parse().unwrap(), "i-2")
         .unwrap();
@@ -216,7 +228,7 @@ fn fabric_routes_enis_blocks_spoofing_and_cleans_up() {
     fabric
         .remove_route_entry("172.30.2.0/24".parse().unwrap(), "i-2")
         .unwrap();
-    assert!(!ping(&names.ns("n1"), None, "172.30.2.5"));
+    assert!(blocked(&names.ns("n1"), None, "172.30.2.5"));
 
     // Outside host in its own subnet, reachable from a node.
     let ext = fabric
