@@ -157,7 +157,7 @@ pub async fn wait_oper_up(nl: &Netlink, index: u32, timeout: std::time::Duration
                 timeout.as_millis()
             )));
         }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
 }
 
