@@ -17,6 +17,7 @@ use crate::config_error::{
     config_enum, deserialize_naming_key, into_object, parse_object_text, ConfigError,
 };
 use crate::duration::GoDuration;
+use crate::eni_tags::{EniTagPolicy, CREATOR_TAG, DEFAULT_ENI_TAG_BLOCK_LIST};
 use crate::merge_patch::merge_patch;
 use crate::rate_limit::{rate_limit_for, RateLimit};
 use crate::types::Mode;
@@ -402,6 +403,21 @@ impl EniConf {
             }
             _ => {}
         }
+        let policy = self.tag_policy();
+        for (k, v) in &self.eni_tag_filter {
+            if let Some(theirs) = self.eni_tags.get(k).filter(|t| *t != v) {
+                return bad(
+                    &format!("eni_tag_filter.{k}"),
+                    format!("{v:?} contradicts eni_tags.{k} {theirs:?}: new ENIs would not match the filter"),
+                );
+            }
+        }
+        if let Some((k, v)) = policy.blocked_pair(&self.creation_tags()) {
+            return bad(
+                "eni_tag_block_list",
+                format!("{k}={v} is also a tag of the ENIs this node creates (eni_tags/eni_tag_filter); it would never use them"),
+            );
+        }
         if self.mode == Mode::Exclusive && self.enable_eni_trunking {
             return bad(
                 "enable_eni_trunking",
@@ -426,11 +442,32 @@ impl EniConf {
         out
     }
 
-    /// Tags to put on ENIs we create: `eni_tags` plus `creator=terway`.
+    /// Tags to put on ENIs we create: `eni_tags`, the `eni_tag_filter` pairs (so that what we create is
+    /// what we manage, also after a restart) and `creator=terway`.
     pub fn creation_tags(&self) -> BTreeMap<String, String> {
         let mut tags = self.eni_tags.clone();
-        tags.insert("creator".into(), "terway".into());
+        tags.extend(self.eni_tag_filter.clone());
+        tags.insert(CREATOR_TAG.0.into(), CREATOR_TAG.1.into());
         tags
+    }
+
+    /// Which existing ENIs this node may take over or clean up, from `eni_tag_filter` and
+    /// `eni_tag_block_list` (plus the built-in block list).
+    pub fn tag_policy(&self) -> EniTagPolicy {
+        let mut block: Vec<(String, String)> = DEFAULT_ENI_TAG_BLOCK_LIST
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        for t in &self.eni_tag_block_list {
+            let pair = (t.key.clone(), t.value.clone());
+            if !block.contains(&pair) {
+                block.push(pair);
+            }
+        }
+        EniTagPolicy {
+            filter: self.eni_tag_filter.clone(),
+            block,
+        }
     }
 
     /// The effective named backoffs (built-ins with `backoff_override` applied).

@@ -41,6 +41,10 @@ fn defaults_are_terways() {
     assert_eq!(c.backoffs()["eni_create"].steps, 2);
     assert_eq!(c.rate_limit_for("DescribeNetworkInterfaces").burst, 800);
     assert_eq!(c.creation_tags()["creator"], "terway");
+    // The built-in block list is always there; configured entries are added once.
+    let p = c.tag_policy();
+    assert_eq!(p.block.len(), DEFAULT_ENI_TAG_BLOCK_LIST.len());
+    assert!(p.filter.is_empty());
 }
 
 #[test]
@@ -83,6 +87,19 @@ fn a_full_terway_document_parses() {
     assert_eq!(c.rate_limit_for("DescribeVSwitches").burst, 60);
     assert_eq!(c.unknown_keys(), vec!["some_future_key"]);
     assert_eq!(c.ipam_type, IpamType::Crd);
+    // New ENIs carry the filter's tags, so what this node creates it also manages after a restart.
+    let created = c.creation_tags();
+    assert_eq!(
+        (created["team"].as_str(), created["env"].as_str()),
+        ("a", "prod")
+    );
+    let p = c.tag_policy();
+    assert_eq!(p.refusal(&created), None);
+    assert!(p.block.contains(&("k".to_string(), "v".to_string())));
+    assert!(p.block.contains(&(
+        "terway.alibabacloud.com/excluded".to_string(),
+        "true".to_string()
+    )));
     assert!(
         !format!("{c:?}").contains("sk\""),
         "secret must not appear in Debug"
@@ -146,6 +163,9 @@ fn validation_errors() {
         (json!({"rate_limit": {"DescribeVSwitches": 0}}), "eni_conf.rate_limit.DescribeVSwitches: 0 must be at least 1 request per minute"),
         (json!({"vswitches": {"z": [""]}}), "eni_conf.vswitches.z: \"\" is not a vSwitch ID"),
         (json!({"idle_ip_reclaim_after": "1m", "idle_ip_reclaim_batch_size": 0}), "eni_conf.idle_ip_reclaim_batch_size: 0 must be at least 1 when idle_ip_reclaim_after is set"),
+        (json!({"eni_tags": {"env": "dev"}, "eni_tag_filter": {"env": "prod"}}), "eni_conf.eni_tag_filter.env: \"prod\" contradicts eni_tags.env \"dev\": new ENIs would not match the filter"),
+        (json!({"eni_tags": {"terway.alibabacloud.com/excluded": "true"}}), "eni_conf.eni_tag_block_list: terway.alibabacloud.com/excluded=true is also a tag of the ENIs this node creates (eni_tags/eni_tag_filter); it would never use them"),
+        (json!({"eni_tag_filter": {"t": "1"}, "eni_tag_block_list": [{"key": "t", "value": "1"}]}), "eni_conf.eni_tag_block_list: t=1 is also a tag of the ENIs this node creates (eni_tags/eni_tag_filter); it would never use them"),
     ];
     for (doc, want) in cases {
         assert_eq!(err_of(doc.clone()), want, "{doc}");

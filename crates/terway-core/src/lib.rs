@@ -20,6 +20,7 @@ pub mod cni_conf;
 pub mod config_error;
 pub mod duration;
 pub mod eni_conf;
+pub mod eni_tags;
 pub mod limits;
 pub mod merge_patch;
 pub mod rate_limit;
@@ -33,6 +34,7 @@ pub use cni_conf::{BandwidthMode, EniipVirtualType, TerwayCniConf, VlanStripType
 pub use config_error::ConfigError;
 pub use duration::GoDuration;
 pub use eni_conf::{EniConf, EniSelectionPolicy, IpStack, IpamType, VSwitchSelectionPolicy};
+pub use eni_tags::{EniTagPolicy, CREATOR_TAG, DEFAULT_ENI_TAG_BLOCK_LIST};
 pub use limits::{
     check_node_admission, ips_to_add, ips_to_release, pool_sizing, InstanceLimits, PoolKnobs,
     PoolSizing,

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
+use terway_core::EniTagPolicy;
 
 pub use terway_core::Mode;
 
@@ -90,6 +91,8 @@ pub struct PoolConfig {
     pub security_groups: Vec<String>,
     /// Extra tags on new ENIs (`creator=terway` is always added).
     pub eni_tags: BTreeMap<String, String>,
+    /// Which ENIs this node did not record it may adopt or delete (`eni_tag_filter`, block list).
+    pub eni_tag_policy: EniTagPolicy,
     /// Resource group of new ENIs.
     pub resource_group_id: Option<String>,
     /// No ENI creation for this long after EniPerInstanceLimitExceeded.
@@ -132,6 +135,7 @@ impl Default for PoolConfig {
             vswitches_by_zone: BTreeMap::new(),
             security_groups: Vec::new(),
             eni_tags: BTreeMap::new(),
+            eni_tag_policy: terway_core::EniConf::default().tag_policy(),
             resource_group_id: None,
             inhibit_eni_limit: Duration::from_secs(60),
             inhibit_ip_not_enough: Duration::from_secs(600),
@@ -269,7 +273,8 @@ impl DaemonConfig {
         };
         p.vswitches_by_zone = c.vswitches.clone();
         p.security_groups = c.all_security_groups();
-        p.eni_tags = c.eni_tags.clone();
+        p.eni_tags = c.creation_tags();
+        p.eni_tag_policy = c.tag_policy();
         p.resource_group_id = c.resource_group_id.clone();
         p.inhibit_eni_limit = c.inhibit_eni_limit.as_duration();
         p.inhibit_ip_not_enough = c.inhibit_ip_not_enough.as_duration();

@@ -428,3 +428,102 @@ async fn warm_up_once_then_idle_reclaim_shrinks_to_min() {
     );
     d.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gc_and_restart_leave_excluded_and_filtered_out_enis_alone() {
+    let env = Env::new(|_| {});
+    let mut cfg = env.daemon_config();
+    cfg.pool.min_idle = 1;
+    cfg.pool.max_idle = 10;
+    cfg.pool.eni_tags.insert("env".into(), "prod".into());
+    cfg.pool.eni_tag_policy.filter = BTreeMap::from([("env".to_string(), "prod".to_string())]);
+    let d = env.start(cfg.clone()).await;
+    let mut c = client(&env.socket()).await;
+    alloc(&mut c, "p1", "c").await.unwrap();
+    // The daemon's own ENI carries the filter's tag.
+    let own = d
+        .pool()
+        .with_state(|s| s.enis.keys().next().unwrap().clone());
+    assert_eq!(
+        env.emu.state().enis[&own]
+            .tags
+            .get("env")
+            .map(String::as_str),
+        Some("prod")
+    );
+    let (cloud, _) = env.clients(INSTANCE);
+    let sgs = env.emu.state().enis[&own].security_group_ids.clone();
+    let create = |extra: &[(&str, &str)]| {
+        let mut tags = BTreeMap::from([
+            ("creator".to_string(), "terway".to_string()),
+            ("terway.instance-id".to_string(), INSTANCE.to_string()),
+        ]);
+        for (k, v) in extra {
+            tags.insert(k.to_string(), v.to_string());
+        }
+        CreateEniRequest {
+            vswitch_id: VSW.into(),
+            security_group_ids: sgs.clone(),
+            tags,
+            ..Default::default()
+        }
+    };
+    // Left Available: one excluded by an operator, one of another team (no env=prod), one of ours.
+    let excluded = [
+        ("env", "prod"),
+        ("terway.alibabacloud.com/excluded", "true"),
+    ];
+    let kept_excluded = cloud
+        .create_network_interface(&create(&excluded))
+        .await
+        .unwrap();
+    let kept_other = cloud.create_network_interface(&create(&[])).await.unwrap();
+    let leftover = cloud
+        .create_network_interface(&create(&[("env", "prod")]))
+        .await
+        .unwrap();
+    // Attached to this instance behind the daemon's back: an excluded one and one of another team.
+    let mut attached = Vec::new();
+    for tags in [&excluded[..], &[("env", "dev")][..]] {
+        let n = cloud.create_network_interface(&create(tags)).await.unwrap();
+        cloud
+            .attach_network_interface(&n.id, INSTANCE, None)
+            .await
+            .unwrap();
+        attached.push(n.id);
+    }
+    eventually(10, "foreign ENIs attached", || {
+        let st = env.emu.state();
+        attached
+            .iter()
+            .all(|id| format!("{:?}", st.enis[id].status) == format!("{:?}", EniStatus::InUse))
+    })
+    .await;
+    let report = d.gc().await.unwrap();
+    assert_eq!(report.adopted_enis, 0, "{report:?}");
+    assert_eq!(report.deleted_enis, 1, "{report:?}");
+    let st = env.emu.state();
+    assert!(
+        !st.enis.contains_key(&leftover.id),
+        "our leftover is deleted"
+    );
+    assert!(
+        st.enis.contains_key(&kept_excluded.id),
+        "excluded ENI deleted"
+    );
+    assert!(
+        st.enis.contains_key(&kept_other.id),
+        "another team's ENI deleted"
+    );
+    drop(st);
+    // A restart does not adopt them either, and keeps the daemon's own ENI.
+    d.stop().await.unwrap();
+    let d = env.start(cfg).await;
+    d.pool().with_state(|s| {
+        assert!(s.enis.contains_key(&own));
+        for id in &attached {
+            assert!(!s.enis.contains_key(id), "{id} adopted at restart");
+        }
+    });
+    d.stop().await.unwrap();
+}

@@ -61,14 +61,26 @@ fn overlay_leases(e: &mut Eni, old: &Eni, cooldown_ms: u64) {
     }
 }
 
-fn is_ours(n: &NetworkInterface) -> bool {
-    n.eni_type != EniType::Primary
-        && n.tags
-            .get(TAG_CREATOR.0)
-            .is_some_and(|v| v == TAG_CREATOR.1)
-}
-
 impl<C: Cloud, M: Metadata> Pool<C, M> {
+    /// True when `n` is an ENI this node may take over or clean up without having recorded it:
+    /// a secondary ENI of ours that passes `eni_tag_filter` and the block list. Logged when refused, so
+    /// an operator who tagged an ENI `terway.alibabacloud.com/excluded=true` sees that it is left alone.
+    fn manageable(&self, n: &NetworkInterface) -> bool {
+        if n.eni_type == EniType::Primary {
+            return false;
+        }
+        match self.inner.cfg.pool.eni_tag_policy.refusal(&n.tags) {
+            None => true,
+            Some(why) => {
+                // Someone else's ENI (no creator tag) is normal and not worth a line.
+                if n.tags.get(TAG_CREATOR.0).map(String::as_str) == Some(TAG_CREATOR.1) {
+                    tracing::debug!(eni = %n.id, "leaving an ENI alone: it {why}");
+                }
+                false
+            }
+        }
+    }
+
     async fn describe_attached(&self) -> Result<Vec<NetworkInterface>> {
         let filter = EniFilter {
             instance_id: Some(self.inner.node.instance_id.clone()),
@@ -83,7 +95,7 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
     }
 
     async fn describe_leftovers(&self) -> Result<Vec<NetworkInterface>> {
-        let mut tags = BTreeMap::new();
+        let mut tags = self.inner.cfg.pool.eni_tag_policy.filter.clone();
         tags.insert(TAG_CREATOR.0.to_string(), TAG_CREATOR.1.to_string());
         tags.insert(
             TAG_INSTANCE.to_string(),
@@ -105,7 +117,7 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
             .into_iter()
             .filter(|n| {
                 n.status == EniStatus::Available
-                    && is_ours(n)
+                    && self.manageable(n)
                     && n.tags.get(TAG_INSTANCE) == Some(&self.inner.node.instance_id)
             })
             .collect())
@@ -198,7 +210,13 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
             }
             let cooldown = self.inner.cfg.pool.ip_reuse_cooldown.as_millis() as u64;
             for n in self.describe_attached().await? {
-                if !is_ours(&n) || to_destroy.contains(&n.id) || n.status != EniStatus::InUse {
+                // An ENI we recorded stays ours even if its tags changed since; only unknown ones
+                // must pass the tag policy.
+                let known = stored.contains_key(&n.id);
+                if !(known || self.manageable(&n))
+                    || to_destroy.contains(&n.id)
+                    || n.status != EniStatus::InUse
+                {
                     continue;
                 }
                 let Some(mut e) = self.adopt(&n).await else {
@@ -378,15 +396,12 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
         }
         let attached = self.describe_attached().await?;
         let mut changes = Vec::new();
-        for n in attached
-            .iter()
-            .filter(|n| is_ours(n) && n.status == EniStatus::InUse)
-        {
+        for n in attached.iter().filter(|n| n.status == EniStatus::InUse) {
             let known = {
                 let st = self.lock();
                 st.enis.contains_key(&n.id) || st.pending_enis.contains(&n.id)
             };
-            if known {
+            if known || !self.manageable(n) {
                 continue;
             }
             if let Some(e) = self.adopt(n).await {
