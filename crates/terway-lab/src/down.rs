@@ -146,7 +146,8 @@ pub fn run(args: DownArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "lab {} is down: {} process(es) stopped, {} namespace(s) deleted{}",
+            // The supervisor removes what it built as it stops; this counts what was left after it.
+            "lab {} is down: {} process(es) stopped, {} leftover namespace(s) deleted{}",
             report.name,
             report.processes.len(),
             report.netns.len(),
