@@ -403,7 +403,6 @@ impl EniConf {
             }
             _ => {}
         }
-        let policy = self.tag_policy();
         for (k, v) in &self.eni_tag_filter {
             if let Some(theirs) = self.eni_tags.get(k).filter(|t| *t != v) {
                 return bad(
@@ -412,7 +411,7 @@ impl EniConf {
                 );
             }
         }
-        if let Some((k, v)) = policy.blocked_pair(&self.creation_tags()) {
+        if let Some((k, v)) = self.tag_policy().blocked_pair(&self.creation_tags()) {
             return bad(
                 "eni_tag_block_list",
                 format!("{k}={v} is also a tag of the ENIs this node creates (eni_tags/eni_tag_filter); it would never use them"),

@@ -17,8 +17,8 @@ use crate::config::Mode;
 use crate::error::DaemonError;
 use crate::store::Change;
 
-/// Tag every ENI we create carries (Terway's).
-pub const TAG_CREATOR: (&str, &str) = ("creator", "terway");
+/// Tag every ENI we create carries (Terway's); defined once in terway-core, where the tag policy uses it.
+pub const TAG_CREATOR: (&str, &str) = terway_core::CREATOR_TAG;
 /// Tag naming the instance an ENI was created for (finds ENIs left Available by a crash).
 pub const TAG_INSTANCE: &str = "terway.instance-id";
 /// Tag carrying the intent id of the create.

@@ -103,10 +103,20 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
         Err(last.unwrap_or_else(|| DaemonError::NotReady("no vSwitch to create an ENI in".into())))
     }
 
+    /// `creator=terway` and this node's instance tag: what marks an ENI as created by this node.
+    pub(super) fn node_tags(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (TAG_CREATOR.0.to_string(), TAG_CREATOR.1.to_string()),
+            (
+                TAG_INSTANCE.to_string(),
+                self.inner.node.instance_id.clone(),
+            ),
+        ])
+    }
+
     fn eni_tags(&self, intent_id: &str) -> BTreeMap<String, String> {
         let mut tags = self.inner.cfg.pool.eni_tags.clone();
-        tags.insert(TAG_CREATOR.0.into(), TAG_CREATOR.1.into());
-        tags.insert(TAG_INSTANCE.into(), self.inner.node.instance_id.clone());
+        tags.extend(self.node_tags());
         tags.insert(TAG_INTENT.into(), intent_id.into());
         tags
     }
@@ -214,12 +224,7 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
 
     /// Delete every ENI carrying this create intent's tag (normally none).
     async fn destroy_enis_of_intent(&self, intent_id: &str) -> Result<()> {
-        let mut tags = BTreeMap::new();
-        tags.insert(TAG_CREATOR.0.to_string(), TAG_CREATOR.1.to_string());
-        tags.insert(
-            TAG_INSTANCE.to_string(),
-            self.inner.node.instance_id.clone(),
-        );
+        let mut tags = self.node_tags();
         tags.insert(TAG_INTENT.to_string(), intent_id.to_string());
         let filter = EniFilter {
             tags: tags.clone(),

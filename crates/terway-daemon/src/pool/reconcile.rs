@@ -96,11 +96,7 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
 
     async fn describe_leftovers(&self) -> Result<Vec<NetworkInterface>> {
         let mut tags = self.inner.cfg.pool.eni_tag_policy.filter.clone();
-        tags.insert(TAG_CREATOR.0.to_string(), TAG_CREATOR.1.to_string());
-        tags.insert(
-            TAG_INSTANCE.to_string(),
-            self.inner.node.instance_id.clone(),
-        );
+        tags.extend(self.node_tags());
         let filter = EniFilter {
             status: Some(EniStatus::Available),
             tags,
