@@ -35,7 +35,7 @@ pub fn to_json(r: &pb::StatusReply) -> Value {
             "ips": e.ips.iter().map(|i| json!({"ip": i.ip, "state": i.state, "pod": i.pod})).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "pods": r.pods.iter().map(|p| json!({
-            "pod": p.pod, "container_id": p.container_id, "ipv4": p.ipv4, "ipv6": p.ipv6, "eni_id": p.eni_id,
+            "pod": p.pod, "if_name": p.if_name, "backend": p.backend, "container_id": p.container_id, "ipv4": p.ipv4, "ipv6": p.ipv6, "eni_id": p.eni_id,
         })).collect::<Vec<_>>(),
         "recent_calls": r.recent_calls.iter().map(|c| json!({
             "action": c.action, "result": c.result, "duration_ms": c.duration_ms, "at_unix_ms": c.at_unix_ms,
@@ -225,6 +225,8 @@ mod tests {
                 ipv4: "10.0.0.5".into(),
                 ipv6: String::new(),
                 eni_id: "eni-1".into(),
+                if_name: "eth0".into(),
+                backend: "shared-ip".into(),
             }],
             recent_calls: vec![pb::CloudCall {
                 action: "AssignPrivateIpAddresses".into(),

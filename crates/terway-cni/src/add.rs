@@ -64,6 +64,7 @@ pub async fn add(req: &AttachmentRequest, conf: &PluginConf) -> Result<CniResult
                 .release_ip(ReleaseIpRequest {
                     pod: Some(podref.clone()),
                     reason: ROLLBACK_REASON.into(),
+                    if_name: req.ifname.clone(),
                 })
                 .await;
             if let Err(s) = rel {

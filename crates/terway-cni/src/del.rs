@@ -30,6 +30,7 @@ async fn ip_info(
         .backend
         .get_ip_info(GetIpInfoRequest {
             pod: Some(pod_ref(req, pod)),
+            if_name: req.ifname.clone(),
         })
         .await
     {
@@ -123,6 +124,7 @@ pub async fn del(req: &AttachmentRequest, conf: &PluginConf) -> Result<(), CniEr
         .release_ip(ReleaseIpRequest {
             pod: Some(pod_ref(req, &pod)),
             reason: RELEASE_REASON.into(),
+            if_name: req.ifname.clone(),
         })
         .await
         .map_err(|s| map_status(&format!("release IP of pod {pod}"), &s))?;

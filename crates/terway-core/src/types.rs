@@ -25,13 +25,91 @@ pub struct PodKey {
 pub struct PodKeyError(pub String);
 
 impl PodKey {
-    /// Build a key from its two parts.
+    /// Build a key from its two parts (unchecked: for names that came from a validated source).
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
         Self {
             namespace: namespace.into(),
             name: name.into(),
         }
     }
+
+    /// Build a key from untrusted input, validated as Kubernetes validates objects: the namespace is a
+    /// DNS-1123 label (≤ 63), the name a DNS-1123 subdomain (≤ 253). Anything else could never name a
+    /// real pod, and letting `/`, `..` or control characters through would make two pods share a key.
+    pub fn validated(namespace: &str, name: &str) -> Result<Self, PodNameError> {
+        check_dns1123_label(namespace).map_err(|why| PodNameError {
+            field: "namespace",
+            value: namespace.to_string(),
+            why,
+        })?;
+        check_dns1123_subdomain(name).map_err(|why| PodNameError {
+            field: "name",
+            value: name.to_string(),
+            why,
+        })?;
+        Ok(Self::new(namespace, name))
+    }
+}
+
+/// Why a pod namespace or name is not one Kubernetes would accept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("pod {field} {value:?} is not valid: {why}")]
+pub struct PodNameError {
+    /// `namespace` or `name`.
+    pub field: &'static str,
+    /// The value given (quoted with escapes in the message).
+    pub value: String,
+    /// What rule it breaks.
+    pub why: String,
+}
+
+/// A DNS-1123 label: 1–63 of `[a-z0-9-]`, starting and ending alphanumeric (Kubernetes namespaces).
+pub fn check_dns1123_label(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 63 {
+        return Err(format!(
+            "must be 1 to 63 characters long (a DNS-1123 label), got {}",
+            s.len()
+        ));
+    }
+    let b = s.as_bytes();
+    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if !b.iter().all(|c| alnum(*c) || *c == b'-') {
+        return Err(
+            "may contain only lower-case letters, digits and '-' (a DNS-1123 label)".into(),
+        );
+    }
+    if !alnum(b[0]) || !alnum(b[b.len() - 1]) {
+        return Err(
+            "must start and end with a lower-case letter or digit (a DNS-1123 label)".into(),
+        );
+    }
+    Ok(())
+}
+
+/// A DNS-1123 subdomain: ≤ 253 characters of dot-separated labels of `[a-z0-9-]` (Kubernetes pod names).
+pub fn check_dns1123_subdomain(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 253 {
+        return Err(format!(
+            "must be 1 to 253 characters long (a DNS-1123 subdomain), got {}",
+            s.len()
+        ));
+    }
+    for part in s.split('.') {
+        // Subdomain labels are not limited to 63 here: Kubernetes checks only the whole length.
+        let b = part.as_bytes();
+        let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+        if b.is_empty()
+            || !b.iter().all(|c| alnum(*c) || *c == b'-')
+            || !alnum(b[0])
+            || !alnum(b[b.len() - 1])
+        {
+            return Err(
+                "must be lower-case letters, digits, '-' and '.', starting and ending alphanumeric (a DNS-1123 subdomain)"
+                    .into(),
+            );
+        }
+    }
+    Ok(())
 }
 
 impl fmt::Display for PodKey {
@@ -166,6 +244,36 @@ mod tests {
         for bad in ["", "x", "/x", "x/", "a/b/c"] {
             assert!(bad.parse::<PodKey>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn pod_names_are_validated_as_kubernetes_does() {
+        assert!(PodKey::validated("default", "nginx-1").is_ok());
+        assert!(PodKey::validated("kube-system", "coredns-7f89b7bc75-abc.x").is_ok());
+        assert!(PodKey::validated(&"n".repeat(63), &"p".repeat(253)).is_ok());
+        for (ns, name) in [
+            ("a", "b/c"),
+            ("a/b", "c"),
+            ("..", "x"),
+            ("a", ".."),
+            ("a", "x\ny"),
+            ("a\n", "x"),
+            ("", "x"),
+            ("a", ""),
+            ("A", "x"),
+            ("a", "X"),
+            ("-a", "x"),
+            ("a", "x-"),
+            ("a", "x..y"),
+            (&"n".repeat(64), "x"),
+            ("a", &"p".repeat(254)),
+            ("a", &"p".repeat(300)),
+        ] {
+            let e = PodKey::validated(ns, name).unwrap_err();
+            assert!(e.to_string().contains("not valid"), "{ns:?}/{name:?}: {e}");
+        }
+        let e = PodKey::validated("a", "b/c").unwrap_err();
+        assert_eq!(e.field, "name");
     }
 
     #[test]

@@ -105,6 +105,7 @@ fn rel(name: &str) -> pb::ReleaseIpRequest {
             uid: String::new(),
         }),
         reason: "bench".into(),
+        if_name: "eth0".into(),
     }
 }
 
@@ -142,7 +143,11 @@ async fn measure<C: Cloud, M: Metadata>(
     socket: &std::path::Path,
     opts: &BenchOptions,
 ) -> Result<BenchReport> {
-    let pool = daemon.pool();
+    let pool = daemon.pool().ok_or_else(|| {
+        DaemonError::Config(
+            "the pool benchmark needs an ENI pool (mode shared or exclusive)".into(),
+        )
+    })?;
     let ch = terway_rpc::connect_unix(socket, Duration::from_secs(5))
         .await
         .map_err(|e| DaemonError::NotReady(e.to_string()))?;

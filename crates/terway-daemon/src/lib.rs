@@ -18,16 +18,22 @@
 //! # }
 //! ```
 
+pub mod backend;
 pub mod bench;
+pub mod claims;
 pub mod cloudconn;
 pub mod config;
 pub mod error;
+pub mod gc;
 pub mod metrics;
 pub mod podsource;
 pub mod pool;
+pub mod reconciler;
+pub mod record;
 pub mod server;
 mod startup;
 pub mod status;
+pub mod store;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -41,16 +47,37 @@ use terway_rpc::v1::{
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use backend::{Backends, ResourceBackend};
 pub use cloudconn::CloudOptions;
 pub use config::{DaemonConfig, EniSelection, MetricsAddr, Mode, PoolConfig, VSwitchSelection};
 pub use error::{DaemonError, Result};
 pub use podsource::{LocalPodSource, PodMeta, PodSource, PodsFile};
-pub use pool::state::PodKey;
-pub use pool::Pool;
+pub use pool::{EniPoolKind, Pool};
+pub use record::{AllocKey, Allocation, PodKey, ResourceKind};
+
+/// What one full GC round did (pods, then the ENIs of the ENI pool).
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GcReport {
+    /// Allocations released because their pod is gone.
+    pub released_pods: u32,
+    /// Sticky reservations dropped because their pod is gone.
+    pub dropped_sticky: u32,
+    /// ENIs adopted (ours, attached, unknown locally).
+    pub adopted_enis: u32,
+    /// Addresses adopted as idle.
+    pub adopted_ips: u32,
+    /// Local addresses forgotten because the cloud no longer has them.
+    pub forgotten_ips: u32,
+    /// Leftover Available ENIs deleted.
+    pub deleted_enis: u32,
+}
 
 /// A running daemon.
 pub struct Daemon<C: Cloud, M: Metadata, P: PodSource> {
-    pool: Pool<C, M>,
+    backends: Backends,
+    eni_pool: Option<Pool<C, M>>,
+    pod_gc: Arc<gc::PodGc<P>>,
+    metrics: Arc<metrics::Metrics>,
     pods: Arc<P>,
     stop: watch::Sender<bool>,
     server: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
@@ -58,68 +85,118 @@ pub struct Daemon<C: Cloud, M: Metadata, P: PodSource> {
     socket_path: PathBuf,
 }
 
+/// The backends of this node from its configuration: the ENI pool (shared IPs or exclusive ENIs) or
+/// the PodCIDR. Registering a new backend is one more arm here.
+fn build_backends<C: Cloud, M: Metadata>(
+    cfg: &DaemonConfig,
+    node: &pool::NodeInfo,
+    cloud: C,
+    meta: M,
+    store: &store::Store,
+    metrics: &Arc<metrics::Metrics>,
+) -> Result<(Backends, Option<Pool<C, M>>)> {
+    let default = ResourceKind::default_for(cfg.mode);
+    let eni_kind = match default {
+        ResourceKind::SharedIp => Some(EniPoolKind::SharedIps),
+        ResourceKind::ExclusiveEni => Some(EniPoolKind::Exclusive),
+        ResourceKind::PodCidr => None,
+    };
+    let mut list: Vec<Arc<dyn ResourceBackend>> = Vec::new();
+    let mut eni_pool = None;
+    if let Some(kind) = eni_kind {
+        let limits = node.limits.as_ref().ok_or_else(|| {
+            DaemonError::Config("the ENI pool needs the instance type's quotas".into())
+        })?;
+        let cap = pool::decide::capacity(
+            limits.eni_quantity,
+            limits.eni_private_ip_quantity,
+            &cfg.pool,
+            kind,
+        );
+        let p = Pool::new(
+            cfg.clone(),
+            kind,
+            node.clone(),
+            cap,
+            cloud,
+            meta,
+            store.clone(),
+            metrics.clone(),
+            Default::default(),
+        );
+        list.push(Arc::new(p.clone()));
+        eni_pool = Some(p);
+    }
+    if default == ResourceKind::PodCidr {
+        let cidr = cfg
+            .pod_cidr
+            .ok_or_else(|| DaemonError::Config("vpc-route mode needs pod_cidr".into()))?;
+        list.push(Arc::new(backend::pod_cidr::PodCidr::new(
+            &node.name,
+            cidr,
+            cfg.pool.ip_reuse_cooldown,
+            store.clone(),
+            metrics.clone(),
+        )));
+    }
+    Ok((Backends::new(default, list), eni_pool))
+}
+
 impl<C: Cloud, M: Metadata, P: PodSource> Daemon<C, M, P> {
-    /// Recover state, start the pool manager, GC, metrics and the gRPC server. Returns once the
-    /// socket accepts requests.
+    /// Recover state, start the backends, the reconcilers, metrics and the gRPC server. Returns once
+    /// the socket accepts requests.
     pub async fn start(cfg: DaemonConfig, cloud: C, meta: M, pods: P) -> Result<Self> {
         cfg.validate().map_err(DaemonError::Config)?;
         let metrics = Arc::new(metrics::Metrics::new());
         let store = store::Store::open(&cfg.db_path())?;
         let node =
             startup::node_info_with_retry(&cfg, &cloud, &meta, Duration::from_secs(60)).await?;
-        tracing::info!(instance = %node.instance_id, instance_type = %node.instance_type, capacity = ?node.capacity, mode = ?cfg.mode, "starting terwayd");
-        let pool = Pool::new(
-            cfg.clone(),
-            node,
-            cloud,
-            meta,
-            store,
-            metrics.clone(),
-            Default::default(),
-        );
-        pool.recover().await?;
+        let (backends, eni_pool) = build_backends(&cfg, &node, cloud, meta, &store, &metrics)?;
+        tracing::info!(instance = %node.instance_id, instance_type = %node.instance_type, backends = ?backends.kinds(), default = %backends.default_kind(), "starting terwayd");
+        let snapshot = store.load()?;
+        for b in backends.all() {
+            b.recover(&snapshot).await?;
+        }
         let pods = Arc::new(pods);
+        let claims = claims::Claims::default();
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
-        {
-            let pool = pool.clone();
-            let rx = stop_rx.clone();
-            tasks.push(tokio::spawn(async move { pool.run_manager(rx).await }));
+        for b in backends.all() {
+            tasks.extend(b.start(stop_rx.clone()));
         }
-        {
-            let pool = pool.clone();
-            let pods = pods.clone();
-            let mut rx = stop_rx.clone();
-            let period = cfg.gc_period;
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep(period) => {}
-                        _ = rx.changed() => {}
-                    }
-                    if *rx.borrow() {
-                        break;
-                    }
-                    if let Err(e) = pool.gc(pods.as_ref()).await {
-                        tracing::warn!(error = %e, "GC pass failed; retrying next period");
-                    }
-                }
-            }));
+        let pod_gc = Arc::new(gc::PodGc::new(
+            backends.clone(),
+            pods.clone(),
+            claims.clone(),
+            cfg.gc_period,
+        ));
+        let mut reconcilers: Vec<Arc<dyn reconciler::Reconciler>> = vec![pod_gc.clone()];
+        for b in backends.all() {
+            reconcilers.extend(b.reconcilers());
         }
-        // First GC right away (pods that vanished while we were down).
-        if let Err(e) = pool.gc(pods.as_ref()).await {
-            tracing::warn!(error = %e, "start-up GC failed; the periodic GC retries");
+        for r in reconcilers {
+            // First pass right away (pods that vanished while we were down); failures are retried
+            // by the loop.
+            let _ = reconciler::run_once(r.as_ref(), &metrics).await;
+            tasks.push(reconciler::spawn(r, metrics.clone(), stop_rx.clone()));
         }
         if let Some(addr) = &cfg.metrics_addr {
             let mut rx = stop_rx.clone();
-            let h = metrics::serve(addr, metrics, async move {
+            let h = metrics::serve(addr, metrics.clone(), async move {
                 let _ = rx.wait_for(|v| *v).await;
             })
             .await?;
             tasks.push(h);
         }
         let listener = startup::bind_socket(&cfg.socket_path)?;
-        let svc = server::Service::new(pool.clone(), pods.clone());
+        let svc = server::Service::new(
+            backends.clone(),
+            pods.clone(),
+            claims,
+            Arc::new(cfg.clone()),
+            Arc::new(node),
+            metrics.clone(),
+        );
         let mut rx = stop_rx;
         let server = tokio::spawn(
             tonic::transport::Server::builder()
@@ -134,7 +211,10 @@ impl<C: Cloud, M: Metadata, P: PodSource> Daemon<C, M, P> {
         );
         tracing::info!(socket = %cfg.socket_path.display(), "terwayd ready");
         Ok(Daemon {
-            pool,
+            backends,
+            eni_pool,
+            pod_gc,
+            metrics,
             pods,
             stop,
             server,
@@ -143,9 +223,19 @@ impl<C: Cloud, M: Metadata, P: PodSource> Daemon<C, M, P> {
         })
     }
 
-    /// The pool (tests inspect it).
-    pub fn pool(&self) -> &Pool<C, M> {
-        &self.pool
+    /// The ENI pool, on nodes whose backends use ENIs (tests and benchmarks inspect it).
+    pub fn pool(&self) -> Option<&Pool<C, M>> {
+        self.eni_pool.as_ref()
+    }
+
+    /// The registered backends.
+    pub fn backends(&self) -> &Backends {
+        &self.backends
+    }
+
+    /// Metrics.
+    pub fn metrics(&self) -> &Arc<metrics::Metrics> {
+        &self.metrics
     }
 
     /// The pod source.
@@ -153,14 +243,29 @@ impl<C: Cloud, M: Metadata, P: PodSource> Daemon<C, M, P> {
         &self.pods
     }
 
-    /// Run one GC pass now.
-    pub async fn gc(&self) -> Result<pool::reconcile::GcReport> {
-        self.pool.gc(self.pods.as_ref()).await
+    /// Run one GC round now: the pod GC, then the ENI reconciler of the ENI pool.
+    pub async fn gc(&self) -> Result<GcReport> {
+        let p = self.pod_gc.pass().await?;
+        let mut r = GcReport {
+            released_pods: p.released_pods,
+            dropped_sticky: p.dropped_sticky,
+            ..Default::default()
+        };
+        if let Some(pool) = &self.eni_pool {
+            let e = pool.reconcile_enis().await?;
+            r.adopted_enis = e.adopted_enis;
+            r.adopted_ips = e.adopted_ips;
+            r.forgotten_ips = e.forgotten_ips;
+            r.deleted_enis = e.deleted_enis;
+        }
+        Ok(r)
     }
 
     /// Stop serving: finish in-flight requests, wait for cloud operations (bounded), remove the socket.
     pub async fn stop(self) -> Result<()> {
-        self.pool.begin_stop();
+        for b in self.backends.all() {
+            b.begin_stop();
+        }
         let _ = self.stop.send(true);
         match self.server.await {
             Ok(Ok(())) => {}
@@ -170,7 +275,9 @@ impl<C: Cloud, M: Metadata, P: PodSource> Daemon<C, M, P> {
         for t in self.tasks {
             let _ = t.await;
         }
-        self.pool.drain(Duration::from_secs(30)).await;
+        for b in self.backends.all() {
+            b.drain(Duration::from_secs(30)).await;
+        }
         let _ = std::fs::remove_file(&self.socket_path);
         tracing::info!("terwayd stopped");
         Ok(())
@@ -189,8 +296,6 @@ pub async fn run_with<C: Cloud, M: Metadata, P: PodSource>(
     shutdown.await;
     d.stop().await
 }
-
-pub mod store;
 
 /// Run `terwayd` against the cloud described by `cfg.cloud` (HTTP OpenAPI + metadata), with the local
 /// pod source, until `shutdown` resolves.

@@ -16,8 +16,26 @@ use crate::pool::state::PoolCounts;
 /// Label: a pool slot state.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabel {
+    /// shared-ip | exclusive-eni | pod-cidr.
+    pub backend: String,
     /// total | idle | in_use | cooldown | releasing.
     pub state: String,
+}
+
+/// Labels of one reconciler pass.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabel {
+    /// Reconciler name.
+    pub reconciler: String,
+    /// ok | error.
+    pub result: String,
+}
+
+/// Label: a reconciler.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcilerLabel {
+    /// Reconciler name.
+    pub reconciler: String,
 }
 
 /// Label: an allocation result.
@@ -63,6 +81,10 @@ pub struct Metrics {
     pub cloud_calls: Family<CallLabel, Counter>,
     /// Active inhibits by kind.
     pub inhibits: Family<InhibitLabel, Gauge>,
+    /// Reconciler passes by reconciler and result.
+    pub reconciles: Family<ReconcileLabel, Counter>,
+    /// Reconciler pass duration.
+    pub reconcile_seconds: Family<ReconcilerLabel, Histogram>,
 }
 
 impl Default for Metrics {
@@ -82,6 +104,20 @@ impl Metrics {
         );
         let cloud_calls = Family::<CallLabel, Counter>::default();
         let inhibits = Family::<InhibitLabel, Gauge>::default();
+        let reconciles = Family::<ReconcileLabel, Counter>::default();
+        let reconcile_seconds = Family::<ReconcilerLabel, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.001, 2.0, 16))) as fn() -> Histogram,
+        );
+        registry.register(
+            "reconciles",
+            "Reconciler passes by reconciler and result",
+            reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconciler pass duration",
+            reconcile_seconds.clone(),
+        );
         registry.register("pool_ips", "Pool address slots by state", pool.clone());
         registry.register("allocations", "AllocIP results", allocations.clone());
         registry.register(
@@ -106,11 +142,28 @@ impl Metrics {
             alloc_latency,
             cloud_calls,
             inhibits,
+            reconciles,
+            reconcile_seconds,
         }
     }
 
+    /// Count one reconciler pass.
+    pub fn reconciled(&self, reconciler: &str, ok: bool, secs: f64) {
+        self.reconciles
+            .get_or_create(&ReconcileLabel {
+                reconciler: reconciler.into(),
+                result: if ok { "ok" } else { "error" }.into(),
+            })
+            .inc();
+        self.reconcile_seconds
+            .get_or_create(&ReconcilerLabel {
+                reconciler: reconciler.into(),
+            })
+            .observe(secs);
+    }
+
     /// Publish pool counts.
-    pub fn set_pool(&self, c: &PoolCounts) {
+    pub fn set_pool(&self, backend: crate::record::ResourceKind, c: &PoolCounts) {
         for (state, v) in [
             ("total", c.total),
             ("idle", c.idle),
@@ -120,6 +173,7 @@ impl Metrics {
         ] {
             self.pool
                 .get_or_create(&StateLabel {
+                    backend: backend.label().into(),
                     state: state.into(),
                 })
                 .set(v as i64);
@@ -227,20 +281,25 @@ mod tests {
     #[test]
     fn encodes_every_family() {
         let m = Metrics::new();
-        m.set_pool(&PoolCounts {
-            total: 3,
-            idle: 1,
-            in_use: 2,
-            cooldown: 0,
-            releasing: 0,
-        });
+        m.reconciled("pod-gc", true, 0.01);
+        m.set_pool(
+            crate::record::ResourceKind::SharedIp,
+            &PoolCounts {
+                total: 3,
+                idle: 1,
+                in_use: 2,
+                cooldown: 0,
+                releasing: 0,
+            },
+        );
         m.allocation("ok");
         m.latency("fast", 0.001);
         m.cloud_call("AssignPrivateIpAddresses", "ok");
         m.set_inhibits(true, 2);
         let text = m.encode();
         for needle in [
-            "terwayd_pool_ips{state=\"in_use\"} 2",
+            "terwayd_pool_ips{backend=\"shared-ip\",state=\"in_use\"} 2",
+            "terwayd_reconciles_total{reconciler=\"pod-gc\",result=\"ok\"} 1",
             "terwayd_allocations_total{result=\"ok\"} 1",
             "terwayd_alloc_latency_seconds_count{path=\"fast\"} 1",
             "terwayd_cloud_calls_total{action=\"AssignPrivateIpAddresses\",result=\"ok\"} 1",

@@ -5,35 +5,47 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use terway_cloud::{Cloud, Metadata};
 use terway_rpc::v1 as pb;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::config::Mode;
+use crate::backend::resolve::{resolve, NodeBackends};
+use crate::backend::{AllocRequest, Backends};
+use crate::claims::Claims;
+use crate::config::DaemonConfig;
 use crate::error::DaemonError;
+use crate::metrics::Metrics;
 use crate::podsource::{PodMeta, PodSource};
-use crate::pool::alloc::AllocRequest;
-use crate::pool::state::{Allocation, Eni, PodKey};
-use crate::pool::{now_ms, Pool};
+use crate::pool::{now_ms, NodeInfo};
+use crate::record::{AllocKey, Allocation, PodKey, QosAnswer, ResourceKind};
 
 /// Serves both services; cheap to clone.
-pub struct Service<C: Cloud, M: Metadata, P: PodSource> {
-    pool: Pool<C, M>,
+pub struct Service<P: PodSource> {
+    backends: Backends,
     pods: Arc<P>,
+    claims: Claims,
+    cfg: Arc<DaemonConfig>,
+    node: Arc<NodeInfo>,
+    metrics: Arc<Metrics>,
     events: Arc<Mutex<VecDeque<String>>>,
 }
 
-impl<C: Cloud, M: Metadata, P: PodSource> Clone for Service<C, M, P> {
+impl<P: PodSource> Clone for Service<P> {
     fn clone(&self) -> Self {
         Service {
-            pool: self.pool.clone(),
+            backends: self.backends.clone(),
             pods: self.pods.clone(),
+            claims: self.claims.clone(),
+            cfg: self.cfg.clone(),
+            node: self.node.clone(),
+            metrics: self.metrics.clone(),
             events: self.events.clone(),
         }
     }
 }
 
+/// The pod named by a request, validated as Kubernetes validates pod names (so no two pods can share a
+/// record), with its container id and UID.
 fn pod_key(pod: &Option<pb::PodRef>) -> Result<(PodKey, String, String), DaemonError> {
     let p = pod
         .as_ref()
@@ -44,11 +56,26 @@ fn pod_key(pod: &Option<pb::PodRef>) -> Result<(PodKey, String, String), DaemonE
             p.namespace, p.name
         )));
     }
-    Ok((
-        PodKey::new(&p.namespace, &p.name),
-        p.container_id.clone(),
-        p.uid.clone(),
-    ))
+    let key = PodKey::validated(&p.namespace, &p.name).map_err(|e| {
+        DaemonError::InvalidRequest(format!("{e}; check K8S_POD_NAMESPACE/K8S_POD_NAME"))
+    })?;
+    Ok((key, p.container_id.clone(), p.uid.clone()))
+}
+
+/// A pod interface: the pod plus `CNI_IFNAME` (empty = `eth0`), checked as the kernel checks names.
+fn alloc_key(pod: PodKey, if_name: &str) -> Result<AllocKey, DaemonError> {
+    let bad = if_name.len() > 15
+        || if_name == "."
+        || if_name == ".."
+        || if_name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+    if bad {
+        return Err(DaemonError::InvalidRequest(format!(
+            "pod {pod}: interface name {if_name:?} is not a valid Linux interface name (at most 15 characters, no '/', ':' or whitespace); check CNI_IFNAME"
+        )));
+    }
+    Ok(AllocKey::new(pod, if_name))
 }
 
 fn ipset(v4: impl ToString) -> Option<pb::IpSet> {
@@ -58,102 +85,124 @@ fn ipset(v4: impl ToString) -> Option<pb::IpSet> {
     })
 }
 
-impl<C: Cloud, M: Metadata, P: PodSource> Service<C, M, P> {
-    /// Wrap a pool and a pod source.
-    pub fn new(pool: Pool<C, M>, pods: Arc<P>) -> Self {
+/// The wire mode of a backend kind (decides the CNI's datapath driver).
+pub fn network_mode(kind: ResourceKind) -> pb::NetworkMode {
+    match kind {
+        ResourceKind::SharedIp => pb::NetworkMode::SharedEni,
+        ResourceKind::ExclusiveEni => pb::NetworkMode::ExclusiveEni,
+        ResourceKind::PodCidr => pb::NetworkMode::VpcRoute,
+    }
+}
+
+impl<P: PodSource> Service<P> {
+    /// Serve `backends` with pod metadata from `pods`.
+    pub fn new(
+        backends: Backends,
+        pods: Arc<P>,
+        claims: Claims,
+        cfg: Arc<DaemonConfig>,
+        node: Arc<NodeInfo>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Service {
-            pool,
+            backends,
             pods,
+            claims,
+            cfg,
+            node,
+            metrics,
             events: Arc::new(Mutex::new(VecDeque::new())),
         }
     }
 
-    fn mode(&self) -> pb::NetworkMode {
-        match self.pool.config().mode {
-            Mode::Shared => pb::NetworkMode::SharedEni,
-            Mode::Exclusive => pb::NetworkMode::ExclusiveEni,
-            Mode::VpcRoute => pb::NetworkMode::VpcRoute,
-        }
-    }
-
-    /// The datapath description of an allocation.
-    fn net_conf(
-        &self,
-        a: &Allocation,
-        eni: &Eni,
-        if_name: &str,
-        meta: Option<&PodMeta>,
-    ) -> pb::NetConf {
-        let cfg = self.pool.config();
-        let eni_info = match cfg.mode {
-            Mode::VpcRoute => None,
-            _ => Some(pb::EniInfo {
-                eni_id: eni.id.clone(),
-                mac: eni.mac.clone(),
+    /// The datapath description of a record: exactly what was recorded at allocation.
+    fn net_conf(&self, a: &Allocation) -> pb::NetConf {
+        let ans = &a.answer;
+        pb::NetConf {
+            if_name: a.if_name.clone(),
+            pod_ip: ipset(ans.ip),
+            subnet: ipset(ans.subnet),
+            gateway: ipset(ans.gateway),
+            eni: ans.eni.as_ref().map(|e| pb::EniInfo {
+                eni_id: e.id.clone(),
+                mac: e.mac.clone(),
                 trunk: false,
                 vid: 0,
-                gateway: ipset(eni.gateway),
-                primary_ip: eni.primary_ip.to_string(),
+                gateway: ipset(e.gateway),
+                primary_ip: e.primary_ip.to_string(),
             }),
-        };
-        pb::NetConf {
-            if_name: if if_name.is_empty() {
-                "eth0".into()
-            } else {
-                if_name.into()
-            },
-            pod_ip: ipset(a.ip),
-            subnet: ipset(eni.cidr),
-            gateway: ipset(eni.gateway),
-            eni: eni_info,
-            service_cidrs: cfg.service_cidrs.iter().map(|c| c.to_string()).collect(),
+            service_cidrs: self
+                .cfg
+                .service_cidrs
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
             host_stack_cidrs: Vec::new(),
             extra_routes: Vec::new(),
             default_route: true,
-            qos: meta.map(qos_of),
+            qos: Some(pb::Qos {
+                ingress_bps: a.qos.ingress_bps,
+                egress_bps: a.qos.egress_bps,
+                network_priority: a.qos.priority.clone(),
+            }),
             mtu: 0,
+        }
+    }
+
+    fn node_backends(&self) -> NodeBackends {
+        NodeBackends {
+            node: self.node.name.clone(),
+            default: self.backends.default_kind(),
+            available: self.backends.kinds(),
         }
     }
 
     async fn alloc(&self, req: pb::AllocIpRequest) -> Result<pb::AllocIpReply, DaemonError> {
         let started = Instant::now();
         let (pod, container_id, uid) = pod_key(&req.pod)?;
+        let key = alloc_key(pod.clone(), &req.if_name)?;
         if container_id.is_empty() {
             return Err(DaemonError::InvalidRequest(format!(
                 "pod {pod}: container id is required"
             )));
         }
-        let _claim = self.pool.claim(&pod)?;
+        let _claim = self.claims.claim(&pod)?;
         let meta = self.pods.pod(&pod).await;
-        if let Some((existing, eni)) = self.pool.lookup(&pod) {
+        if let Some(existing) = self.backends.lookup(&key) {
             if existing.container_id == container_id {
-                self.pool.metrics().allocation("ok");
-                self.pool
-                    .metrics()
+                self.metrics.allocation("ok");
+                self.metrics
                     .latency("existing", started.elapsed().as_secs_f64());
-                return Ok(self.reply(&existing, &eni, &req.if_name, meta.as_ref()));
+                return Ok(self.reply(&existing));
             }
             tracing::info!(old = %existing.container_id, "new sandbox for the pod; releasing the old one first");
-            self.pool.release(&pod, &existing.container_id).await?;
+            if let Some(b) = self.backends.get(existing.backend) {
+                b.release(&key, &existing.container_id).await?;
+            }
         }
+        let kind = resolve(meta.as_ref(), &self.node_backends())
+            .map_err(|e| DaemonError::InvalidRequest(e.0))?;
+        let backend = self.backends.get(kind).ok_or_else(|| {
+            DaemonError::InvalidRequest(format!("pod {pod}: no {kind} backend on this node"))
+        })?;
         let sticky = meta
             .as_ref()
-            .is_some_and(|m| m.wants_sticky_ip(&self.pool.config().pool.stateful_kinds));
+            .is_some_and(|m| m.wants_sticky_ip(&self.cfg.pool.stateful_kinds));
         let areq = AllocRequest {
-            pod: pod.clone(),
+            key,
             container_id,
             uid,
             sticky,
+            qos: meta.as_ref().map(qos_of).unwrap_or_default(),
         };
-        let deadline = Instant::now() + self.pool.config().alloc_timeout;
-        match self.pool.allocate(&areq, deadline).await {
-            Ok((a, eni, path)) => {
-                self.pool.metrics().allocation("ok");
-                self.pool
-                    .metrics()
+        let deadline = Instant::now() + self.cfg.alloc_timeout;
+        match backend.allocate(&areq, deadline).await {
+            Ok((a, path)) => {
+                self.metrics.allocation("ok");
+                self.metrics
                     .latency(path.label(), started.elapsed().as_secs_f64());
-                tracing::info!(ip = %a.ip, eni = %a.eni_id, path = path.label(), ms = started.elapsed().as_millis() as u64, "allocated");
-                Ok(self.reply(&a, &eni, &req.if_name, meta.as_ref()))
+                tracing::info!(ip = %a.ip, eni = %a.eni_id, backend = %kind, path = path.label(), ms = started.elapsed().as_millis() as u64, "allocated");
+                Ok(self.reply(&a))
             }
             Err(e) => {
                 let label = match &e {
@@ -161,24 +210,18 @@ impl<C: Cloud, M: Metadata, P: PodSource> Service<C, M, P> {
                     DaemonError::Timeout { .. } => "timeout",
                     _ => "error",
                 };
-                self.pool.metrics().allocation(label);
+                self.metrics.allocation(label);
                 tracing::warn!(error = %e, "allocation failed");
                 Err(e)
             }
         }
     }
 
-    fn reply(
-        &self,
-        a: &Allocation,
-        eni: &Eni,
-        if_name: &str,
-        meta: Option<&PodMeta>,
-    ) -> pb::AllocIpReply {
+    fn reply(&self, a: &Allocation) -> pb::AllocIpReply {
         pb::AllocIpReply {
-            mode: self.mode() as i32,
-            net_confs: vec![self.net_conf(a, eni, if_name, meta)],
-            node_ip: self.pool.node().primary_ip.to_string(),
+            mode: network_mode(a.backend) as i32,
+            net_confs: vec![self.net_conf(a)],
+            node_ip: self.node.primary_ip.to_string(),
             ipv4: true,
             ipv6: false,
         }
@@ -196,7 +239,7 @@ impl<C: Cloud, M: Metadata, P: PodSource> Service<C, M, P> {
 
 /// Pod bandwidth from annotations, in bytes per second (terway-core's unit rules). A malformed
 /// annotation is logged and treated as unlimited rather than failing the pod.
-fn qos_of(meta: &PodMeta) -> pb::Qos {
+fn qos_of(meta: &PodMeta) -> QosAnswer {
     let bw = match terway_core::PodBandwidth::from_annotations(&meta.annotations) {
         Ok(b) => b,
         Err((key, e)) => {
@@ -204,12 +247,12 @@ fn qos_of(meta: &PodMeta) -> pb::Qos {
             terway_core::PodBandwidth::default()
         }
     };
-    pb::Qos {
+    QosAnswer {
         ingress_bps: bw.ingress.unwrap_or(0),
         egress_bps: bw.egress.unwrap_or(0),
-        network_priority: meta
+        priority: meta
             .annotations
-            .get("k8s.aliyun.com/network-priority")
+            .get(terway_core::annotations::NETWORK_PRIORITY)
             .cloned()
             .unwrap_or_default(),
     }
@@ -230,9 +273,7 @@ fn span_for(rpc: &'static str, pod: &Option<pb::PodRef>) -> tracing::Span {
 }
 
 #[tonic::async_trait]
-impl<C: Cloud, M: Metadata, P: PodSource> pb::terway_backend_server::TerwayBackend
-    for Service<C, M, P>
-{
+impl<P: PodSource> pb::terway_backend_server::TerwayBackend for Service<P> {
     async fn alloc_ip(
         &self,
         request: Request<pb::AllocIpRequest>,
@@ -250,8 +291,15 @@ impl<C: Cloud, M: Metadata, P: PodSource> pb::terway_backend_server::TerwayBacke
         let span = span_for("ReleaseIP", &req.pod);
         async move {
             let (pod, container_id, _) = pod_key(&req.pod)?;
-            let _claim = self.pool.claim(&pod)?;
-            let released = self.pool.release(&pod, &container_id).await?;
+            let key = alloc_key(pod.clone(), &req.if_name)?;
+            let _claim = self.claims.claim(&pod)?;
+            let released = match self.backends.lookup(&key) {
+                Some(a) => match self.backends.get(a.backend) {
+                    Some(b) => b.release(&key, &container_id).await?,
+                    None => false,
+                },
+                None => false,
+            };
             tracing::info!(released, reason = %req.reason, "release");
             Ok::<_, DaemonError>(pb::ReleaseIpReply { released })
         }
@@ -267,23 +315,23 @@ impl<C: Cloud, M: Metadata, P: PodSource> pb::terway_backend_server::TerwayBacke
     ) -> Result<Response<pb::GetIpInfoReply>, Status> {
         let req = request.into_inner();
         let (pod, container_id, _) = pod_key(&req.pod)?;
-        let Some((a, eni)) = self.pool.lookup(&pod) else {
+        let key = alloc_key(pod, &req.if_name)?;
+        let Some(a) = self.backends.lookup(&key) else {
             return Err(DaemonError::NotFound {
-                pod: pod.to_string(),
+                pod: key.to_string(),
             }
             .into());
         };
         if !container_id.is_empty() && a.container_id != container_id {
             return Err(DaemonError::NotFound {
-                pod: format!("{pod} (container {container_id})"),
+                pod: format!("{key} (container {container_id})"),
             }
             .into());
         }
-        let meta = self.pods.pod(&pod).await;
         Ok(Response::new(pb::GetIpInfoReply {
-            mode: self.mode() as i32,
-            net_confs: vec![self.net_conf(&a, &eni, "eth0", meta.as_ref())],
-            node_ip: self.pool.node().primary_ip.to_string(),
+            mode: network_mode(a.backend) as i32,
+            net_confs: vec![self.net_conf(&a)],
+            node_ip: self.node.primary_ip.to_string(),
             container_id: a.container_id,
         }))
     }
@@ -316,9 +364,7 @@ impl<C: Cloud, M: Metadata, P: PodSource> pb::terway_backend_server::TerwayBacke
 }
 
 #[tonic::async_trait]
-impl<C: Cloud, M: Metadata, P: PodSource> pb::terway_status_server::TerwayStatus
-    for Service<C, M, P>
-{
+impl<P: PodSource> pb::terway_status_server::TerwayStatus for Service<P> {
     async fn get_status(
         &self,
         _request: Request<pb::StatusRequest>,
@@ -329,8 +375,8 @@ impl<C: Cloud, M: Metadata, P: PodSource> pb::terway_status_server::TerwayStatus
             .map(|e| e.iter().cloned().collect())
             .unwrap_or_default();
         Ok(Response::new(crate::status::build(
-            &self.pool,
-            self.mode(),
+            &self.node,
+            &self.backends,
             events,
         )))
     }
@@ -354,6 +400,35 @@ mod tests {
             qos_of(&m).ingress_bps,
             0,
             "a malformed annotation means unlimited, not a failed pod"
+        );
+    }
+
+    #[test]
+    fn pods_kubernetes_would_refuse_are_refused_before_anything_is_recorded() {
+        for (ns, name) in [("a", "b/c"), ("a/b", "c"), ("..", "x"), ("a", "x\ny")] {
+            let p = Some(pb::PodRef {
+                namespace: ns.into(),
+                name: name.into(),
+                container_id: "c".into(),
+                uid: String::new(),
+            });
+            let e = pod_key(&p).unwrap_err();
+            assert!(matches!(e, DaemonError::InvalidRequest(_)), "{ns}/{name}");
+            assert_eq!(tonic::Status::from(e).code(), tonic::Code::InvalidArgument);
+        }
+        let long = "p".repeat(300);
+        let p = Some(pb::PodRef {
+            namespace: "a".into(),
+            name: long,
+            ..Default::default()
+        });
+        assert!(pod_key(&p).is_err());
+        for bad in ["a/b", "..", "veryveryverylong0", "a b"] {
+            assert!(alloc_key(PodKey::new("a", "b"), bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            alloc_key(PodKey::new("a", "b"), "").unwrap().if_name,
+            "eth0"
         );
     }
 

@@ -5,10 +5,8 @@ use std::path::Path;
 use terway_cloud::{Cloud, EniFilter, EniType, Metadata};
 use tokio::net::UnixListener;
 
-use crate::config::{DaemonConfig, Mode};
+use crate::config::DaemonConfig;
 use crate::error::{DaemonError, Result};
-use crate::pool::decide::capacity;
-use crate::pool::state::Capacity;
 use crate::pool::NodeInfo;
 
 /// [`node_info`], retried while the failure is transient (metadata or OpenAPI not reachable yet at
@@ -48,44 +46,26 @@ pub async fn node_info<C: Cloud, M: Metadata>(
             id.primary_mac, id.instance_id
         ))
     })?;
+    // Only backends that use ENIs need the instance type's quotas (and its security groups).
+    let uses_enis = cfg.mode != terway_core::Mode::VpcRoute;
     let mut limits = None;
-    let cap = match cfg.mode {
-        Mode::VpcRoute => {
-            let cidr = cfg
-                .pod_cidr
-                .ok_or_else(|| DaemonError::Config("vpc-route mode needs pod_cidr".into()))?;
-            // All hosts but the node-side gateway.
-            let hosts = cidr.hosts().count().saturating_sub(1) as u32;
-            Capacity {
-                max_enis: 1,
-                slots_per_eni: hosts,
-            }
-        }
-        _ => {
-            let all = cloud
-                .describe_instance_types(std::slice::from_ref(&id.instance_type))
-                .await?;
-            let l = all
-                .iter()
-                .find(|l| l.instance_type == id.instance_type)
-                .ok_or_else(|| {
-                    DaemonError::Config(format!(
-                    "DescribeInstanceTypes does not know instance type {}; cannot size the pool",
+    if uses_enis {
+        let all = cloud
+            .describe_instance_types(std::slice::from_ref(&id.instance_type))
+            .await?;
+        let l = all
+            .into_iter()
+            .find(|l| l.instance_type == id.instance_type)
+            .ok_or_else(|| {
+                DaemonError::Config(format!(
+                    "DescribeInstanceTypes does not know instance type {}; cannot size the ENI pool",
                     id.instance_type
                 ))
-                })?;
-            let cap = capacity(
-                l.eni_quantity,
-                l.eni_private_ip_quantity,
-                &cfg.pool,
-                cfg.mode,
-            );
-            limits = Some(l.clone());
-            cap
-        }
-    };
+            })?;
+        limits = Some(l);
+    }
     let mut security_groups = cfg.pool.security_groups.clone();
-    if security_groups.is_empty() && cfg.mode != Mode::VpcRoute {
+    if security_groups.is_empty() && uses_enis {
         let filter = EniFilter {
             instance_id: Some(id.instance_id.clone()),
             eni_type: Some(EniType::Primary),
@@ -109,7 +89,6 @@ pub async fn node_info<C: Cloud, M: Metadata>(
         vpc_id: id.vpc_id,
         vswitch_id: id.vswitch_id,
         primary_ip: primary.primary_ip,
-        capacity: cap,
         security_groups,
         limits,
     })

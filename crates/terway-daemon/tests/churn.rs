@@ -26,7 +26,7 @@ async fn churn_1000_pods_64_parallel_never_double_assigns() {
 
     // A checker samples the daemon's own state while the churn runs.
     let checker = {
-        let pool = d.pool().clone();
+        let pool = d.pool().unwrap().clone();
         let stop = stop_check.clone();
         tokio::spawn(async move {
             let mut samples = 0;
@@ -39,7 +39,7 @@ async fn churn_1000_pods_64_parallel_never_double_assigns() {
                         }
                         let slot = st.enis.get(&a.eni_id).and_then(|e| e.ips.get(&a.ip));
                         assert!(
-                            matches!(slot, Some(terway_daemon::pool::state::IpSlot::InUse { pod }) if *pod == a.pod),
+                            matches!(slot, Some(terway_daemon::pool::state::IpSlot::InUse { pod, .. }) if *pod == a.pod),
                             "slot of {} does not name {}: {slot:?}",
                             a.ip,
                             a.pod
@@ -87,11 +87,11 @@ async fn churn_1000_pods_64_parallel_never_double_assigns() {
     }
     stop_check.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(checker.await.unwrap() > 10, "the checker barely ran");
-    assert!(d.pool().with_state(|s| s.pods.is_empty()));
+    assert!(d.pool().unwrap().with_state(|s| s.pods.is_empty()));
 
     // After cooldowns end and the periodic sync trims, the pool sits within its watermarks.
     eventually(30, "pool within watermarks", || {
-        d.pool().with_state(|s| {
+        d.pool().unwrap().with_state(|s| {
             let c = s.counts(now_ms());
             c.cooldown == 0
                 && c.releasing == 0
@@ -102,7 +102,7 @@ async fn churn_1000_pods_64_parallel_never_double_assigns() {
     })
     .await;
     assert_agrees(&env, &d, INSTANCE);
-    let calls = d.pool().cloud_call_count();
+    let calls = d.pool().unwrap().cloud_call_count();
     println!("cloud calls for 1000 pods: {calls}");
     d.stop().await.unwrap();
 }

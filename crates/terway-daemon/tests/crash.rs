@@ -175,6 +175,7 @@ async fn sigkill_during_churn_leaks_nothing_and_never_double_assigns() {
                             cl.release_ip(pb::ReleaseIpRequest {
                                 pod: pod(&n, &c),
                                 reason: "churn".into(),
+                                ..Default::default()
                             })
                             .await
                         }
@@ -249,6 +250,7 @@ async fn sigkill_during_churn_leaks_nothing_and_never_double_assigns() {
         let info = c
             .get_ip_info(pb::GetIpInfoRequest {
                 pod: pod(name, cid),
+                ..Default::default()
             })
             .await
             .expect("live pod known")

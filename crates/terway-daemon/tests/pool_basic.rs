@@ -22,7 +22,7 @@ async fn cold_start_creates_an_eni_and_replies_with_datapath_facts() {
     assert_eq!(mode(&env.socket()), 0o600, "socket must be root-only");
     assert_eq!(mode(env.socket().parent().unwrap()), 0o700);
     assert_eq!(
-        d.pool().with_state(|s| s.enis.len()),
+        d.pool().unwrap().with_state(|s| s.enis.len()),
         0,
         "pool starts empty"
     );
@@ -90,6 +90,7 @@ async fn warm_pool_serves_without_cloud_calls() {
     let d = env.start(cfg).await;
     eventually(20, "pool warm", || {
         d.pool()
+            .unwrap()
             .with_state(|s| s.counts(terway_daemon::pool::now_ms()).idle >= 4)
     })
     .await;
@@ -104,10 +105,11 @@ async fn warm_pool_serves_without_cloud_calls() {
     // The manager refills towards min idle in the background.
     eventually(20, "refill to min", || {
         d.pool()
+            .unwrap()
             .with_state(|s| s.counts(terway_daemon::pool::now_ms()).idle >= 4)
     })
     .await;
-    let text = d.pool().metrics().encode();
+    let text = d.pool().unwrap().metrics().encode();
     assert!(
         text.contains("terwayd_alloc_latency_seconds_count{path=\"fast\"} 1"),
         "{text}"
@@ -135,12 +137,14 @@ async fn idempotent_alloc_stale_release_and_sandbox_change() {
     let info = c
         .get_ip_info(pb::GetIpInfoRequest {
             pod: pod("p", "old"),
+            ..Default::default()
         })
         .await;
     assert_eq!(info.unwrap_err().code(), tonic::Code::NotFound);
     let info = c
         .get_ip_info(pb::GetIpInfoRequest {
             pod: pod("p", "c1"),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -152,6 +156,7 @@ async fn idempotent_alloc_stale_release_and_sandbox_change() {
     assert_ne!(ip_of(&a), ip_of(&b), "the old IP is in cooldown");
     let slot = d
         .pool()
+        .unwrap()
         .with_state(|s| s.slot_of(ip_of(&a)).map(|(_, s)| s.clone()));
     assert!(
         matches!(
@@ -203,7 +208,7 @@ async fn node_capacity_exhaustion_is_a_clear_error() {
     cfg.pool.max_eni = Some(1);
     cfg.pool.ip_reuse_cooldown = Duration::ZERO;
     let d = env.start(cfg).await;
-    let cap = d.pool().node().capacity.total();
+    let cap = d.pool().unwrap().capacity().total();
     let mut c = client(&env.socket()).await;
     for i in 0..cap {
         alloc(&mut c, &format!("p{i}"), "c")
@@ -250,6 +255,7 @@ async fn restart_recovers_allocations_and_cooldowns() {
     let info = c
         .get_ip_info(pb::GetIpInfoRequest {
             pod: pod("keep", "c1"),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -257,6 +263,7 @@ async fn restart_recovers_allocations_and_cooldowns() {
     assert_eq!(info.net_confs[0].pod_ip, a.net_confs[0].pod_ip);
     let slot = d
         .pool()
+        .unwrap()
         .with_state(|s| s.slot_of(ip_of(&b)).map(|(_, s)| s.clone()));
     assert!(
         matches!(

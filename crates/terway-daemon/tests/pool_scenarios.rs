@@ -76,7 +76,6 @@ async fn exhausted_vswitch_is_blocked_and_another_used() {
         .iter()
         .any(|c| c.action == "CreateNetworkInterface" && c.result.contains("IpNotEnough")));
     assert!(d
-        .pool()
         .metrics()
         .encode()
         .contains("terwayd_inhibit_active{kind=\"vswitch_exhausted\"} 1"));
@@ -103,6 +102,7 @@ async fn every_vswitch_exhausted_is_resource_exhausted() {
     let d = env.start(cfg).await;
     eventually(10, "vSwitch blocked", || {
         d.pool()
+            .unwrap()
             .with_state(|s| !s.inhibits.vswitch_blocked_until_ms.is_empty())
     })
     .await;
@@ -176,6 +176,7 @@ async fn sticky_ip_comes_back_to_the_restarted_statefulset_pod() {
     assert!(release(&mut c, "web-0", "sandbox-1").await.unwrap());
     let slot = d
         .pool()
+        .unwrap()
         .with_state(|s| s.slot_of(first).map(|(_, s)| s.clone()));
     assert!(matches!(slot, Some(IpSlot::Sticky { .. })), "{slot:?}");
     for i in 0..6 {
@@ -198,6 +199,7 @@ async fn sticky_ip_comes_back_to_the_restarted_statefulset_pod() {
     assert_eq!(report.dropped_sticky, 1, "{report:?}");
     let slot = d
         .pool()
+        .unwrap()
         .with_state(|s| s.slot_of(first).map(|(_, s)| s.clone()));
     assert!(
         matches!(slot, Some(IpSlot::Idle) | Some(IpSlot::Cooldown { .. })),
@@ -214,7 +216,7 @@ async fn cooldown_is_respected_even_when_it_is_the_only_free_ip() {
     cfg.pool.max_eni = Some(1);
     cfg.pool.ip_reuse_cooldown = Duration::from_millis(1500);
     let d = env.start(cfg).await;
-    let cap = d.pool().node().capacity.total();
+    let cap = d.pool().unwrap().capacity().total();
     let mut c = client(&env.socket()).await;
     let mut first = None;
     for i in 0..cap {
@@ -246,7 +248,7 @@ async fn exclusive_mode_gives_each_pod_a_whole_eni() {
     cfg.pool.max_eni = Some(2);
     cfg.pool.ip_reuse_cooldown = Duration::ZERO;
     let d = env.start(cfg).await;
-    assert_eq!(d.pool().node().capacity.slots_per_eni, 1);
+    assert_eq!(d.pool().unwrap().capacity().slots_per_eni, 1);
     let mut c = client(&env.socket()).await;
     let a = alloc(&mut c, "a", "c").await.unwrap();
     let b = alloc(&mut c, "b", "c").await.unwrap();
@@ -273,7 +275,9 @@ async fn exclusive_mode_gives_each_pod_a_whole_eni() {
     assert!(release(&mut c, "a", "c").await.unwrap());
     eventually(15, "idle ENI deleted", || {
         !env.emu.state().enis.contains_key(&gone)
-            && d.pool().with_state(|s| !s.enis.contains_key(&gone))
+            && d.pool()
+                .unwrap()
+                .with_state(|s| !s.enis.contains_key(&gone))
     })
     .await;
     assert_agrees(&env, &d, INSTANCE);
@@ -302,11 +306,13 @@ async fn vpc_route_mode_allocates_from_the_pod_cidr_without_cloud_calls() {
     }
     let err = alloc(&mut c, "p13", "c").await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::ResourceExhausted);
-    assert_eq!(
-        d.pool().cloud_call_count(),
-        0,
-        "vpc-route mode must not call the cloud per pod"
+    assert!(
+        d.pool().is_none(),
+        "a vpc-route node has no ENI pool: nothing can call the cloud per pod"
     );
+    // The pseudo-ENI of old is gone: PodCIDR addresses have their own backend and records.
+    let status = d.backends().all()[0].kind();
+    assert_eq!(status, terway_daemon::ResourceKind::PodCidr);
     // Allocations survive a restart.
     let held = ip_of(&alloc(&mut c, "p3", "c").await.unwrap());
     d.stop().await.unwrap();
@@ -333,6 +339,7 @@ async fn gc_releases_gone_pods_adopts_unknown_ips_and_enis_and_deletes_leftovers
     // An address assigned behind the daemon's back on its ENI.
     let eni_id = d
         .pool()
+        .unwrap()
         .with_state(|s| s.enis.keys().next().unwrap().clone());
     let extra = cloud.assign_private_ips(&eni_id, 1).await.unwrap();
     // An ENI of ours left Available (crash between create and attach) ...
@@ -377,11 +384,15 @@ async fn gc_releases_gone_pods_adopts_unknown_ips_and_enis_and_deletes_leftovers
     assert!(!env.emu.state().enis.contains_key(&leftover.id));
     let slot = d
         .pool()
+        .unwrap()
         .with_state(|s| s.slot_of(extra[0]).map(|(_, s)| s.clone()));
     assert_eq!(slot, Some(IpSlot::Idle));
     assert!(d
-        .pool()
-        .lookup(&terway_daemon::PodKey::new("default", "p3"))
+        .backends()
+        .lookup(&terway_daemon::AllocKey::new(
+            terway_daemon::PodKey::new("default", "p3"),
+            "eth0"
+        ))
         .is_none());
     assert_agrees(&env, &d, INSTANCE);
     let _ = now_ms();
@@ -402,18 +413,21 @@ async fn warm_up_once_then_idle_reclaim_shrinks_to_min() {
     let d = env.start(cfg.clone()).await;
     // Warm-up pre-allocates 12 slots once ...
     eventually(20, "warm-up", || {
-        d.pool().with_state(|s| s.counts(now_ms()).total >= 12)
+        d.pool()
+            .unwrap()
+            .with_state(|s| s.counts(now_ms()).total >= 12)
     })
     .await;
     // ... then, with nobody allocating, idle reclaim releases down to min idle (2), never below.
     eventually(30, "idle reclaim to min", || {
         d.pool()
+            .unwrap()
             .with_state(|s| s.counts(now_ms()).idle == 2 && s.enis.values().all(|e| !e.busy))
     })
     .await;
     tokio::time::sleep(Duration::from_millis(900)).await;
     assert_eq!(
-        d.pool().with_state(|s| s.counts(now_ms()).idle),
+        d.pool().unwrap().with_state(|s| s.counts(now_ms()).idle),
         2,
         "reclaim went below min idle"
     );
@@ -423,7 +437,7 @@ async fn warm_up_once_then_idle_reclaim_shrinks_to_min() {
     let d = env.start(cfg).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(
-        d.pool().with_state(|s| s.counts(now_ms()).total) < 12,
+        d.pool().unwrap().with_state(|s| s.counts(now_ms()).total) < 12,
         "warm-up ran twice"
     );
     d.stop().await.unwrap();
@@ -443,6 +457,7 @@ async fn gc_and_restart_leave_excluded_and_filtered_out_enis_alone() {
     // The daemon's own ENI carries the filter's tag.
     let own = d
         .pool()
+        .unwrap()
         .with_state(|s| s.enis.keys().next().unwrap().clone());
     assert_eq!(
         env.emu.state().enis[&own]
@@ -519,7 +534,7 @@ async fn gc_and_restart_leave_excluded_and_filtered_out_enis_alone() {
     // A restart does not adopt them either, and keeps the daemon's own ENI.
     d.stop().await.unwrap();
     let d = env.start(cfg).await;
-    d.pool().with_state(|s| {
+    d.pool().unwrap().with_state(|s| {
         assert!(s.enis.contains_key(&own));
         for id in &attached {
             assert!(!s.enis.contains_key(id), "{id} adopted at restart");

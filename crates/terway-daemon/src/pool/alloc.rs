@@ -6,9 +6,11 @@ use std::time::Instant;
 use terway_cloud::{Cloud, Metadata};
 
 use super::decide::{blocked_reason, pick_slot};
-use super::state::{Allocation, Eni, IpSlot, PodKey};
+use super::state::{AllocKey, Allocation, Eni, IpSlot, PodKey};
 use super::{now_ms, Pool};
+use crate::backend::AllocRequest;
 use crate::error::{DaemonError, Result};
+use crate::record::{EniAnswer, NetAnswer};
 use crate::store::Change;
 
 /// How an allocation was served.
@@ -28,19 +30,6 @@ impl AllocPath {
             AllocPath::Slow => "slow",
         }
     }
-}
-
-/// A pod asking for an address.
-#[derive(Debug, Clone)]
-pub struct AllocRequest {
-    /// Pod.
-    pub pod: PodKey,
-    /// Sandbox.
-    pub container_id: String,
-    /// UID.
-    pub uid: String,
-    /// Keep the IP for the pod after release.
-    pub sticky: bool,
 }
 
 /// Decrements the registered demand if the waiter leaves without a slot (error, timeout, cancel).
@@ -65,7 +54,7 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
         &self,
         req: &AllocRequest,
         deadline: Instant,
-    ) -> Result<(Allocation, Eni, AllocPath)> {
+    ) -> Result<(Allocation, AllocPath)> {
         let started = Instant::now();
         let mut guard = DemandGuard {
             pool: self,
@@ -95,7 +84,7 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
                     self.undo_allocation(&alloc);
                     return Err(e);
                 }
-                return Ok((alloc, snapshot, path));
+                return Ok((alloc, path));
             }
             self.inner.wake.notify_one();
             if tokio::time::timeout_at(tokio_deadline, notified)
@@ -108,7 +97,7 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
                     .clone()
                     .unwrap_or_else(|| "the cloud is slow".into());
                 return Err(DaemonError::Timeout {
-                    pod: req.pod.to_string(),
+                    pod: req.key.to_string(),
                     waited_ms: started.elapsed().as_millis() as u64,
                     reason,
                 });
@@ -127,29 +116,28 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
             return Err(DaemonError::NotReady("terwayd is shutting down".into()));
         }
         let now = now_ms();
-        if let Some((eni_id, ip)) = pick_slot(&st, &req.pod, now, self.inner.cfg.pool.eni_selection)
+        if let Some((eni_id, ip)) =
+            pick_slot(&st, &req.key.pod, now, self.inner.cfg.pool.eni_selection)
         {
-            let Some(snapshot) = st.set_slot(
-                &eni_id,
-                ip,
-                IpSlot::InUse {
-                    pod: req.pod.clone(),
-                },
-            ) else {
+            let Some(snapshot) = st.set_slot(&eni_id, ip, IpSlot::in_use(&req.key)) else {
                 return Err(DaemonError::NotReady(format!(
                     "ENI {eni_id} vanished while allocating"
                 )));
             };
             let alloc = Allocation {
-                pod: req.pod.clone(),
+                pod: req.key.pod.clone(),
+                if_name: req.key.if_name.clone(),
                 container_id: req.container_id.clone(),
                 uid: req.uid.clone(),
+                backend: self.inner.kind.resource_kind(),
                 ip,
                 eni_id,
+                answer: answer_for(&snapshot, ip),
+                qos: req.qos.clone(),
                 sticky: req.sticky,
                 at_ms: now,
             };
-            st.pods.insert(req.pod.clone(), alloc.clone());
+            st.pods.insert(req.key.clone(), alloc.clone());
             st.last_activity_ms = now;
             if guard.armed {
                 st.demand = st.demand.saturating_sub(1);
@@ -161,7 +149,7 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
         let params = self.plan_params(&st, now, false, 0);
         if let Some(reason) = blocked_reason(&st, &params, &self.inner.node.instance_id) {
             return Err(DaemonError::Exhausted {
-                pod: req.pod.to_string(),
+                pod: req.key.to_string(),
                 reason,
             });
         }
@@ -174,18 +162,16 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
 
     fn undo_allocation(&self, alloc: &Allocation) {
         let mut st = self.lock();
-        if st.pods.get(&alloc.pod) == Some(alloc) {
-            st.pods.remove(&alloc.pod);
+        let key = alloc.key();
+        if st.pods.get(&key) == Some(alloc) {
+            st.pods.remove(&key);
             st.set_slot(&alloc.eni_id, alloc.ip, IpSlot::Idle);
         }
     }
 
-    /// The pod's current allocation and its ENI.
-    pub fn lookup(&self, pod: &PodKey) -> Option<(Allocation, Eni)> {
-        let st = self.lock();
-        let a = st.pods.get(pod)?.clone();
-        let eni = st.enis.get(&a.eni_id)?.clone();
-        Some((a, eni))
+    /// The pod interface's current allocation.
+    pub fn lookup(&self, key: &AllocKey) -> Option<Allocation> {
+        self.lock().pods.get(key).cloned()
     }
 
     /// Release the pod's address if `container_id` matches (empty = any). Returns whether anything
@@ -193,17 +179,18 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
     ///
     /// The slot is not reusable until the release is durable: otherwise another pod's allocation
     /// could be committed first and a crash in between would leave both recorded for one address.
-    pub async fn release(&self, pod: &PodKey, container_id: &str) -> Result<bool> {
+    pub async fn release(&self, key: &AllocKey, container_id: &str) -> Result<bool> {
+        let pod = &key.pod;
         let (snapshot, alloc, final_slot) = {
             let mut st = self.lock();
-            let Some(alloc) = st.pods.get(pod).cloned() else {
+            let Some(alloc) = st.pods.get(key).cloned() else {
                 return Ok(false);
             };
             if !container_id.is_empty() && alloc.container_id != container_id {
-                tracing::info!(%pod, stale = container_id, current = %alloc.container_id, "ignoring release for a stale container");
+                tracing::info!(pod = %key, stale = container_id, current = %alloc.container_id, "ignoring release for a stale container");
                 return Ok(false);
             }
-            st.pods.remove(pod);
+            st.pods.remove(key);
             let now = now_ms();
             st.last_activity_ms = now;
             let cfg = &self.inner.cfg.pool;
@@ -230,7 +217,7 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
                 });
             (snapshot, alloc, final_slot)
         };
-        let mut changes = vec![Change::DelPod(pod.clone())];
+        let mut changes = vec![Change::DelPod(key.clone())];
         changes.extend(snapshot.map(Change::PutEni));
         let persisted = self.persist(changes).await;
         {
@@ -247,15 +234,15 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
                     }
                     Err(_) => {
                         // Nothing changed on disk: the pod still holds the address.
-                        st.set_slot(&alloc.eni_id, alloc.ip, IpSlot::InUse { pod: pod.clone() });
-                        st.pods.insert(pod.clone(), alloc.clone());
+                        st.set_slot(&alloc.eni_id, alloc.ip, IpSlot::in_use(key));
+                        st.pods.insert(key.clone(), alloc.clone());
                     }
                 }
             }
         }
         persisted?;
         self.inner.changed.notify_waiters();
-        tracing::info!(%pod, ip = %alloc.ip, eni = %alloc.eni_id, "released");
+        tracing::info!(pod = %key, ip = %alloc.ip, eni = %alloc.eni_id, "released");
         Ok(true)
     }
 
@@ -287,5 +274,20 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
         };
         self.persist(snapshots.into_iter().map(Change::PutEni).collect())
             .await
+    }
+}
+
+/// What the datapath needs for address `ip` on `eni`.
+pub(crate) fn answer_for(eni: &Eni, ip: std::net::Ipv4Addr) -> NetAnswer {
+    NetAnswer {
+        ip,
+        subnet: eni.cidr,
+        gateway: eni.gateway,
+        eni: Some(EniAnswer {
+            id: eni.id.clone(),
+            mac: eni.mac.clone(),
+            gateway: eni.gateway,
+            primary_ip: eni.primary_ip,
+        }),
     }
 }

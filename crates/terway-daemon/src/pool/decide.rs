@@ -4,7 +4,8 @@
 use std::net::Ipv4Addr;
 
 use super::state::{Capacity, EniPhase, IpSlot, PodKey, PoolState};
-use crate::config::{EniSelection, Mode, PoolConfig};
+use super::EniPoolKind;
+use crate::config::{EniSelection, PoolConfig};
 
 /// One cloud operation the pool wants.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +62,12 @@ pub fn watermarks(cfg: &PoolConfig, cap: Capacity) -> Watermarks {
 /// Pool capacity from the instance type's quotas (Terway: `maxENI = EniQuantity × eni_cap_ratio +
 /// eni_cap_shift − 1` without the primary ENI, capped by `max_eni`; every slot of a secondary ENI,
 /// its primary IP included, is usable; one slot per ENI in exclusive mode).
-pub fn capacity(eni_quantity: u32, ips_per_eni: u32, cfg: &PoolConfig, mode: Mode) -> Capacity {
+pub fn capacity(
+    eni_quantity: u32,
+    ips_per_eni: u32,
+    cfg: &PoolConfig,
+    kind: EniPoolKind,
+) -> Capacity {
     let knobs = terway_core::PoolKnobs {
         eni_cap_ratio: cfg.eni_cap_ratio,
         eni_cap_shift: cfg.eni_cap_shift,
@@ -71,9 +77,9 @@ pub fn capacity(eni_quantity: u32, ips_per_eni: u32, cfg: &PoolConfig, mode: Mod
         min_pool_size: cfg.min_idle,
     };
     let sizing = terway_core::pool_sizing(eni_quantity, ips_per_eni, &knobs);
-    let slots_per_eni = match mode {
-        Mode::Exclusive => 1,
-        _ => ips_per_eni,
+    let slots_per_eni = match kind {
+        EniPoolKind::Exclusive => 1,
+        EniPoolKind::SharedIps => ips_per_eni,
     };
     Capacity {
         max_enis: sizing.max_eni,
@@ -119,8 +125,8 @@ pub fn pick_slot(
 pub struct PlanParams<'a> {
     /// Pool knobs.
     pub cfg: &'a PoolConfig,
-    /// Networking mode.
-    pub mode: Mode,
+    /// What the pool's ENIs are for.
+    pub kind: EniPoolKind,
     /// Node capacity.
     pub cap: Capacity,
     /// Now (unix ms).
@@ -138,9 +144,6 @@ pub struct PlanParams<'a> {
 /// What the pool should do next. Growth covers waiting pods plus the low watermark (and warm-up);
 /// release trims idle slots above the high watermark, whole ENIs first when they are entirely idle.
 pub fn plan(state: &PoolState, p: &PlanParams<'_>) -> Vec<Op> {
-    if p.mode == Mode::VpcRoute {
-        return Vec::new();
-    }
     let mut ops = Vec::new();
     let counts = state.counts(p.now_ms);
     let wm = watermarks(p.cfg, p.cap);
@@ -155,7 +158,7 @@ pub fn plan(state: &PoolState, p: &PlanParams<'_>) -> Vec<Op> {
     let growing = deficit > 0 && state.backoff_until_ms <= p.now_ms;
 
     if growing {
-        if p.mode == Mode::Shared {
+        if p.kind == EniPoolKind::SharedIps {
             let mut enis: Vec<_> = state
                 .enis
                 .values()
@@ -193,9 +196,9 @@ pub fn plan(state: &PoolState, p: &PlanParams<'_>) -> Vec<Op> {
             && enis_now < p.cap.max_enis
             && creating < p.max_concurrent_creates
         {
-            let secondary = match p.mode {
-                Mode::Exclusive => 0,
-                _ => (deficit - 1)
+            let secondary = match p.kind {
+                EniPoolKind::Exclusive => 0,
+                EniPoolKind::SharedIps => (deficit - 1)
                     .min(p.cap.slots_per_eni.saturating_sub(1))
                     .min(p.cfg.max_ips_per_call),
             };
@@ -242,7 +245,7 @@ pub fn plan(state: &PoolState, p: &PlanParams<'_>) -> Vec<Op> {
                 eni_count -= 1;
                 continue;
             }
-            if p.mode == Mode::Shared {
+            if p.kind == EniPoolKind::SharedIps {
                 let ips: Vec<Ipv4Addr> = free
                     .into_iter()
                     .filter(|ip| *ip != eni.primary_ip)
@@ -272,12 +275,6 @@ pub fn blocked_reason(state: &PoolState, p: &PlanParams<'_>, instance_id: &str) 
         // Some address will come back when its cooldown or sticky reservation ends.
         return None;
     }
-    if p.mode == Mode::VpcRoute {
-        return Some(format!(
-            "every address of the node PodCIDR is in use ({} pods); use a larger pod_cidr",
-            counts.in_use
-        ));
-    }
     let total = counts.total + state.adding;
     if total >= p.cap.total() {
         return Some(format!(
@@ -289,7 +286,7 @@ pub fn blocked_reason(state: &PoolState, p: &PlanParams<'_>, instance_id: &str) 
             p.cap.slots_per_eni
         ));
     }
-    let can_assign = p.mode == Mode::Shared
+    let can_assign = p.kind == EniPoolKind::SharedIps
         && state.enis.values().any(|e| {
             e.phase == EniPhase::Ready
                 && !e.full

@@ -32,7 +32,10 @@ fn pod(n: &str) -> PodKey {
 }
 
 fn used(n: &str) -> IpSlot {
-    IpSlot::InUse { pod: pod(n) }
+    IpSlot::InUse {
+        pod: pod(n),
+        if_name: "eth0".into(),
+    }
 }
 
 fn state(enis: Vec<Eni>) -> PoolState {
@@ -54,7 +57,7 @@ const CAP: Capacity = Capacity {
 fn params(cfg: &PoolConfig) -> PlanParams<'_> {
     PlanParams {
         cfg,
-        mode: Mode::Shared,
+        kind: EniPoolKind::SharedIps,
         cap: CAP,
         now_ms: 1_000,
         allow_release: true,
@@ -445,7 +448,7 @@ fn exclusive_mode_creates_one_eni_per_slot_and_deletes_idle_enis() {
     s.demand = 2;
     let c = cfg(0, 0);
     let mut p = params(&c);
-    p.mode = Mode::Exclusive;
+    p.kind = EniPoolKind::Exclusive;
     p.cap = Capacity {
         max_enis: 3,
         slots_per_eni: 1,
@@ -468,27 +471,17 @@ fn exclusive_mode_creates_one_eni_per_slot_and_deletes_idle_enis() {
 }
 
 #[test]
-fn vpc_route_mode_never_calls_the_cloud() {
-    let mut s = state(vec![]);
-    s.demand = 5;
-    let c = cfg(3, 5);
-    let mut p = params(&c);
-    p.mode = Mode::VpcRoute;
-    assert!(plan(&s, &p).is_empty());
-}
-
-#[test]
 fn capacity_follows_terway_formula() {
     let c = PoolConfig::default();
     assert_eq!(
-        capacity(4, 10, &c, Mode::Shared),
+        capacity(4, 10, &c, EniPoolKind::SharedIps),
         Capacity {
             max_enis: 3,
             slots_per_eni: 10
         }
     );
     assert_eq!(
-        capacity(4, 10, &c, Mode::Exclusive),
+        capacity(4, 10, &c, EniPoolKind::Exclusive),
         Capacity {
             max_enis: 3,
             slots_per_eni: 1
@@ -498,16 +491,16 @@ fn capacity_follows_terway_formula() {
         max_eni: Some(2),
         ..Default::default()
     };
-    assert_eq!(capacity(4, 10, &c, Mode::Shared).total(), 20);
+    assert_eq!(capacity(4, 10, &c, EniPoolKind::SharedIps).total(), 20);
     let c = PoolConfig {
         eni_cap_ratio: 0.5,
         eni_cap_shift: 2,
         ..Default::default()
     };
-    assert_eq!(capacity(8, 6, &c, Mode::Shared).max_enis, 5);
+    assert_eq!(capacity(8, 6, &c, EniPoolKind::SharedIps).max_enis, 5);
     let c = PoolConfig {
         eni_cap_shift: -5,
         ..Default::default()
     };
-    assert_eq!(capacity(2, 6, &c, Mode::Shared).max_enis, 0);
+    assert_eq!(capacity(2, 6, &c, EniPoolKind::SharedIps).max_enis, 0);
 }

@@ -12,8 +12,8 @@ use tracing::Instrument;
 use super::decide::{plan, Op, PlanParams};
 use super::state::{EniPhase, IpSlot, PoolState};
 use super::vswitch::{order_candidates, VSwitchCandidate};
+use super::EniPoolKind;
 use super::{now_ms, Pool};
-use crate::config::Mode;
 use crate::error::DaemonError;
 use crate::store::Change;
 
@@ -36,12 +36,12 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
     ) -> PlanParams<'_> {
         PlanParams {
             cfg: &self.inner.cfg.pool,
-            mode: self.inner.cfg.mode,
-            cap: self.inner.node.capacity,
+            kind: self.inner.kind,
+            cap: self.inner.capacity,
             now_ms: now,
             allow_release,
             reclaim_extra,
-            max_concurrent_creates: if self.inner.cfg.mode == Mode::Exclusive {
+            max_concurrent_creates: if self.inner.kind == EniPoolKind::Exclusive {
                 2
             } else {
                 1
@@ -173,14 +173,7 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
             }
             if !st.warm_up_done {
                 let total = st.counts(now).total + st.adding;
-                if total
-                    >= self
-                        .inner
-                        .cfg
-                        .pool
-                        .warm_up
-                        .min(self.inner.node.capacity.total())
-                {
+                if total >= self.inner.cfg.pool.warm_up.min(self.inner.capacity.total()) {
                     st.warm_up_done = true;
                     let store = self.inner.store.clone();
                     tokio::spawn(async move {

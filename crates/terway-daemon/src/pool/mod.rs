@@ -25,11 +25,28 @@ use tokio::sync::Notify;
 
 use crate::config::DaemonConfig;
 use crate::metrics::Metrics;
+use crate::record::ResourceKind;
 use crate::store::{Change, Store};
-use state::{Capacity, Eni, IpSlot, PoolState};
+use state::{Capacity, PoolState};
 
-/// Id of the pseudo-ENI holding the node PodCIDR in vpc-route mode.
-pub const POD_CIDR_ID: &str = "pod-cidr";
+/// What the ENIs of a pool are for: secondary IPs shared by pods, or one whole ENI per pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum EniPoolKind {
+    /// Pods take secondary IPs (and the primary IP) of shared ENIs.
+    SharedIps,
+    /// Each pod takes a whole ENI (one slot per ENI).
+    Exclusive,
+}
+
+impl EniPoolKind {
+    /// The backend kind a pool of this kind serves.
+    pub fn resource_kind(self) -> ResourceKind {
+        match self {
+            EniPoolKind::SharedIps => ResourceKind::SharedIp,
+            EniPoolKind::Exclusive => ResourceKind::ExclusiveEni,
+        }
+    }
+}
 
 /// Wall clock in unix milliseconds (cooldowns are persisted, so they must survive restarts).
 pub fn now_ms() -> u64 {
@@ -56,11 +73,9 @@ pub struct NodeInfo {
     pub vswitch_id: String,
     /// Primary IP of the node.
     pub primary_ip: Ipv4Addr,
-    /// Pool capacity.
-    pub capacity: Capacity,
     /// Security groups for new ENIs.
     pub security_groups: Vec<String>,
-    /// Instance-type quotas (absent in vpc-route mode).
+    /// Instance-type quotas (absent when no backend of the node uses ENIs).
     pub limits: Option<terway_cloud::InstanceTypeLimits>,
 }
 
@@ -98,7 +113,9 @@ impl<C: Cloud, M: Metadata> Clone for Pool<C, M> {
 
 struct Inner<C, M> {
     cfg: DaemonConfig,
+    kind: EniPoolKind,
     node: NodeInfo,
+    capacity: Capacity,
     cloud: C,
     meta: M,
     store: Store,
@@ -114,29 +131,16 @@ struct Inner<C, M> {
     ops_in_flight: AtomicUsize,
     ops_done: Notify,
     vswitches: Mutex<VSwitchCache>,
-    /// Pods with a request (or GC) in progress.
-    claims: Mutex<std::collections::HashSet<state::PodKey>>,
-}
-
-/// Exclusive right to work on one pod; released on drop.
-pub struct PodClaim<C: Cloud, M: Metadata> {
-    pool: Pool<C, M>,
-    pod: state::PodKey,
-}
-
-impl<C: Cloud, M: Metadata> Drop for PodClaim<C, M> {
-    fn drop(&mut self) {
-        if let Ok(mut c) = self.pool.inner.claims.lock() {
-            c.remove(&self.pod);
-        }
-    }
 }
 
 impl<C: Cloud, M: Metadata> Pool<C, M> {
-    /// Build a pool around an initial state (from [`reconcile::recover`]).
+    /// Build a pool of `kind` around an initial state (then [`Pool::recover`] fills it).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         cfg: DaemonConfig,
+        kind: EniPoolKind,
         node: NodeInfo,
+        capacity: Capacity,
         cloud: C,
         meta: M,
         store: Store,
@@ -146,7 +150,9 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
         Pool {
             inner: Arc::new(Inner {
                 cfg,
+                kind,
                 node,
+                capacity,
                 cloud,
                 meta,
                 store,
@@ -160,23 +166,18 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
                 ops_in_flight: AtomicUsize::new(0),
                 ops_done: Notify::new(),
                 vswitches: Mutex::new(VSwitchCache::default()),
-                claims: Mutex::new(Default::default()),
             }),
         }
     }
 
-    /// Claim a pod for one request; `PodBusy` if another request holds it (the CNI retries).
-    pub fn claim(&self, pod: &state::PodKey) -> crate::error::Result<PodClaim<C, M>> {
-        let mut c = self.inner.claims.lock().unwrap_or_else(|p| p.into_inner());
-        if !c.insert(pod.clone()) {
-            return Err(crate::error::DaemonError::PodBusy {
-                pod: pod.to_string(),
-            });
-        }
-        Ok(PodClaim {
-            pool: self.clone(),
-            pod: pod.clone(),
-        })
+    /// What this pool's ENIs are for.
+    pub fn kind(&self) -> EniPoolKind {
+        self.inner.kind
+    }
+
+    /// How big the pool may grow.
+    pub fn capacity(&self) -> Capacity {
+        self.inner.capacity
     }
 
     /// Node facts.
@@ -268,7 +269,6 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
     /// Persist changes; failures are logged with what was lost (the cloud stays the source of truth
     /// for addresses, so the next start-up reconciles them).
     pub(crate) async fn persist(&self, changes: Vec<Change>) -> crate::error::Result<()> {
-        let changes: Vec<Change> = changes.into_iter().map(compact).collect();
         self.inner.store.commit(changes).await
     }
 
@@ -276,7 +276,9 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
     pub fn publish_metrics(&self) {
         let now = now_ms();
         let st = self.lock();
-        self.inner.metrics.set_pool(&st.counts(now));
+        self.inner
+            .metrics
+            .set_pool(self.inner.kind.resource_kind(), &st.counts(now));
         let active = st
             .inhibits
             .vswitch_blocked_until_ms
@@ -309,35 +311,5 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
                 return;
             }
         }
-    }
-}
-
-/// In vpc-route mode only non-idle slots of the PodCIDR are stored (the rest is implied by the CIDR).
-fn compact(ch: Change) -> Change {
-    match ch {
-        Change::PutEni(mut e) if e.id == POD_CIDR_ID => {
-            e.ips.retain(|_, s| *s != IpSlot::Idle);
-            Change::PutEni(e)
-        }
-        other => other,
-    }
-}
-
-/// The PodCIDR as a pseudo-ENI: the first host is the node-side gateway, the rest are pod slots.
-pub fn pod_cidr_eni(cidr: ipnet::Ipv4Net) -> Eni {
-    let mut hosts = cidr.hosts();
-    let gateway = hosts.next().unwrap_or(cidr.network());
-    Eni {
-        id: POD_CIDR_ID.into(),
-        mac: String::new(),
-        vswitch_id: String::new(),
-        cidr,
-        gateway,
-        primary_ip: gateway,
-        phase: state::EniPhase::Ready,
-        ips: hosts.map(|ip| (ip, IpSlot::Idle)).collect(),
-        version: 0,
-        busy: false,
-        full: false,
     }
 }

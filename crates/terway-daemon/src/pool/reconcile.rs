@@ -11,21 +11,19 @@ use std::net::Ipv4Addr;
 
 use terway_cloud::{Cloud, EniFilter, EniStatus, EniType, Metadata, NetworkInterface};
 
+use super::alloc::answer_for;
 use super::engine::{TAG_CREATOR, TAG_INSTANCE};
-use super::state::{Eni, EniPhase, IpSlot, PodKey};
-use super::{now_ms, pod_cidr_eni, Pool, POD_CIDR_ID};
-use crate::config::Mode;
+use super::state::{Allocation, Eni, EniPhase, IpSlot};
+use super::{now_ms, Pool};
 use crate::error::Result;
-use crate::podsource::PodSource;
-use crate::store::{Change, IntentKind};
+use crate::store::{Change, IntentKind, Snapshot};
 
-/// What a GC pass did.
+/// Id the PodCIDR pseudo-ENI had in state files written before PodCIDR addresses got their own backend.
+pub const LEGACY_POD_CIDR_ID: &str = "pod-cidr";
+
+/// What an ENI GC pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct GcReport {
-    /// Allocations released because their pod is gone.
-    pub released_pods: u32,
-    /// Sticky reservations dropped because their pod is gone.
-    pub dropped_sticky: u32,
+pub struct EniGcReport {
     /// ENIs adopted (ours, attached, unknown locally).
     pub adopted_enis: u32,
     /// Addresses adopted as idle.
@@ -151,9 +149,8 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
         })
     }
 
-    /// Rebuild the pool from the store and the cloud at start. Must run before serving.
-    pub async fn recover(&self) -> Result<()> {
-        let snap = self.inner.store.load()?;
+    /// Rebuild the pool from the store snapshot and the cloud at start. Must run before serving.
+    pub async fn recover(&self, snap: &Snapshot) -> Result<()> {
         let warm_up_done = snap
             .meta
             .iter()
@@ -161,6 +158,7 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
         let stored: HashMap<String, Eni> = snap
             .enis
             .iter()
+            .filter(|e| e.id != LEGACY_POD_CIDR_ID)
             .map(|e| (e.id.clone(), e.clone()))
             .collect();
         let mut changes: Vec<Change> = snap
@@ -170,20 +168,7 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
             .collect();
         let mut enis: BTreeMap<String, Eni> = BTreeMap::new();
 
-        if self.inner.cfg.mode == Mode::VpcRoute {
-            if let Some(cidr) = self.inner.cfg.pod_cidr {
-                let mut e = pod_cidr_eni(cidr);
-                if let Some(s) = stored.get(POD_CIDR_ID) {
-                    for (ip, slot) in &s.ips {
-                        if e.ips.contains_key(ip) && !matches!(slot, IpSlot::InUse { .. }) {
-                            e.ips.insert(*ip, slot.clone());
-                        }
-                    }
-                    e.version = s.version + 1;
-                }
-                enis.insert(e.id.clone(), e);
-            }
-        } else {
+        {
             let mut to_destroy: BTreeSet<String> = BTreeSet::new();
             let mut to_unassign: Vec<(String, Vec<Ipv4Addr>)> = Vec::new();
             for intent in &snap.intents {
@@ -229,10 +214,7 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
             // Describe may lag behind; the instance's own view (metadata) of an ENI we recorded wins
             // over its absence from Describe, so no pod loses its address to a stale answer.
             for old in stored.values() {
-                if enis.contains_key(&old.id)
-                    || to_destroy.contains(&old.id)
-                    || old.id == POD_CIDR_ID
-                {
+                if enis.contains_key(&old.id) || to_destroy.contains(&old.id) {
                     continue;
                 }
                 if let Ok(Some(m)) = self.inner.meta.eni(&old.mac).await {
@@ -266,7 +248,12 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
                     .into_iter()
                     .filter(|ip| e.ips.contains_key(ip) && *ip != e.primary_ip)
                     .collect();
-                let in_use: BTreeSet<Ipv4Addr> = snap.pods.iter().map(|a| a.ip).collect();
+                let in_use: BTreeSet<Ipv4Addr> = snap
+                    .pods
+                    .iter()
+                    .map(|a| a.ip)
+                    .chain(snap.legacy_pods.iter().map(|a| a.ip))
+                    .collect();
                 let present: Vec<Ipv4Addr> = present
                     .into_iter()
                     .filter(|ip| !in_use.contains(ip))
@@ -312,20 +299,46 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
             }
         }
 
-        // Pod allocations: kept only where the address still exists, and never twice.
+        // Pod allocations of this backend: kept only where the address still exists, and never twice.
+        // Records from before the backend was recorded take the answer from their ENI.
+        let kind = self.inner.kind.resource_kind();
+        let mut mine: Vec<Allocation> = snap
+            .pods
+            .iter()
+            .filter(|a| a.backend == kind)
+            .cloned()
+            .collect();
+        for l in snap
+            .legacy_pods
+            .iter()
+            .filter(|l| l.eni_id != LEGACY_POD_CIDR_ID)
+        {
+            let Some(e) = enis.get(&l.eni_id) else {
+                tracing::warn!(pod = %l.pod, ip = %l.ip, eni = %l.eni_id, "allocation's ENI is gone; dropping it");
+                changes.push(Change::DelLegacyPod(l.pod.clone()));
+                continue;
+            };
+            changes.push(Change::DelLegacyPod(l.pod.clone()));
+            let a = l.upgrade(kind, answer_for(e, l.ip));
+            changes.push(Change::PutPod(a.clone()));
+            mine.push(a);
+        }
         let mut pods = HashMap::new();
-        for a in snap.pods {
+        for a in mine {
             let slot = enis.get_mut(&a.eni_id).and_then(|e| e.ips.get_mut(&a.ip));
             match slot {
                 Some(s) if !matches!(s, IpSlot::InUse { .. }) => {
-                    *s = IpSlot::InUse { pod: a.pod.clone() };
-                    pods.insert(a.pod.clone(), a);
+                    *s = IpSlot::in_use(&a.key());
+                    pods.insert(a.key(), a);
                 }
                 _ => {
-                    tracing::warn!(pod = %a.pod, ip = %a.ip, eni = %a.eni_id, "allocation's address is gone; dropping it");
-                    changes.push(Change::DelPod(a.pod.clone()));
+                    tracing::warn!(pod = %a.key(), ip = %a.ip, eni = %a.eni_id, "allocation's address is gone; dropping it");
+                    changes.push(Change::DelPod(a.key()));
                 }
             }
+        }
+        if snap.enis.iter().any(|e| e.id == LEGACY_POD_CIDR_ID) {
+            changes.push(Change::DelEni(LEGACY_POD_CIDR_ID.into()));
         }
         for id in stored.keys() {
             if !enis.contains_key(id) {
@@ -333,7 +346,7 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
             }
         }
         changes.extend(enis.values().cloned().map(Change::PutEni));
-        tracing::info!(enis = enis.len(), pods = pods.len(), "recovered state");
+        tracing::info!(backend = %kind, enis = enis.len(), pods = pods.len(), "recovered state");
         {
             let mut st = self.lock();
             st.enis = enis;
@@ -349,47 +362,10 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
         Ok(())
     }
 
-    /// One garbage-collection pass.
-    pub async fn gc<P: PodSource>(&self, pods: &P) -> Result<GcReport> {
-        let mut report = GcReport::default();
-        if let Some(live) = pods.live_pods().await {
-            let (gone, sticky_gone): (Vec<PodKey>, Vec<PodKey>) = {
-                let st = self.lock();
-                let gone = st
-                    .pods
-                    .keys()
-                    .filter(|k| !live.contains(k))
-                    .cloned()
-                    .collect();
-                let sticky = st
-                    .enis
-                    .values()
-                    .flat_map(|e| e.ips.values())
-                    .filter_map(|s| match s {
-                        IpSlot::Sticky { pod, .. } if !live.contains(pod) => Some(pod.clone()),
-                        _ => None,
-                    })
-                    .collect();
-                (gone, sticky)
-            };
-            for pod in gone {
-                // A pod with a request in flight is left for the next pass.
-                let Ok(_claim) = self.claim(&pod) else {
-                    continue;
-                };
-                if self.release(&pod, "").await? {
-                    tracing::info!(%pod, "GC released the address of a pod that no longer exists");
-                    report.released_pods += 1;
-                }
-            }
-            for pod in sticky_gone {
-                self.drop_sticky(&pod).await?;
-                report.dropped_sticky += 1;
-            }
-        }
-        if self.inner.cfg.mode == Mode::VpcRoute {
-            return Ok(report);
-        }
+    /// One pass of the ENI reconciler: adopt attached ENIs and addresses of ours the pool does not know,
+    /// forget addresses the cloud no longer has, delete our ENIs left Available.
+    pub async fn reconcile_enis(&self) -> Result<EniGcReport> {
+        let mut report = EniGcReport::default();
         let attached = self.describe_attached().await?;
         let mut changes = Vec::new();
         for n in attached.iter().filter(|n| n.status == EniStatus::InUse) {
@@ -480,8 +456,8 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
         for v in self.lock().violations() {
             tracing::error!(violation = %v, "inconsistent state after GC");
         }
-        if report != GcReport::default() {
-            tracing::info!(?report, "GC pass");
+        if report != EniGcReport::default() {
+            tracing::info!(?report, "ENI GC pass");
             self.inner.changed.notify_waiters();
         }
         Ok(report)

@@ -8,7 +8,7 @@ use ipnet::Ipv4Net;
 
 use super::inhibit::Inhibits;
 
-pub use terway_core::PodKey;
+pub use crate::record::{AllocKey, Allocation, PodKey};
 
 /// State of one address slot on an ENI.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -16,10 +16,13 @@ pub use terway_core::PodKey;
 pub enum IpSlot {
     /// Free and ready for a pod.
     Idle,
-    /// Held by a pod.
+    /// Held by a pod interface.
     InUse {
         /// Owner.
         pod: PodKey,
+        /// The owner's interface.
+        #[serde(default = "crate::record::default_if_name_owned")]
+        if_name: String,
     },
     /// Released recently; not handed out before `until_ms` (unix ms).
     Cooldown {
@@ -38,6 +41,14 @@ pub enum IpSlot {
 }
 
 impl IpSlot {
+    /// The slot of an address held by `key`.
+    pub fn in_use(key: &AllocKey) -> IpSlot {
+        IpSlot::InUse {
+            pod: key.pod.clone(),
+            if_name: key.if_name.clone(),
+        }
+    }
+
     /// Usable by any pod at `now_ms`.
     pub fn is_free(&self, now_ms: u64) -> bool {
         match self {
@@ -113,25 +124,6 @@ impl Eni {
     }
 }
 
-/// A pod's current address.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Allocation {
-    /// Owner.
-    pub pod: PodKey,
-    /// Sandbox the allocation belongs to.
-    pub container_id: String,
-    /// Pod UID, may be empty.
-    pub uid: String,
-    /// The address.
-    pub ip: Ipv4Addr,
-    /// ENI (or `pod-cidr`).
-    pub eni_id: String,
-    /// Whether the IP is kept for the pod after release.
-    pub sticky: bool,
-    /// When it was allocated (unix ms).
-    pub at_ms: u64,
-}
-
 /// Counts for metrics and status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PoolCounts {
@@ -168,8 +160,8 @@ impl Capacity {
 pub struct PoolState {
     /// ENIs by id.
     pub enis: BTreeMap<String, Eni>,
-    /// Allocations by pod.
-    pub pods: HashMap<PodKey, Allocation>,
+    /// Allocations by pod interface.
+    pub pods: HashMap<AllocKey, Allocation>,
     /// Allocations waiting for an address.
     pub demand: u32,
     /// ENI creations in flight.
@@ -239,7 +231,7 @@ impl PoolState {
         let mut out = Vec::new();
         for a in self.pods.values() {
             match self.enis.get(&a.eni_id).and_then(|e| e.ips.get(&a.ip)) {
-                Some(IpSlot::InUse { pod }) if *pod == a.pod => {}
+                Some(IpSlot::InUse { pod, if_name }) if *pod == a.pod && *if_name == a.if_name => {}
                 other => out.push(format!(
                     "{} holds {} on {} but the slot is {other:?}",
                     a.pod, a.ip, a.eni_id
@@ -252,8 +244,9 @@ impl PoolState {
                 if !seen.insert(*ip) {
                     out.push(format!("{ip} appears on two ENIs"));
                 }
-                if let IpSlot::InUse { pod } = s {
-                    if self.pods.get(pod).is_none_or(|a| a.ip != *ip) {
+                if let IpSlot::InUse { pod, if_name } = s {
+                    let key = AllocKey::new(pod.clone(), if_name);
+                    if self.pods.get(&key).is_none_or(|a| a.ip != *ip) {
                         out.push(format!(
                             "{ip} on {} is in use by {pod} without an allocation",
                             e.id

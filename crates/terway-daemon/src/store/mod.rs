@@ -17,12 +17,14 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 pub use intent::{Intent, IntentKind};
 
 use crate::error::{DaemonError, Result};
-use crate::pool::state::{Allocation, Eni, PodKey};
+use crate::pool::state::Eni;
+use crate::record::{AllocKey, Allocation, NetAnswer, PodKey, ResourceKind};
 
 const ENIS: TableDefinition<&str, &[u8]> = TableDefinition::new("enis");
 const PODS: TableDefinition<&str, &[u8]> = TableDefinition::new("pods");
 const INTENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("intents");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");
 
 /// One change in a commit.
 #[derive(Debug, Clone)]
@@ -31,10 +33,16 @@ pub enum Change {
     PutEni(Eni),
     /// Forget an ENI.
     DelEni(String),
-    /// Insert or replace a pod's allocation.
+    /// Insert or replace a pod interface's allocation.
     PutPod(Allocation),
-    /// Forget a pod's allocation.
-    DelPod(PodKey),
+    /// Forget a pod interface's allocation.
+    DelPod(AllocKey),
+    /// Forget a record written before interfaces and backends were recorded (keyed `namespace/name`).
+    DelLegacyPod(PodKey),
+    /// Record a backend's lease on an address (a PodCIDR cooldown), ending at unix ms.
+    PutLease(String, u64),
+    /// Forget a lease.
+    DelLease(String),
     /// Record an intent before its cloud call.
     PutIntent(Intent),
     /// Clear a finished intent.
@@ -50,6 +58,10 @@ pub struct Snapshot {
     pub enis: Vec<Eni>,
     /// Allocations.
     pub pods: Vec<Allocation>,
+    /// Allocations written before interfaces and backends were recorded; their backend upgrades them.
+    pub legacy_pods: Vec<LegacyAllocation>,
+    /// Address leases by key, ending at unix ms.
+    pub leases: Vec<(String, u64)>,
     /// Unfinished intents.
     pub intents: Vec<Intent>,
     /// Facts.
@@ -73,8 +85,46 @@ pub struct Store {
     queue: Arc<std::sync::Mutex<Queue>>,
 }
 
-fn pod_key(k: &PodKey) -> String {
-    k.to_string()
+/// An allocation record as written before the interface, backend and answer were recorded.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct LegacyAllocation {
+    /// Owner.
+    pub pod: PodKey,
+    /// Sandbox.
+    pub container_id: String,
+    /// Pod UID.
+    pub uid: String,
+    /// The address.
+    pub ip: std::net::Ipv4Addr,
+    /// ENI (or the PodCIDR pseudo-ENI `pod-cidr`).
+    pub eni_id: String,
+    /// Sticky.
+    pub sticky: bool,
+    /// When.
+    pub at_ms: u64,
+}
+
+impl LegacyAllocation {
+    /// The record in today's shape (the interface was always `eth0` then).
+    pub fn upgrade(&self, backend: ResourceKind, answer: NetAnswer) -> Allocation {
+        Allocation {
+            pod: self.pod.clone(),
+            if_name: crate::record::DEFAULT_IF_NAME.into(),
+            container_id: self.container_id.clone(),
+            uid: self.uid.clone(),
+            backend,
+            ip: self.ip,
+            eni_id: if answer.eni.is_some() {
+                self.eni_id.clone()
+            } else {
+                String::new()
+            },
+            answer,
+            qos: Default::default(),
+            sticky: self.sticky,
+            at_ms: self.at_ms,
+        }
+    }
 }
 
 impl Store {
@@ -147,7 +197,19 @@ impl Store {
         let pods = txn.open_table(PODS).map_err(|e| store_err(p, e))?;
         for row in pods.iter().map_err(|e| store_err(p, e))? {
             let (_, v) = row.map_err(|e| store_err(p, e))?;
-            snap.pods.push(from_json(p, v.value())?);
+            match serde_json::from_slice::<Allocation>(v.value()) {
+                Ok(a) => snap.pods.push(a),
+                Err(e) => match serde_json::from_slice::<LegacyAllocation>(v.value()) {
+                    Ok(l) => snap.legacy_pods.push(l),
+                    Err(_) => return Err(store_err(p, format!("corrupt record: {e}"))),
+                },
+            }
+        }
+        let leases = txn.open_table(LEASES).map_err(|e| store_err(p, e))?;
+        for row in leases.iter().map_err(|e| store_err(p, e))? {
+            let (k, v) = row.map_err(|e| store_err(p, e))?;
+            snap.leases
+                .push((k.value().to_string(), from_json(p, v.value())?));
         }
         let intents = txn.open_table(INTENTS).map_err(|e| store_err(p, e))?;
         for row in intents.iter().map_err(|e| store_err(p, e))? {
@@ -174,6 +236,7 @@ fn apply(db: &redb::Database, p: &Path, changes: Vec<Change>) -> Result<()> {
         let mut pods = txn.open_table(PODS).map_err(|e| store_err(p, e))?;
         let mut intents = txn.open_table(INTENTS).map_err(|e| store_err(p, e))?;
         let mut meta = txn.open_table(META).map_err(|e| store_err(p, e))?;
+        let mut leases = txn.open_table(LEASES).map_err(|e| store_err(p, e))?;
         for ch in changes {
             match ch {
                 Change::PutEni(eni) => {
@@ -195,12 +258,25 @@ fn apply(db: &redb::Database, p: &Path, changes: Vec<Change>) -> Result<()> {
                 }
                 Change::PutPod(a) => {
                     let bytes = to_json(p, &a)?;
-                    pods.insert(pod_key(&a.pod).as_str(), bytes.as_slice())
+                    pods.insert(a.key().store_key().as_str(), bytes.as_slice())
                         .map_err(|e| store_err(p, e))?;
                 }
                 Change::DelPod(k) => {
-                    pods.remove(pod_key(&k).as_str())
+                    pods.remove(k.store_key().as_str())
                         .map_err(|e| store_err(p, e))?;
+                }
+                Change::DelLegacyPod(k) => {
+                    pods.remove(k.to_string().as_str())
+                        .map_err(|e| store_err(p, e))?;
+                }
+                Change::PutLease(k, until) => {
+                    let bytes = to_json(p, &until)?;
+                    leases
+                        .insert(k.as_str(), bytes.as_slice())
+                        .map_err(|e| store_err(p, e))?;
+                }
+                Change::DelLease(k) => {
+                    leases.remove(k.as_str()).map_err(|e| store_err(p, e))?;
                 }
                 Change::PutIntent(i) => {
                     let bytes = to_json(p, &i)?;
@@ -273,6 +349,7 @@ fn from_json<T: serde::de::DeserializeOwned>(path: &Path, b: &[u8]) -> Result<T>
 mod tests {
     use super::*;
     use crate::pool::state::{EniPhase, IpSlot};
+    use crate::record::{EniAnswer, QosAnswer};
     use std::collections::BTreeMap;
     use std::net::Ipv4Addr;
 
@@ -322,16 +399,30 @@ mod tests {
         let pod = PodKey::new("ns", "p");
         let alloc = Allocation {
             pod: pod.clone(),
+            if_name: "eth0".into(),
             container_id: "c1".into(),
             uid: "u".into(),
+            backend: ResourceKind::SharedIp,
             ip: Ipv4Addr::new(10, 0, 0, 5),
             eni_id: "eni-1".into(),
+            answer: NetAnswer {
+                ip: Ipv4Addr::new(10, 0, 0, 5),
+                subnet: "10.0.0.0/24".parse().unwrap(),
+                gateway: Ipv4Addr::new(10, 0, 0, 253),
+                eni: Some(EniAnswer {
+                    id: "eni-1".into(),
+                    mac: "00:16:3e:00:00:01".into(),
+                    gateway: Ipv4Addr::new(10, 0, 0, 253),
+                    primary_ip: Ipv4Addr::new(10, 0, 0, 5),
+                }),
+            },
+            qos: QosAnswer::default(),
             sticky: false,
             at_ms: 1,
         };
         store
             .commit_blocking(vec![
-                Change::PutEni(eni(2, IpSlot::InUse { pod: pod.clone() })),
+                Change::PutEni(eni(2, IpSlot::in_use(&alloc.key()))),
                 Change::PutPod(alloc.clone()),
                 Change::PutIntent(Intent::new(
                     IntentKind::DeleteEni {
@@ -351,7 +442,7 @@ mod tests {
         let snap = store.load().unwrap();
         assert_eq!(snap.enis.len(), 1);
         assert_eq!(snap.enis[0].version, 2);
-        assert_eq!(snap.pods, vec![alloc]);
+        assert_eq!(snap.pods, vec![alloc.clone()]);
         assert_eq!(snap.intents.len(), 1);
         assert_eq!(
             snap.meta,
@@ -361,7 +452,7 @@ mod tests {
         store
             .commit_blocking(vec![
                 Change::DelIntent(id),
-                Change::DelPod(pod),
+                Change::DelPod(alloc.key()),
                 Change::DelEni("eni-1".into()),
             ])
             .unwrap();

@@ -237,6 +237,7 @@ pub async fn release(
     c.release_ip(pb::ReleaseIpRequest {
         pod: pod(name, cid),
         reason: "test".into(),
+        ..Default::default()
     })
     .await
     .map(|r| r.into_inner().released)
@@ -288,7 +289,7 @@ pub async fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
 /// addresses, every tagged ENI of the instance is known, no address is held by two pods.
 pub fn assert_agrees(env: &Env, d: &TestDaemon, instance: &str) {
     let cloud = env.cloud_enis();
-    d.pool().with_state(|st| {
+    d.pool().unwrap().with_state(|st| {
         let mut owners: HashMap<Ipv4Addr, String> = HashMap::new();
         for a in st.pods.values() {
             if let Some(prev) = owners.insert(a.ip, a.pod.to_string()) {

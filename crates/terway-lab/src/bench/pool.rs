@@ -58,6 +58,7 @@ async fn warm_path(
                 .release_ip(ReleaseIpRequest {
                     pod: Some(pod.clone()),
                     reason: "bench".into(),
+                    ..Default::default()
                 })
                 .await
                 .map_err(|e| anyhow::anyhow!("ReleaseIP for {}: {e}", pod.name))?;
