@@ -56,6 +56,13 @@ pub fn pod_identity(req: &AttachmentRequest) -> Result<PodIdentity, CniError> {
             "CNI_ARGS has no K8S_POD_NAMESPACE/K8S_POD_NAME; terway networks Kubernetes pods only",
         )
     })?;
+    // Validated as Kubernetes validates pod names: anything else cannot be a real pod, and a `/` or
+    // `..` in a name must never reach a record key or a derived interface name.
+    terway_core::PodKey::validated(ns, name).map_err(|e| {
+        CniError::invalid_env(format!(
+            "{e}; K8S_POD_NAMESPACE/K8S_POD_NAME in CNI_ARGS must name a Kubernetes pod"
+        ))
+    })?;
     let cid = req
         .args
         .k8s_pod_infra_container_id

@@ -122,7 +122,7 @@ fn run_parallel(
                 let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
                 let Some((node, pod_name)) = next else { break };
                 let r = if add {
-                    pod::add(plan, &node, &pod_name, "default").map(|_| ())
+                    pod::add(plan, &node, &pod_name, "default", "eth0").map(|_| ())
                 } else {
                     pod::del(plan, &node, &pod_name).map(|_| ())
                 };

@@ -41,6 +41,9 @@ pub enum PodCmd {
         /// Kubernetes namespace of the pod.
         #[arg(long, default_value = "default")]
         namespace: String,
+        /// The pod interface's name (`CNI_IFNAME`).
+        #[arg(long, default_value = "eth0")]
+        ifname: String,
     },
     /// Run CNI DEL (twice, as the kubelet does) and remove the pod netns.
     Del {
@@ -108,7 +111,7 @@ fn run_cni(
         .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", &rec.container_id)
         .env("CNI_NETNS", netns_path)
-        .env("CNI_IFNAME", "eth0")
+        .env("CNI_IFNAME", &rec.if_name)
         .env("CNI_ARGS", cni_args(rec))
         .env("CNI_PATH", &bin_dir)
         .stdin(Stdio::piped())
@@ -196,6 +199,7 @@ pub fn add(
     node_name: &str,
     pod: &str,
     namespace: &str,
+    if_name: &str,
 ) -> anyhow::Result<PodRecord> {
     let node = plan
         .node(node_name)
@@ -210,6 +214,7 @@ pub fn add(
         pod: pod.into(),
         namespace: namespace.into(),
         container_id: random_hex(32),
+        if_name: if_name.into(),
         netns: format!("cni-{uid}"),
         uid,
         ip: None,
@@ -291,12 +296,13 @@ pub fn run(args: PodArgs) -> anyhow::Result<()> {
             node,
             pod,
             namespace,
+            ifname,
         } => {
-            let rec = add(&plan, &node, &pod, &namespace)?;
+            let rec = add(&plan, &node, &pod, &namespace, &ifname)?;
             if args.json {
                 let out = serde_json::json!({
                     "lab": plan.name, "node": rec.node, "pod": rec.pod, "namespace": rec.namespace,
-                    "netns": rec.netns, "netns_path": format!("/var/run/netns/{}", rec.netns),
+                    "if_name": rec.if_name, "netns": rec.netns, "netns_path": format!("/var/run/netns/{}", rec.netns),
                     "container_id": rec.container_id, "ip": rec.ip, "cni_result": rec.result,
                 });
                 println!("{}", serde_json::to_string_pretty(&out)?);
@@ -353,6 +359,7 @@ mod tests {
             namespace: "default".into(),
             uid: "u".into(),
             container_id: "c".into(),
+            if_name: "eth0".into(),
             netns: "cni-x".into(),
             ip: None,
             result: None,

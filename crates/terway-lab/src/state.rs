@@ -105,12 +105,19 @@ pub struct PodRecord {
     pub uid: String,
     /// Sandbox container id.
     pub container_id: String,
+    /// `CNI_IFNAME` of the pod's interface.
+    #[serde(default = "default_if_name")]
+    pub if_name: String,
     /// Pod netns name (`cni-<uuid>`).
     pub netns: String,
     /// Pod IPv4 from the CNI result, once ADD succeeded.
     pub ip: Option<Ipv4Addr>,
     /// The CNI result JSON, once ADD succeeded.
     pub result: Option<serde_json::Value>,
+}
+
+fn default_if_name() -> String {
+    "eth0".into()
 }
 
 /// Directory of pod records.

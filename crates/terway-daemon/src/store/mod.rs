@@ -466,4 +466,28 @@ mod tests {
             & 0o777;
         assert_eq!(mode, 0o700);
     }
+
+    #[test]
+    fn records_written_before_interfaces_were_recorded_are_loaded_for_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let store = Store::open(&path).unwrap();
+        {
+            let txn = store.db.begin_write().unwrap();
+            {
+                let mut pods = txn.open_table(PODS).unwrap();
+                let old = r#"{"pod":{"namespace":"ns","name":"p"},"container_id":"c","uid":"","ip":"10.0.0.9","eni_id":"eni-1","sticky":false,"at_ms":3}"#;
+                pods.insert("ns/p", old.as_bytes()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let snap = store.load().unwrap();
+        assert!(snap.pods.is_empty());
+        assert_eq!(snap.legacy_pods.len(), 1);
+        assert_eq!(snap.legacy_pods[0].ip, Ipv4Addr::new(10, 0, 0, 9));
+        store
+            .commit_blocking(vec![Change::DelLegacyPod(PodKey::new("ns", "p"))])
+            .unwrap();
+        assert!(store.load().unwrap().legacy_pods.is_empty());
+    }
 }

@@ -1,0 +1,130 @@
+//! Records of pod interfaces against the emulator: pod identity is validated before anything is
+//! recorded, pods whose names once collided in the store keep separate records, a pod's interfaces each
+//! hold their own address, and DEL/CHECK get back exactly what ADD was told — also after a restart.
+
+mod common;
+
+use common::*;
+use terway_rpc::v1 as pb;
+
+fn pod_in(ns: &str, name: &str, cid: &str) -> Option<pb::PodRef> {
+    Some(pb::PodRef {
+        namespace: ns.into(),
+        name: name.into(),
+        container_id: cid.into(),
+        uid: String::new(),
+    })
+}
+
+async fn alloc_if(
+    c: &mut pb::terway_backend_client::TerwayBackendClient<tonic::transport::Channel>,
+    pod: Option<pb::PodRef>,
+    if_name: &str,
+) -> Result<pb::AllocIpReply, tonic::Status> {
+    c.alloc_ip(pb::AllocIpRequest {
+        pod,
+        netns: "/var/run/netns/x".into(),
+        if_name: if_name.into(),
+    })
+    .await
+    .map(|r| r.into_inner())
+}
+
+async fn info_if(
+    c: &mut pb::terway_backend_client::TerwayBackendClient<tonic::transport::Channel>,
+    pod: Option<pb::PodRef>,
+    if_name: &str,
+) -> Result<pb::GetIpInfoReply, tonic::Status> {
+    c.get_ip_info(pb::GetIpInfoRequest {
+        pod,
+        if_name: if_name.into(),
+    })
+    .await
+    .map(|r| r.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn names_kubernetes_would_refuse_are_refused_and_never_share_a_record() {
+    let env = Env::new(|_| {});
+    let d = env.start(env.daemon_config()).await;
+    let mut c = client(&env.socket()).await;
+    // On the old main both were accepted and stored under the one key "a/b/c".
+    for (ns, name) in [
+        ("a", "b/c"),
+        ("a/b", "c"),
+        ("..", ".."),
+        ("a", "x\ny"),
+        ("a", &"p".repeat(300)),
+    ] {
+        let e = alloc_if(&mut c, pod_in(ns, name, "c1"), "eth0")
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{ns:?}/{name:?}");
+        assert!(e.message().contains("not valid"), "{}", e.message());
+    }
+    let e = alloc_if(&mut c, pod_in("a", "ok", "c1"), "../x")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(d
+        .backends()
+        .all()
+        .iter()
+        .all(|b| b.allocations().is_empty()));
+    d.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_interface_of_a_pod_holds_its_own_address_and_is_answered_with_its_own_name() {
+    let env = Env::new(|_| {});
+    let cfg = env.daemon_config();
+    let d = env.start(cfg.clone()).await;
+    let mut c = client(&env.socket()).await;
+    let eth0 = alloc_if(&mut c, pod("multi", "c1"), "eth0").await.unwrap();
+    let net1 = alloc_if(&mut c, pod("multi", "c1"), "net1").await.unwrap();
+    assert_eq!(net1.net_confs[0].if_name, "net1");
+    assert_ne!(ip_of(&eth0), ip_of(&net1), "two interfaces, two addresses");
+    // Asked again (a runtime retry): the same answer, not a third address.
+    assert_eq!(
+        ip_of(&alloc_if(&mut c, pod("multi", "c1"), "net1").await.unwrap()),
+        ip_of(&net1)
+    );
+    // What DEL and CHECK are told is the interface's own record (the old daemon said eth0 for both).
+    let i = info_if(&mut c, pod("multi", "c1"), "net1").await.unwrap();
+    assert_eq!(i.net_confs[0].if_name, "net1");
+    assert_eq!(i.net_confs[0].pod_ip, net1.net_confs[0].pod_ip);
+    assert_eq!(i.net_confs[0].eni, net1.net_confs[0].eni);
+    // ...also after a restart, read back from the store.
+    d.stop().await.unwrap();
+    let d = env.start(cfg).await;
+    let mut c = client(&env.socket()).await;
+    let i = info_if(&mut c, pod("multi", "c1"), "net1").await.unwrap();
+    assert_eq!(i.net_confs[0].if_name, "net1");
+    assert_eq!(i.net_confs[0].pod_ip, net1.net_confs[0].pod_ip);
+    let i = info_if(&mut c, pod("multi", "c1"), "").await.unwrap();
+    assert_eq!(
+        i.net_confs[0].pod_ip, eth0.net_confs[0].pod_ip,
+        "empty = eth0"
+    );
+    // Releasing net1 leaves eth0 alone.
+    let r = c
+        .release_ip(pb::ReleaseIpRequest {
+            pod: pod("multi", "c1"),
+            reason: "test".into(),
+            if_name: "net1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.released);
+    assert_eq!(
+        info_if(&mut c, pod("multi", "c1"), "net1")
+            .await
+            .unwrap_err()
+            .code(),
+        tonic::Code::NotFound
+    );
+    assert!(info_if(&mut c, pod("multi", "c1"), "eth0").await.is_ok());
+    assert_agrees(&env, &d, common::INSTANCE);
+    d.stop().await.unwrap();
+}
