@@ -137,13 +137,18 @@ pub fn render(r: &pb::StatusReply, with_ips: bool) -> String {
         .map(|p| {
             vec![
                 p.pod.clone(),
+                p.if_name.clone(),
+                p.backend.clone(),
                 p.ipv4.clone(),
                 p.eni_id.clone(),
                 p.container_id.chars().take(12).collect(),
             ]
         })
         .collect();
-    out.push_str(&table(&["POD", "IPV4", "ENI", "CONTAINER"], &rows));
+    out.push_str(&table(
+        &["POD", "IF", "BACKEND", "IPV4", "ENI", "CONTAINER"],
+        &rows,
+    ));
     let _ = writeln!(
         out,
         "\ninhibits: {}",
