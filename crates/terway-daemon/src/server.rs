@@ -322,11 +322,11 @@ impl<P: PodSource> pb::terway_backend_server::TerwayBackend for Service<P> {
             }
             .into());
         };
+        // A different sandbox's record is still answered, with its container id: the caller (a DEL for
+        // an older sandbox, as the kubelet sends after recreating one) must learn that the pod has a
+        // live sandbox whose kernel state it must not touch. NotFound would tell it the opposite.
         if !container_id.is_empty() && a.container_id != container_id {
-            return Err(DaemonError::NotFound {
-                pod: format!("{key} (container {container_id})"),
-            }
-            .into());
+            tracing::info!(pod = %key, asked = %container_id, current = %a.container_id, "GetIPInfo for an older sandbox; answering with the current one");
         }
         Ok(Response::new(pb::GetIpInfoReply {
             mode: network_mode(a.backend) as i32,

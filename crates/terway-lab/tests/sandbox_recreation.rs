@@ -1,0 +1,159 @@
+//! The kubelet's order when it recreates a pod's sandbox, against the real `terway` and `terwayd`:
+//! StopPodSandbox(A) → DEL(A, netns A); RunPodSandbox → ADD(B); RemovePodSandbox(A) → DEL(A, no netns).
+//! The last DEL must leave B's network alone. On the old main the daemon answered GetIPInfo for A with
+//! NotFound, the plugin concluded no sandbox of the pod was live and deleted the host veth named after the
+//! pod — B's — and B lost its network while the daemon still listed its IP.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::{lab_bin, Lab};
+use serde_json::Value;
+
+/// A namespace this test made, deleted on drop.
+struct NetnsGuard(String);
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn ip(args: &[&str]) -> (bool, String) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Run the plugin in the node's namespace as containerd would.
+fn cni(node_ns: &str, conf: &[u8], cmd: &str, cid: &str, netns: &str, pod: &str) -> Value {
+    let bin = lab_bin().parent().expect("bin dir").join("terway");
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", node_ns])
+        .arg(&bin)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CNI_COMMAND", cmd)
+        .env("CNI_CONTAINERID", cid)
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", bin.parent().expect("bin dir"))
+        .env(
+            "CNI_ARGS",
+            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod};K8S_POD_INFRA_CONTAINER_ID={cid}"),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn terway");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(conf)
+        .expect("write conf");
+    let out = child.wait_with_output().expect("terway ran");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{cmd} {cid}: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or(Value::Null)
+}
+
+#[test]
+fn the_old_sandboxs_last_del_leaves_the_new_sandbox_alone() {
+    let lab = Lab::up(&["--node", "shared", "--min-pool", "1", "--max-pool", "4"]);
+    let node = &lab.desc["nodes"][0];
+    let node_ns = node["netns"].as_str().expect("node netns").to_string();
+    let conf = std::fs::read(node["cni_config"].as_str().expect("cni config")).expect("cni.json");
+    // Sandbox A is the lab's own pod (so the daemon's GC sees the pod as live throughout).
+    let a = lab.pod_add("node0", "web").expect("pod add web");
+    let cid_a = a["container_id"].as_str().unwrap().to_string();
+    let ns_a = a["netns"].as_str().unwrap().to_string();
+
+    // StopPodSandbox(A).
+    cni(
+        &node_ns,
+        &conf,
+        "DEL",
+        &cid_a,
+        &format!("/var/run/netns/{ns_a}"),
+        "web",
+    );
+    // RunPodSandbox: B, same pod, new container id and namespace.
+    let ns_b = NetnsGuard(format!("{}-sbb", lab.name));
+    assert!(ip(&["netns", "add", &ns_b.0]).0);
+    assert!(ip(&["-n", &ns_b.0, "link", "set", "lo", "up"]).0);
+    let cid_b = format!("{cid_a}b");
+    let b = cni(
+        &node_ns,
+        &conf,
+        "ADD",
+        &cid_b,
+        &format!("/var/run/netns/{}", ns_b.0),
+        "web",
+    );
+    let ip_b = b["ips"][0]["address"]
+        .as_str()
+        .and_then(|s| s.split('/').next())
+        .expect("B's address")
+        .to_string();
+    let host_veth = b["interfaces"][0]["name"]
+        .as_str()
+        .expect("host veth")
+        .to_string();
+    // RemovePodSandbox(A): A's namespace is gone, the DEL comes without one.
+    assert!(ip(&["netns", "del", &ns_a]).0);
+    cni(&node_ns, &conf, "DEL", &cid_a, "", "web");
+
+    // B still has its interface, its host veth, its route and its rules, and reaches the node.
+    assert!(
+        ip(&["-n", &ns_b.0, "link", "show", "eth0"]).0,
+        "B lost eth0"
+    );
+    let (_, link) = ip(&["-n", &node_ns, "-o", "link", "show", &host_veth]);
+    assert!(
+        link.contains(",UP"),
+        "B's host veth {host_veth} is gone or down: {link}"
+    );
+    let (_, route) = ip(&["-n", &node_ns, "route", "show", &ip_b]);
+    assert!(route.contains(&host_veth), "route to B's {ip_b}: {route}");
+    let (_, rules) = ip(&["-n", &node_ns, "rule", "show"]);
+    assert!(
+        rules.contains(&format!("from {ip_b}")),
+        "B's rules: {rules}"
+    );
+    let (_, addr) = ip(&["-n", &node_ns, "-4", "-o", "addr", "show", "eth0"]);
+    let node_ip = addr
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .expect("node eth0 address")
+        .to_string();
+    let ping = Command::new("ip")
+        .args(["netns", "exec", &ns_b.0, "ping", "-c1", "-W2", &node_ip])
+        .output()
+        .expect("ping");
+    assert!(ping.status.success(), "B cannot reach its node {node_ip}");
+
+    // Clean up as the kubelet would: DEL B, then the lab's record of A (its DEL finds nothing of A).
+    cni(
+        &node_ns,
+        &conf,
+        "DEL",
+        &cid_b,
+        &format!("/var/run/netns/{}", ns_b.0),
+        "web",
+    );
+    lab.pod_del("node0", "web").expect("pod del web");
+    let (_, route) = ip(&["-n", &node_ns, "route", "show", &ip_b]);
+    assert!(route.trim().is_empty(), "route to {ip_b} left: {route}");
+}
