@@ -8,7 +8,9 @@
 use std::path::Path;
 
 use cni_protocol::{AttachmentRequest, CniError};
-use terway_datapath::driver::{self, retire, Driver, HostCtx, PodCtx, PodIdentity, PodNetwork};
+use terway_datapath::driver::{
+    self, owner, retire, Driver, HostCtx, PodCtx, PodIdentity, PodNetwork,
+};
 use terway_datapath::ErrorList;
 use terway_rpc::v1::{GetIpInfoReply, GetIpInfoRequest, ReleaseIpRequest};
 use tonic::Code;
@@ -16,7 +18,9 @@ use tonic::Code;
 use crate::add::{drivers_for, networks};
 use crate::config::PluginConf;
 use crate::daemon::{self, map_status, Daemon};
-use crate::{convert, datapath_error, host_ctx, pod_ctx_if_present, pod_identity, pod_ref};
+use crate::{
+    convert, datapath_error, host_ctx, open_pod_netns, pod_ctx_if_present, pod_identity, pod_ref,
+};
 
 /// Reason sent with ReleaseIP on a normal DEL.
 pub const RELEASE_REASON: &str = "normal release";
@@ -42,8 +46,9 @@ async fn ip_info(
 /// Cleanup without the daemon's per-IP answer. With `by_name` (the daemon confirmed no sandbox of the pod
 /// is live, so the host veth named after the pod is stale) the host veth is retired while the pod netns
 /// exists (it goes with the netns, see `terway_datapath::driver::retire`) and deleted otherwise. Without
-/// `by_name` a newer sandbox of the same pod may own that name: only the pod-side veth in *this* sandbox's
-/// namespace is ours, and it is deleted (its host peer goes with it) — a rare error path that may be slow.
+/// `by_name` a newer sandbox of the same pod may own that name: only the pod-side link terway created for
+/// *this* sandbox is ours, and it is deleted (a veth's host peer goes with it) — a rare error path that may
+/// be slow. A link that merely has the interface name is left alone.
 async fn teardown_by_name(
     host: &HostCtx,
     pod: Option<&PodCtx>,
@@ -58,21 +63,16 @@ async fn teardown_by_name(
                 .await
                 .map_err(datapath_error)?;
         } else {
-            terway_datapath::link::remove_link_by_name(&host.nl, &hv)
+            owner::remove_host_veth(&host.nl, &hv)
                 .await
                 .map_err(datapath_error)?;
         }
         return Ok(());
     }
     if let Some(pc) = pod {
-        let l = terway_datapath::link::link_by_name(&pc.nl, ifname)
+        owner::remove_own_pod_link(pc, ifname, &p.container_id)
             .await
             .map_err(datapath_error)?;
-        if let Some(l) = l.filter(|l| l.kind.as_deref() == Some("veth")) {
-            terway_datapath::link::remove_link(&pc.nl, l.index)
-                .await
-                .map_err(datapath_error)?;
-        }
     }
     Ok(())
 }
@@ -87,9 +87,10 @@ pub async fn del(req: &AttachmentRequest, conf: &PluginConf) -> Result<(), CniEr
             return Ok(());
         }
     };
+    // First, so that a DEL for the node's own namespace changes nothing at all.
+    let pod_ctx = pod_ctx_if_present(req.netns.as_ref().map(|n| n.path()), conf)?;
     let host = host_ctx(conf)?;
     crate::sweep_retired(&host).await;
-    let pod_ctx = pod_ctx_if_present(req.netns.as_ref().map(|n| n.path()))?;
     let mut d = match daemon::connect(
         Path::new(&conf.terway.daemon_socket),
         conf.terway.daemon_timeout(),
@@ -151,6 +152,11 @@ async fn teardown(
 /// Run CHECK: the daemon must know this container, and the full kernel state must match.
 pub async fn check(req: &AttachmentRequest, conf: &PluginConf) -> Result<(), CniError> {
     let pod = pod_identity(req)?;
+    let netns = req
+        .netns
+        .as_ref()
+        .ok_or_else(|| CniError::invalid_env("CNI_NETNS is required for CHECK"))?;
+    let pod_ns = open_pod_netns(netns.path(), conf).map_err(datapath_error)?;
     let mut d = daemon::connect(
         Path::new(&conf.terway.daemon_socket),
         conf.terway.daemon_timeout(),
@@ -182,11 +188,7 @@ pub async fn check(req: &AttachmentRequest, conf: &PluginConf) -> Result<(), Cni
         }
     }
     let host = host_ctx(conf)?;
-    let netns = req
-        .netns
-        .as_ref()
-        .ok_or_else(|| CniError::invalid_env("CNI_NETNS is required for CHECK"))?;
-    let pod_ctx = PodCtx::open(netns.path()).map_err(datapath_error)?;
+    let pod_ctx = PodCtx::new(pod_ns).map_err(datapath_error)?;
     for net in &nets {
         let (drv, _) = driver::select_driver(&host, mode, conf.terway.eniip_virtual_type, net)
             .await
