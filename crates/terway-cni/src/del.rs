@@ -5,9 +5,11 @@
 //! called twice and when the daemon no longer knows the pod. A DEL for an older sandbox of the same pod
 //! (container id mismatch) leaves the kernel alone: that state belongs to the new sandbox.
 
+use std::net::IpAddr;
 use std::path::Path;
 
 use cni_protocol::{AttachmentRequest, CniError};
+use terway_datapath::conntrack::{self, Flush};
 use terway_datapath::driver::{
     self, owner, retire, Driver, HostCtx, PodCtx, PodIdentity, PodNetwork,
 };
@@ -146,7 +148,50 @@ async fn teardown(
             errs.collect(drv.teardown(host, pod_ctx, net).await);
         }
     }
+    // After the teardown (nothing routes to the pod any more, so no new entries appear for it) and before
+    // ReleaseIP (the IP cannot have a new owner yet).
+    flush_conntrack(host, pod, &nets).await;
     errs.into_result().map_err(datapath_error)
+}
+
+/// Best effort: delete the node's conntrack entries of the pod's addresses, so the IP's next owner never
+/// receives a flow that conntrack still maps to this pod (see `terway_datapath::conntrack`). Never fails
+/// DEL: without the flush the entries still expire on their own.
+async fn flush_conntrack(host: &HostCtx, pod: &PodIdentity, nets: &[PodNetwork]) {
+    let ips: Vec<IpAddr> = nets
+        .iter()
+        .flat_map(|n| {
+            n.ipv4
+                .map(IpAddr::V4)
+                .into_iter()
+                .chain(n.ipv6.map(IpAddr::V6))
+        })
+        .collect();
+    if ips.is_empty() {
+        return;
+    }
+    let shown = ips
+        .iter()
+        .map(IpAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    match conntrack::flush_addresses_async(&host.ns, ips).await {
+        Ok(Flush::Deleted(0)) => {}
+        Ok(Flush::Deleted(n)) => {
+            tracing::info!(pod = %pod, "deleted {n} conntrack entries of {shown}")
+        }
+        Ok(Flush::Unavailable) => tracing::debug!(
+            pod = %pod,
+            "no conntrack in {}: nothing to flush for {shown}",
+            host.ns.path().display()
+        ),
+        Err(e) => tracing::warn!(
+            pod = %pod,
+            "could not delete the conntrack entries of {shown}: {e}; they expire on their own \
+             (net.netfilter.nf_conntrack_tcp_timeout_syn_sent, 120 s by default), until then a new pod \
+             given the same IP may receive flows meant for this one"
+        ),
+    }
 }
 
 /// Run CHECK: the daemon must know this container, and the full kernel state must match.
