@@ -10,13 +10,14 @@ use terway_core::{EniipVirtualType, Mode};
 use terway_datapath::driver::{
     self, AnyDriver, Driver, HostCtx, PodCtx, PodIdentity, PodNetwork, SetupOutput,
 };
+use terway_datapath::Netns;
 use terway_rpc::v1::{
     AllocIpReply, AllocIpRequest, EventRequest, EventType, PodRef, ReleaseIpRequest,
 };
 
 use crate::config::PluginConf;
 use crate::daemon::{self, map_status, Daemon};
-use crate::{convert, datapath_error, host_ctx, pod_identity, pod_ref};
+use crate::{convert, datapath_error, host_ctx, open_pod_netns, pod_identity, pod_ref};
 
 /// Reason sent with ReleaseIP when ADD rolls back.
 pub const ROLLBACK_REASON: &str = "roll back ip for error";
@@ -29,6 +30,8 @@ pub async fn add(req: &AttachmentRequest, conf: &PluginConf) -> Result<CniResult
         .netns
         .as_ref()
         .ok_or_else(|| CniError::invalid_env("CNI_NETNS is required for ADD"))?;
+    // Before anything is allocated: never program the node's own namespace as if it were a pod's.
+    let pod_ns = open_pod_netns(netns.path(), conf).map_err(datapath_error)?;
     let mut d = daemon::connect(
         std::path::Path::new(&conf.terway.daemon_socket),
         conf.terway.daemon_timeout(),
@@ -45,7 +48,7 @@ pub async fn add(req: &AttachmentRequest, conf: &PluginConf) -> Result<CniResult
         .await
         .map_err(|s| map_status(&format!("allocate IP for pod {pod}"), &s))?
         .into_inner();
-    match program(req, conf, &pod, &podref, &reply, &mut d).await {
+    match program(req, conf, &pod, &podref, &reply, pod_ns, &mut d).await {
         Ok(result) => {
             let ips: Vec<String> = result
                 .ips
@@ -130,6 +133,7 @@ async fn program(
     pod: &PodIdentity,
     podref: &PodRef,
     reply: &AllocIpReply,
+    pod_ns: Netns,
     d: &mut Daemon,
 ) -> Result<CniResult, CniError> {
     let mode = convert::mode_of(reply.mode)?;
@@ -141,7 +145,7 @@ async fn program(
         .as_ref()
         .map(|n| n.path().to_path_buf())
         .unwrap_or_default();
-    let pod_ctx = PodCtx::open(&netns).map_err(datapath_error)?;
+    let pod_ctx = PodCtx::new(pod_ns).map_err(datapath_error)?;
     // Choose and validate every driver before touching the kernel.
     let mut drivers = Vec::with_capacity(nets.len());
     for net in &nets {
@@ -194,7 +198,7 @@ async fn rollback(host: &HostCtx, pod: &PodCtx, drivers: &[AnyDriver], nets: &[P
 }
 
 async fn remove_retired(host: &HostCtx, name: &str) -> terway_datapath::Result<()> {
-    let l = terway_datapath::link::link_by_name(&host.nl, name).await?;
+    let l = terway_datapath::driver::owner::host_veth(&host.nl, name).await?;
     let retired = l
         .as_ref()
         .and_then(|l| l.alias.as_deref())

@@ -5,10 +5,14 @@
 //! called twice and when the daemon no longer knows the pod. A DEL for an older sandbox of the same pod
 //! (container id mismatch) leaves the kernel alone: that state belongs to the new sandbox.
 
+use std::net::IpAddr;
 use std::path::Path;
 
 use cni_protocol::{AttachmentRequest, CniError};
-use terway_datapath::driver::{self, retire, Driver, HostCtx, PodCtx, PodIdentity, PodNetwork};
+use terway_datapath::conntrack::{self, Flush};
+use terway_datapath::driver::{
+    self, owner, retire, Driver, HostCtx, PodCtx, PodIdentity, PodNetwork,
+};
 use terway_datapath::ErrorList;
 use terway_rpc::v1::{GetIpInfoReply, GetIpInfoRequest, ReleaseIpRequest};
 use tonic::Code;
@@ -16,7 +20,9 @@ use tonic::Code;
 use crate::add::{drivers_for, networks};
 use crate::config::PluginConf;
 use crate::daemon::{self, map_status, Daemon};
-use crate::{convert, datapath_error, host_ctx, pod_ctx_if_present, pod_identity, pod_ref};
+use crate::{
+    convert, datapath_error, host_ctx, open_pod_netns, pod_ctx_if_present, pod_identity, pod_ref,
+};
 
 /// Reason sent with ReleaseIP on a normal DEL.
 pub const RELEASE_REASON: &str = "normal release";
@@ -43,8 +49,9 @@ async fn ip_info(
 /// Cleanup without the daemon's per-IP answer. With `by_name` (the daemon confirmed no sandbox of the pod
 /// is live, so the host veth named after the pod is stale) the host veth is retired while the pod netns
 /// exists (it goes with the netns, see `terway_datapath::driver::retire`) and deleted otherwise. Without
-/// `by_name` a newer sandbox of the same pod may own that name: only the pod-side veth in *this* sandbox's
-/// namespace is ours, and it is deleted (its host peer goes with it) — a rare error path that may be slow.
+/// `by_name` a newer sandbox of the same pod may own that name: only the pod-side link terway created for
+/// *this* sandbox is ours, and it is deleted (a veth's host peer goes with it) — a rare error path that may
+/// be slow. A link that merely has the interface name is left alone.
 async fn teardown_by_name(
     host: &HostCtx,
     pod: Option<&PodCtx>,
@@ -59,21 +66,16 @@ async fn teardown_by_name(
                 .await
                 .map_err(datapath_error)?;
         } else {
-            terway_datapath::link::remove_link_by_name(&host.nl, &hv)
+            owner::remove_host_veth(&host.nl, &hv)
                 .await
                 .map_err(datapath_error)?;
         }
         return Ok(());
     }
     if let Some(pc) = pod {
-        let l = terway_datapath::link::link_by_name(&pc.nl, ifname)
+        owner::remove_own_pod_link(pc, ifname, &p.container_id)
             .await
             .map_err(datapath_error)?;
-        if let Some(l) = l.filter(|l| l.kind.as_deref() == Some("veth")) {
-            terway_datapath::link::remove_link(&pc.nl, l.index)
-                .await
-                .map_err(datapath_error)?;
-        }
     }
     Ok(())
 }
@@ -88,9 +90,10 @@ pub async fn del(req: &AttachmentRequest, conf: &PluginConf) -> Result<(), CniEr
             return Ok(());
         }
     };
+    // First, so that a DEL for the node's own namespace changes nothing at all.
+    let pod_ctx = pod_ctx_if_present(req.netns.as_ref().map(|n| n.path()), conf)?;
     let host = host_ctx(conf)?;
     crate::sweep_retired(&host).await;
-    let pod_ctx = pod_ctx_if_present(req.netns.as_ref().map(|n| n.path()))?;
     let mut d = match daemon::connect(
         Path::new(&conf.terway.daemon_socket),
         conf.terway.daemon_timeout(),
@@ -147,12 +150,60 @@ async fn teardown(
             errs.collect(drv.teardown(host, pod_ctx, net).await);
         }
     }
+    // After the teardown (nothing routes to the pod any more, so no new entries appear for it) and before
+    // ReleaseIP (the IP cannot have a new owner yet).
+    flush_conntrack(host, pod, &nets).await;
     errs.into_result().map_err(datapath_error)
+}
+
+/// Best effort: delete the node's conntrack entries of the pod's addresses, so the IP's next owner never
+/// receives a flow that conntrack still maps to this pod (see `terway_datapath::conntrack`). Never fails
+/// DEL: without the flush the entries still expire on their own.
+async fn flush_conntrack(host: &HostCtx, pod: &PodIdentity, nets: &[PodNetwork]) {
+    let ips: Vec<IpAddr> = nets
+        .iter()
+        .flat_map(|n| {
+            n.ipv4
+                .map(IpAddr::V4)
+                .into_iter()
+                .chain(n.ipv6.map(IpAddr::V6))
+        })
+        .collect();
+    if ips.is_empty() {
+        return;
+    }
+    let shown = ips
+        .iter()
+        .map(IpAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    match conntrack::flush_addresses_async(&host.ns, ips).await {
+        Ok(Flush::Deleted(0)) => {}
+        Ok(Flush::Deleted(n)) => {
+            tracing::info!(pod = %pod, "deleted {n} conntrack entries of {shown}")
+        }
+        Ok(Flush::Unavailable) => tracing::debug!(
+            pod = %pod,
+            "no conntrack in {}: nothing to flush for {shown}",
+            host.ns.path().display()
+        ),
+        Err(e) => tracing::warn!(
+            pod = %pod,
+            "could not delete the conntrack entries of {shown}: {e}; they expire on their own \
+             (net.netfilter.nf_conntrack_tcp_timeout_syn_sent, 120 s by default), until then a new pod \
+             given the same IP may receive flows meant for this one"
+        ),
+    }
 }
 
 /// Run CHECK: the daemon must know this container, and the full kernel state must match.
 pub async fn check(req: &AttachmentRequest, conf: &PluginConf) -> Result<(), CniError> {
     let pod = pod_identity(req)?;
+    let netns = req
+        .netns
+        .as_ref()
+        .ok_or_else(|| CniError::invalid_env("CNI_NETNS is required for CHECK"))?;
+    let pod_ns = open_pod_netns(netns.path(), conf).map_err(datapath_error)?;
     let mut d = daemon::connect(
         Path::new(&conf.terway.daemon_socket),
         conf.terway.daemon_timeout(),
@@ -184,11 +235,7 @@ pub async fn check(req: &AttachmentRequest, conf: &PluginConf) -> Result<(), Cni
         }
     }
     let host = host_ctx(conf)?;
-    let netns = req
-        .netns
-        .as_ref()
-        .ok_or_else(|| CniError::invalid_env("CNI_NETNS is required for CHECK"))?;
-    let pod_ctx = PodCtx::open(netns.path()).map_err(datapath_error)?;
+    let pod_ctx = PodCtx::new(pod_ns).map_err(datapath_error)?;
     for net in &nets {
         let (drv, _) = driver::select_driver(&host, mode, conf.terway.eniip_virtual_type, net)
             .await

@@ -86,15 +86,15 @@ pub fn pod_ref(req: &AttachmentRequest, pod: &PodIdentity) -> PodRef {
     }
 }
 
-/// Datapath failures: a missing ENI is transient (the daemon may still be attaching it), the rest are
-/// datapath errors with the full context chain.
+/// Datapath failures: a missing ENI is transient (the daemon may still be attaching it), a CNI_NETNS that
+/// is the node's own namespace is an invalid environment, the rest are datapath errors with the full
+/// context chain.
 pub fn datapath_error(e: terway_datapath::Error) -> CniError {
-    let transient = matches!(root(&e), terway_datapath::Error::EniNotFound { .. });
     let msg = e.to_string();
-    if transient {
-        CniError::try_again_later(msg)
-    } else {
-        CniError::datapath(msg)
+    match root(&e) {
+        terway_datapath::Error::EniNotFound { .. } => CniError::try_again_later(msg),
+        terway_datapath::Error::HostNamespace { .. } => CniError::invalid_env(msg),
+        _ => CniError::datapath(msg),
     }
 }
 
@@ -134,15 +134,37 @@ pub async fn sweep_retired(host: &HostCtx) {
     }
 }
 
-/// Open the pod namespace; `None` when it no longer exists (DEL after the sandbox is gone).
-pub fn pod_ctx_if_present(path: Option<&Path>) -> Result<Option<PodCtx>, CniError> {
+/// Open CNI_NETNS, refusing the node's own namespace: the one the plugin runs in and `host_netns`. Every
+/// command checks this before it asks the daemon for anything or touches a link, because programming a
+/// "pod" there deletes the node's `eth0` and replaces its default route.
+pub fn open_pod_netns(path: &Path, conf: &PluginConf) -> terway_datapath::Result<Netns> {
+    let mut node = Netns::own()?;
+    // An unopenable host_netns is reported where it is used; here it just cannot match.
+    if let Some(Ok(h)) = conf.host_netns.as_ref().map(Netns::open) {
+        node.push(h);
+    }
+    Netns::open_pod(path, &node)
+}
+
+/// Open the pod namespace; `None` when it no longer exists (DEL after the sandbox is gone). The node's own
+/// namespace is refused (see [`open_pod_netns`]).
+pub fn pod_ctx_if_present(
+    path: Option<&Path>,
+    conf: &PluginConf,
+) -> Result<Option<PodCtx>, CniError> {
     let Some(p) = path.filter(|p| !p.as_os_str().is_empty()) else {
         return Ok(None);
     };
-    match PodCtx::open(p) {
+    let gone = |e: &terway_datapath::Error| matches!(e.errno(), Some(2) | Some(22));
+    let ns = match open_pod_netns(p, conf) {
+        Ok(ns) => ns,
+        Err(e) if gone(&e) => return Ok(None),
+        Err(e) => return Err(datapath_error(e)),
+    };
+    match PodCtx::new(ns) {
         Ok(c) => Ok(Some(c)),
         // Gone, or a leftover file that is no longer a namespace (setns says EINVAL).
-        Err(e) if matches!(e.errno(), Some(2) | Some(22)) => Ok(None),
+        Err(e) if gone(&e) => Ok(None),
         Err(e) => Err(datapath_error(e)),
     }
 }

@@ -54,6 +54,24 @@ pub enum Error {
         /// How many lookups were made.
         attempts: u32,
     },
+    /// The namespace a pod was to be programmed in is the node's own (the plugin's, or `host_netns`).
+    #[error("CNI_NETNS {path} is the node's own network namespace (the same namespace as {host}); terway only programs pod sandboxes and would replace the node's eth0 and default route. Pass the sandbox's namespace (e.g. /var/run/netns/cni-<id>) and check the container runtime's CNI configuration")]
+    HostNamespace {
+        /// The CNI_NETNS path as given.
+        path: PathBuf,
+        /// The node namespace it resolved to.
+        host: PathBuf,
+    },
+    /// A link holds a name terway needs but terway did not create it for this container.
+    #[error("link {name} in {namespace} was not created by terway for container {container_id}; refusing to delete, rename or move it. Remove it yourself or give this attachment another CNI_IFNAME")]
+    ForeignLink {
+        /// Link name.
+        name: String,
+        /// Namespace it lives in (for the message).
+        namespace: String,
+        /// The container the plugin is working for.
+        container_id: String,
+    },
     /// The request itself is unusable (bad address, missing field).
     #[error("invalid pod network configuration: {0}")]
     Invalid(String),

@@ -12,7 +12,8 @@
 //! - [`rule`] — [`rule::Rule`] (priority, from/to/iif/oif, table) with `ensure_rule`/`remove_rule`/`remove_rules_where`;
 //! - [`neigh`] — `ensure_permanent_neighbour`/`remove_neighbour`/`list_neighbours`;
 //! - [`sysctl`] — `ensure_sysctl(s)`/`read_sysctl` inside a namespace;
-//! - [`tc`] — `ensure_tbf`, `ensure_clsact`, the ipvlan u32 redirect filter, `list_qdiscs`/`list_filters`.
+//! - [`tc`] — `ensure_tbf`, `ensure_clsact`, the ipvlan u32 redirect filter, `list_qdiscs`/`list_filters`;
+//! - [`conntrack`] — `flush_addresses` (every entry a pod IP is part of, over ctnetlink), `entries_of`, `list`.
 //!
 //! Ensure operations tolerate existing state, remove operations tolerate missing state.
 //!
@@ -34,6 +35,7 @@
 #![warn(missing_docs)]
 
 pub mod addr;
+pub mod conntrack;
 pub mod driver;
 pub mod error;
 pub mod link;

@@ -165,6 +165,30 @@ impl Netns {
         }
     }
 
+    /// The namespaces the caller itself is in: the process's (`/proc/self/ns/net`) and the calling
+    /// thread's (`/proc/thread-self/ns/net`, different only after a `setns`). Neither is ever a pod's.
+    pub fn own() -> Result<Vec<Self>> {
+        Ok(vec![
+            Self::open("/proc/self/ns/net")?,
+            Self::open("/proc/thread-self/ns/net")?,
+        ])
+    }
+
+    /// Open the pod namespace at `path`, refusing it with [`Error::HostNamespace`] when it is one of
+    /// `node`. Namespaces are compared by nsfs device and inode, so `/proc/self/ns/net`, `/proc/<pid>/ns/net`
+    /// and a bind mount of a node namespace are all recognised; the returned handle is the one that was
+    /// compared, so the path cannot be swapped between the check and its use.
+    pub fn open_pod(path: &Path, node: &[Self]) -> Result<Self> {
+        let ns = Self::open(path)?;
+        if let Some(host) = node.iter().find(|h| ns.same_as(h)) {
+            return Err(Error::HostNamespace {
+                path: path.to_path_buf(),
+                host: host.path.clone(),
+            });
+        }
+        Ok(ns)
+    }
+
     /// Run `f` on a dedicated thread inside this namespace. The thread ends afterwards, so no other thread
     /// (and no tokio worker) ever changes namespace.
     pub fn run<T: Send, F: FnOnce() -> T + Send>(&self, f: F) -> Result<T> {
@@ -217,5 +241,37 @@ mod tests {
         Netns::delete_named(&name).unwrap();
         Netns::delete_named(&name).unwrap();
         assert!(!Netns::named_path(&name).exists());
+    }
+
+    #[test]
+    fn open_pod_refuses_every_path_to_a_node_namespace() {
+        let name = format!("tdpnode{}", rand::random::<u32>());
+        let node = Netns::create_named(&name).unwrap();
+        let pod_name = format!("tdppod{}", rand::random::<u32>());
+        Netns::create_named(&pod_name).unwrap();
+        let node_path = Netns::named_path(&name);
+        let pod_path = Netns::named_path(&pod_name);
+        // Seen from inside the node namespace, /proc/thread-self/ns/net is the node too.
+        let refused = node
+            .run(|| {
+                let own = Netns::own().unwrap();
+                let mut v = Vec::new();
+                for p in ["/proc/self/ns/net", "/proc/thread-self/ns/net"] {
+                    v.push(Netns::open_pod(Path::new(p), &own).is_err());
+                }
+                v.push(Netns::open_pod(&node_path, &own).is_err());
+                v.push(Netns::open_pod(&pod_path, &own).is_ok());
+                v
+            })
+            .unwrap();
+        assert_eq!(refused, [true, true, true, true]);
+        let e = Netns::open_pod(&node_path, &[node.try_clone().unwrap()]).unwrap_err();
+        assert!(
+            matches!(&e, Error::HostNamespace { path, .. } if path == &node_path),
+            "{e}"
+        );
+        assert!(e.to_string().contains(&node_path.display().to_string()));
+        Netns::delete_named(&name).unwrap();
+        Netns::delete_named(&pod_name).unwrap();
     }
 }

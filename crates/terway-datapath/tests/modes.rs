@@ -163,3 +163,49 @@ async fn exclusive_eni_moves_in_and_back_under_its_name() {
         .unwrap()
         .is_some());
 }
+
+/// Every driver refuses to replace a pod interface it did not create, and its teardown leaves it alone; the
+/// exclusive ENI is not even moved.
+#[tokio::test]
+async fn no_driver_deletes_a_foreign_pod_interface() {
+    let tb = Testbed::new(37).await.unwrap();
+    let locks = lock_dir();
+    let host = host_ctx(&tb, locks.path());
+    for (i, kind) in [
+        DriverKind::PolicyRoute,
+        DriverKind::VpcRoute,
+        DriverKind::ExclusiveEni,
+        DriverKind::Ipvlan,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (_, path) = tb.pod_ns(&format!("f{i}")).unwrap();
+        let (_, peer) = tb.pod_ns(&format!("g{i}")).unwrap();
+        let pod = PodCtx::open(&path).unwrap();
+        let peer = terway_datapath::Netns::open(&peer).unwrap();
+        let theirs = link::create_veth(&pod.nl, "eth0", "other0", Some(&peer), None, None)
+            .await
+            .unwrap();
+        let net = pod_net(
+            &tb,
+            &format!("foreign{i}"),
+            Ipv4Addr::new(10, 37, 0, 20 + i as u8),
+        );
+        let d = AnyDriver::new(kind);
+        let e = d.setup(&host, &pod, &net).await.unwrap_err();
+        assert!(
+            e.to_string().contains("not created by terway"),
+            "{kind:?}: {e}"
+        );
+        d.teardown(&host, Some(&pod), &net).await.ok();
+        let still = link::require_link(&pod.nl, "eth0").await.unwrap();
+        assert_eq!(still.index, theirs.index, "{kind:?}");
+        let eni = link::require_link(&host.nl, &tb.eni_name).await.unwrap();
+        assert_eq!(
+            eni.mac,
+            Some(tb.eni_mac),
+            "{kind:?}: the ENI stays in the host"
+        );
+    }
+}

@@ -246,9 +246,39 @@ impl Run {
 
 /// Run the real binary with CNI env + stdin.
 pub async fn cni(cmd: &str, cid: &str, netns: &str, pod: &str, conf: &Value) -> Run {
+    cni_in(None, cmd, cid, netns, pod, conf).await
+}
+
+/// Run the real binary with CNI env + stdin; with `run_in` the plugin process starts inside that
+/// network namespace (it `setns`es between fork and exec), as if that namespace were the node's.
+pub async fn cni_in(
+    run_in: Option<&Path>,
+    cmd: &str,
+    cid: &str,
+    netns: &str,
+    pod: &str,
+    conf: &Value,
+) -> Run {
+    use std::os::fd::AsRawFd;
     use tokio::io::AsyncWriteExt;
     let (ns, name) = pod.split_once('/').unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_terway"))
+    let target = run_in.map(|p| std::fs::File::open(p).unwrap());
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_terway"));
+    if let Some(f) = &target {
+        let fd = f.as_raw_fd();
+        // SAFETY: only the async-signal-safe setns(2) runs between fork and exec; the fd stays open
+        // in the parent until spawn returns.
+        unsafe {
+            command.pre_exec(move || {
+                if nix::libc::setns(fd, nix::libc::CLONE_NEWNET) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+    let mut child = command
         .env_clear()
         .env("CNI_COMMAND", cmd)
         .env("CNI_CONTAINERID", cid)

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use nix::fcntl::{Flock, FlockArg};
 
-use super::{qos, HostCtx, PodCtx, PodNetwork, SetupOutput, LINK_LOCAL_GW, LINK_LOCAL_GW6};
+use super::{owner, qos, HostCtx, PodCtx, PodNetwork, SetupOutput, LINK_LOCAL_GW, LINK_LOCAL_GW6};
 use crate::addr::{self, Scope};
 use crate::error::{Context, Error, Result};
 use crate::link::{self, Link, LinkUpdate, MacAddr};
@@ -97,17 +97,21 @@ pub(crate) fn check_host_sysctls(host: &HostCtx, links: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Create a fresh veth pair `host_name` ↔ `pod_name` (pod side directly in the pod namespace); whatever
-/// held those names before is removed first. Both ends are up, `lo` in the pod too.
+/// Create a fresh veth pair `host_name` ↔ `pod_name` (pod side directly in the pod namespace, marked as
+/// `container_id`'s). An earlier pair of ours holding those names is removed first; a link that is not ours
+/// fails the setup instead (see [`super::owner`]). Both ends are up, `lo` in the pod too.
 pub(crate) async fn create_veth_pair(
     host: &HostCtx,
     pod: &PodCtx,
     host_name: &str,
     pod_name: &str,
     mtu: u32,
+    container_id: &str,
 ) -> Result<(Link, Link)> {
-    link::remove_link_by_name(&host.nl, host_name).await?;
-    link::remove_link_by_name(&pod.nl, pod_name).await?;
+    // The host end first: deleting our old pair takes its pod end along, so what is left under
+    // `pod_name` afterwards is someone else's unless it carries our mark.
+    owner::free_host_veth_name(&host.nl, host_name, container_id).await?;
+    owner::free_pod_name(pod, pod_name, container_id).await?;
     let host_link = link::create_veth(
         &host.nl,
         host_name,
@@ -119,7 +123,7 @@ pub(crate) async fn create_veth_pair(
     .await?;
     link::set_up(&host.nl, host_link.index).await?;
     let pod_link = link::require_link(&pod.nl, pod_name).await?;
-    link::set_up(&pod.nl, pod_link.index).await?;
+    owner::claim_and_up(&pod.nl, pod_link.index, container_id).await?;
     let lo = link::require_link(&pod.nl, "lo").await?;
     link::set_up(&pod.nl, lo.index).await?;
     let host_link = link::link_by_index(&host.nl, host_link.index)
@@ -297,15 +301,6 @@ pub(crate) async fn ensure_link_mtu_up(nl: &Netlink, l: &Link, mtu: u32) -> Resu
         )
         .await
         .context(|| format!("set MTU {mtu} and up on {}", l.name))?;
-    }
-    Ok(())
-}
-
-/// Remove the pod interface inside the pod namespace if it is still there (the host veth's deletion
-/// normally takes it along).
-pub(crate) async fn remove_pod_link(pod: Option<&PodCtx>, name: &str) -> Result<()> {
-    if let Some(p) = pod {
-        link::remove_link_by_name(&p.nl, name).await?;
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::common::{self, check_link, check_route};
-use super::{qos, Driver, HostCtx, PodCtx, PodNetwork, SetupOutput, LINK_LOCAL_GW};
+use super::{owner, qos, Driver, HostCtx, PodCtx, PodNetwork, SetupOutput, LINK_LOCAL_GW};
 use crate::addr::{self, Scope};
 use crate::error::{Context, Error, ErrorList, Result};
 use crate::link::{self, Link, LinkUpdate};
@@ -81,6 +81,8 @@ impl ExclusiveEni {
             return link::require_link(&pod.nl, &net.if_name).await;
         }
         let eni = common::find_eni(host, net).await?;
+        // Before the ENI is touched: a name held by a link that is not ours fails the ADD here.
+        owner::free_pod_name(pod, &net.if_name, &net.pod.container_id).await?;
         if original_name(&eni).is_none() {
             let alias = format!("{ORIGINAL_NAME_ALIAS}{}", eni.name);
             link::update_link(
@@ -94,15 +96,6 @@ impl ExclusiveEni {
             .await?;
         }
         link::set_down(&host.nl, eni.index).await?;
-        if let Some(old) = link::link_by_name(&pod.nl, &net.if_name).await? {
-            if old.kind.as_deref() != Some("veth") {
-                return Err(Error::Invalid(format!(
-                    "pod {}: {} already exists in the pod and is not ours",
-                    net.pod, net.if_name
-                )));
-            }
-            link::remove_link(&pod.nl, old.index).await?;
-        }
         link::move_to_netns(&host.nl, eni.index, &pod.ns, Some(&net.if_name)).await?;
         link::require_link(&pod.nl, &net.if_name).await
     }
@@ -116,7 +109,8 @@ impl ExclusiveEni {
         let hv = net.host_veth();
         let pod_ip = net.pod_net_v4()?;
         let (host_link, peer) =
-            common::create_veth_pair(host, pod, &hv, HOST_PEER_IF, net.mtu).await?;
+            common::create_veth_pair(host, pod, &hv, HOST_PEER_IF, net.mtu, &net.pod.container_id)
+                .await?;
         let host_mac = host_link
             .mac
             .ok_or_else(|| Error::LinkNotFound(format!("{hv} has no MAC")))?;
@@ -241,7 +235,7 @@ impl Driver for ExclusiveEni {
         let mut errs = ErrorList::new();
         let hv = net.host_veth();
         errs.collect(
-            link::remove_link_by_name(&host.nl, &hv)
+            owner::remove_host_veth(&host.nl, &hv)
                 .await
                 .map(|_| ())
                 .context(|| format!("delete {hv} of pod {}", net.pod)),

@@ -11,7 +11,9 @@ use ipnet::{IpNet, Ipv4Net};
 use rtnetlink::packet_route::link::IpVlanMode;
 
 use super::common::{self, check_link, check_route};
-use super::{qos, Driver, HostCtx, PodCtx, PodNetwork, SetupOutput, IPVLAN_REDIRECT_PRIORITY};
+use super::{
+    owner, qos, Driver, HostCtx, PodCtx, PodNetwork, SetupOutput, IPVLAN_REDIRECT_PRIORITY,
+};
 use crate::addr::{self, Scope};
 use crate::error::{Context, Error, ErrorList, Result};
 use crate::link::{self, Link, LinkUpdate};
@@ -154,6 +156,10 @@ impl Driver for Ipvlan {
             IpNet::new(IpAddr::V4(ip), prefix).map_err(|e| Error::Invalid(e.to_string()))?;
         let host_ip = node_ip(net)?;
         let eni = common::find_eni(host, net).await.context(what)?;
+        // Before anything is programmed: a name held by a link that is not ours fails the ADD here.
+        owner::free_pod_name(pod, &net.if_name, &net.pod.container_id)
+            .await
+            .context(what)?;
         let slave = {
             let _lock = common::lock_eni(host, net.require_eni()?.mac).await?;
             common::ensure_link_mtu_up(&host.nl, &eni, net.mtu)
@@ -163,9 +169,6 @@ impl Driver for Ipvlan {
                 .await
                 .context(what)?
         };
-        link::remove_link_by_name(&pod.nl, &net.if_name)
-            .await
-            .context(what)?;
         link::create_ipvlan(
             &host.nl,
             &net.if_name,
@@ -177,7 +180,9 @@ impl Driver for Ipvlan {
         .await
         .context(what)?;
         let pod_link = link::require_link(&pod.nl, &net.if_name).await?;
-        link::set_up(&pod.nl, pod_link.index).await.context(what)?;
+        owner::claim_and_up(&pod.nl, pod_link.index, &net.pod.container_id)
+            .await
+            .context(what)?;
         let lo = link::require_link(&pod.nl, "lo").await?;
         link::set_up(&pod.nl, lo.index).await?;
         addr::set_addrs(&pod.nl, pod_link.index, &[(pod_addr, Scope::Universe)])
@@ -242,7 +247,9 @@ impl Driver for Ipvlan {
         if let Some(p) = pod {
             let l = link::link_by_name(&p.nl, &net.if_name).await.ok().flatten();
             if l.is_some_and(|l| l.kind.as_deref() == Some("ipvlan")) {
-                errs.collect(common::remove_pod_link(pod, &net.if_name).await);
+                errs.collect(
+                    owner::remove_own_pod_link(p, &net.if_name, &net.pod.container_id).await,
+                );
             }
         }
         if let Ok(ip) = net.pod_net_v4() {

@@ -21,6 +21,7 @@ use crate::nl::Netlink;
 mod common;
 pub mod exclusive;
 pub mod ipvlan;
+pub mod owner;
 pub mod policy_route;
 pub mod qos;
 pub mod retire;
@@ -242,7 +243,11 @@ pub struct PodCtx {
 impl PodCtx {
     /// Open the pod namespace at `path`.
     pub fn open(path: &std::path::Path) -> Result<Self> {
-        let ns = Netns::open(path)?;
+        Self::new(Netns::open(path)?)
+    }
+
+    /// The pod context of an already open (and vetted, see [`Netns::open_pod`]) namespace.
+    pub fn new(ns: Netns) -> Result<Self> {
         let nl = Netlink::open(&ns)?;
         Ok(Self { ns, nl })
     }

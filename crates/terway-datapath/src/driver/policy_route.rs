@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::common::{self, check_link, check_route, check_rule};
-use super::{eni_table, qos, Driver, HostCtx, PodCtx, PodNetwork, SetupOutput};
+use super::{eni_table, owner, qos, Driver, HostCtx, PodCtx, PodNetwork, SetupOutput};
 use super::{FROM_CONTAINER_PRIORITY, TO_CONTAINER_PRIORITY};
 use crate::addr::{self, Scope};
 use crate::error::{Context, Error, ErrorList, Result};
@@ -93,9 +93,10 @@ impl Driver for PolicyRoute {
         let what = || format!("set up veth {hv} for pod {}", net.pod);
         let pod_ips = net.pod_nets()?;
         let eni = common::find_eni(host, net).await.context(what)?;
-        let (host_link, pod_link) = common::create_veth_pair(host, pod, &hv, &net.if_name, net.mtu)
-            .await
-            .context(what)?;
+        let (host_link, pod_link) =
+            common::create_veth_pair(host, pod, &hv, &net.if_name, net.mtu, &net.pod.container_id)
+                .await
+                .context(what)?;
         let host_mac = host_link
             .mac
             .ok_or_else(|| Error::LinkNotFound(format!("{hv} has no MAC")))?;
@@ -185,7 +186,7 @@ pub(crate) async fn teardown_veth(
         .unwrap_or(false)
     } else {
         errs.collect(
-            link::remove_link_by_name(&host.nl, &hv)
+            owner::remove_host_veth(&host.nl, &hv)
                 .await
                 .map(|_| ())
                 .context(|| format!("delete {hv} of pod {}", net.pod)),
@@ -222,13 +223,11 @@ pub(crate) async fn teardown_veth(
             }
         }
     }
-    // A pod interface whose host peer is already gone (an interrupted ADD) is removed here; with a retired
-    // peer it goes with the netns.
+    // A pod interface of ours whose host peer is already gone (an interrupted ADD) is removed here; with a
+    // retired peer it goes with the netns. Only ours: in a failed ADD the name may belong to a link that was
+    // there before (the node's own eth0, if the runtime passed the node's namespace).
     if let (Some(p), false) = (pod, retired) {
-        let l = link::link_by_name(&p.nl, &net.if_name).await.ok().flatten();
-        if l.is_some_and(|l| l.kind.as_deref() == Some("veth")) {
-            errs.collect(common::remove_pod_link(pod, &net.if_name).await);
-        }
+        errs.collect(owner::remove_own_pod_link(p, &net.if_name, &net.pod.container_id).await);
     }
     errs.into_result()
 }

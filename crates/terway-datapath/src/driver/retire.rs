@@ -52,9 +52,10 @@ pub fn retired_at(alias: &str) -> Option<u64> {
     rest.split(':').next()?.parse().ok()
 }
 
-/// Retire host veth `name`: set it down and tag it for deletion. Returns whether the link existed.
+/// Retire host veth `name`: set it down and tag it for deletion. Returns whether the veth existed (a link of
+/// that name that is not a veth is not ours and is left alone).
 pub async fn retire_host_veth(nl: &Netlink, name: &str, container_id: &str) -> Result<bool> {
-    let Some(l) = link::link_by_name(nl, name).await? else {
+    let Some(l) = super::owner::host_veth(nl, name).await? else {
         return Ok(false);
     };
     link::update_link(

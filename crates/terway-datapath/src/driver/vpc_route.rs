@@ -30,9 +30,10 @@ impl Driver for VpcRoute {
         let hv = net.host_veth();
         let what = || format!("set up veth {hv} for pod {}", net.pod);
         let pod_ips = net.pod_nets()?;
-        let (host_link, pod_link) = common::create_veth_pair(host, pod, &hv, &net.if_name, net.mtu)
-            .await
-            .context(what)?;
+        let (host_link, pod_link) =
+            common::create_veth_pair(host, pod, &hv, &net.if_name, net.mtu, &net.pod.container_id)
+                .await
+                .context(what)?;
         let host_mac = host_link
             .mac
             .ok_or_else(|| Error::LinkNotFound(format!("{hv} has no MAC")))?;
