@@ -86,6 +86,17 @@ impl ApiError {
     pub fn internal(why: impl Into<String>) -> Self {
         Self::new(500, "InternalError", why)
     }
+    /// The JSON body the gateway answers for this error: `Code`, `Message`, `HostId`, `Recommend`,
+    /// `RequestId`. Every error answer of the OpenAPI listener is built here, so they all look alike.
+    pub fn body(&self, host_id: &str, request_id: &str) -> serde_json::Value {
+        serde_json::json!({
+            "Code": self.code,
+            "Message": self.message,
+            "HostId": host_id,
+            "Recommend": format!("https://api.aliyun.com/troubleshoot?q={}", self.code),
+            "RequestId": request_id,
+        })
+    }
 }
 
 /// Failure to start, configure or persist the emulator.
@@ -113,7 +124,7 @@ pub enum EmulatorError {
     /// Binding or serving a listener failed.
     #[error("emulator {what} listener: {source}")]
     Listen {
-        /// Which listener (api / metadata).
+        /// Which listener (api / metadata / admin).
         what: &'static str,
         /// Cause.
         source: std::io::Error,
