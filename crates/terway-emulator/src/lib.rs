@@ -109,12 +109,7 @@ impl Emulator {
             None => None,
         };
         let api_router = server::router(Arc::clone(&svc));
-        tasks.push(runtime.spawn(listen::serve_axum(
-            api_l,
-            api_router,
-            stop_rx.clone(),
-            "OpenAPI",
-        )));
+        tasks.push(runtime.spawn(listen::serve_api(api_l, api_router, stop_rx.clone())));
         let md_router = axum::Router::new()
             .fallback(metadata::handle)
             .with_state(metadata::MetadataState::new(Arc::clone(&svc)));

@@ -1,16 +1,26 @@
-//! The emulator's listeners and their serve loops: the OpenAPI, the metadata service (with the peer
-//! address, which identifies the instance) and the admin API (loopback TCP or a unix socket, so it can be
-//! kept where pods cannot reach it).
+//! The emulator's listeners and their serve loops: the OpenAPI (hyper configured by hand, for its header
+//! limits), the metadata service (with the peer address, which identifies the instance) and the admin API
+//! (loopback TCP or a unix socket, so it can be kept where pods cannot reach it).
 
 use std::fmt;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
 use tokio::sync::watch;
-use tracing::warn;
+use tokio::task::JoinSet;
+use tracing::{debug, warn};
 
 use crate::error::EmulatorError;
+
+/// hyper's own caps, far above the limits the OpenAPI router enforces (see `server::MAX_HEAD_BYTES`), so
+/// that oversize requests reach the router and get a proper error body instead of hyper's bare 431.
+const HYPER_MAX_HEADERS: usize = 1024;
+const HYPER_MAX_BUF_BYTES: usize = 1024 * 1024;
 
 /// The listeners an emulator serves; bind them where the callers that need them (and only those) can
 /// connect.
@@ -111,6 +121,62 @@ pub(crate) async fn serve_axum<L>(
     if let Err(e) = serve.await {
         warn!(error = %e, "emulator {what} listener stopped");
     }
+}
+
+/// Serve the OpenAPI until `stop` turns true, then let open connections finish (graceful shutdown).
+/// Written against hyper rather than `axum::serve` because only hyper's builder sets the header caps.
+pub(crate) async fn serve_api(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .max_headers(HYPER_MAX_HEADERS)
+        .max_buf_size(HYPER_MAX_BUF_BYTES);
+    let mut conns = JoinSet::new();
+    let conn_stop = stop.clone();
+    loop {
+        tokio::select! {
+            () = stopped(&mut stop) => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of descriptors and the like: back off instead of spinning on accept.
+                        warn!(error = %e, "emulator OpenAPI listener: accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let builder = builder.clone();
+                let service = TowerToHyperService::new(router.clone());
+                let mut stop = conn_stop.clone();
+                conns.spawn(async move {
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    tokio::pin!(conn);
+                    let done = tokio::select! {
+                        r = conn.as_mut() => Some(r),
+                        () = stopped(&mut stop) => None,
+                    };
+                    let result = match done {
+                        Some(r) => r,
+                        None => {
+                            conn.as_mut().graceful_shutdown();
+                            conn.await
+                        }
+                    };
+                    if let Err(e) = result {
+                        debug!(error = %e, "emulator OpenAPI connection ended with an error");
+                    }
+                });
+            }
+        }
+    }
+    while conns.join_next().await.is_some() {}
 }
 
 /// Resolves once `stop` turns true (or its sender is gone, which means the same). The borrow guard

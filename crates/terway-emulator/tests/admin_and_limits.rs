@@ -1,4 +1,5 @@
-//! The admin API lives on its own listener, never on the OpenAPI one (which pods reach in the lab).
+//! The admin API lives on its own listener, never on the OpenAPI one (which pods reach in the lab); and the
+//! OpenAPI listener's size limits answer with the same Alibaba error body as every other error.
 
 mod common;
 
@@ -174,5 +175,109 @@ async fn admin_api_over_a_unix_socket() {
         .await
         .unwrap();
     assert_eq!(got.status(), 404);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversize_body_answers_413_with_the_alibaba_error_body() {
+    let emu = start(fast_config());
+    let http = http_client();
+    let limit = terway_emulator::server::MAX_BODY_BYTES;
+    let body = format!("Action=DescribeVSwitches&Pad={}", "x".repeat(limit));
+    let got = parts(
+        http.post(emu.api_url())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_alibaba_error(&got, 413, "RequestBodyTooLarge");
+    let msg = got.2["Message"].as_str().unwrap();
+    assert!(
+        msg.contains(&limit.to_string()) && msg.contains("2 MiB"),
+        "{msg}"
+    );
+
+    // Chunked, with no Content-Length to refuse up front: the limit applies while reading.
+    let addr = emu.api_addr();
+    let raw = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(
+            b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+              Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        .unwrap();
+        let chunk = vec![b'x'; 64 * 1024];
+        // The server may answer and close before all of it is sent; that is the point.
+        for _ in 0..(limit / chunk.len() + 2) {
+            if s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).is_err()
+                || s.write_all(&chunk).is_err()
+                || s.write_all(b"\r\n").is_err()
+            {
+                break;
+            }
+        }
+        let _ = s.write_all(b"0\r\n\r\n");
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+    .await
+    .unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    assert!(head.starts_with("HTTP/1.1 413"), "{raw:?}");
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body:?}"));
+    assert_eq!(v["Code"], "RequestBodyTooLarge", "{v}");
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversize_headers_answer_431_with_the_alibaba_error_body() {
+    let emu = start(fast_config());
+    let http = http_client();
+    let max_fields = terway_emulator::server::MAX_HEADER_FIELDS;
+    let mut many = http.get(format!("{}/?Action=DescribeVSwitches", emu.api_url()));
+    for i in 0..max_fields + 20 {
+        many = many.header(format!("x-pad-{i}"), "1");
+    }
+    let got = parts(many.send().await.unwrap()).await;
+    assert_alibaba_error(&got, 431, "RequestHeaderFieldsTooLarge");
+    assert!(
+        got.2["Message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("the limit is {max_fields}")),
+        "{}",
+        got.2
+    );
+
+    let max_head = terway_emulator::server::MAX_HEAD_BYTES;
+    let got = parts(
+        http.get(format!("{}/?Action=DescribeVSwitches", emu.api_url()))
+            .header("x-pad", "y".repeat(max_head + 1))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_alibaba_error(&got, 431, "RequestHeaderFieldsTooLarge");
+    let msg = got.2["Message"].as_str().unwrap();
+    assert!(
+        msg.contains(&max_head.to_string()) && msg.contains("64 KiB"),
+        "{msg}"
+    );
+
+    // hyper's own default limits (100 fields, ~400 KB) used to answer a bare 431 first.
+    let got = parts(
+        http.get(format!("{}/?Action=DescribeVSwitches", emu.api_url()))
+            .header("x-pad", "z".repeat(500 * 1024))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_alibaba_error(&got, 431, "RequestHeaderFieldsTooLarge");
     emu.shutdown().await;
 }
