@@ -104,8 +104,8 @@ fn start_standalone(
          region:            {region}\n\
          AccessKeyId:       {id}\n\
          AccessKeySecret:   {secret}\n\
-         admin API:         {admin}/_emulator/state | /_emulator/calls | /_emulator/faults | \
-         /_emulator/rate-limits | /_emulator/instances (its own listener, not the OpenAPI endpoint)\n",
+         admin API:         {admin} (its own listener, not the OpenAPI endpoint): /_emulator/state, \
+         /_emulator/calls, /_emulator/faults, /_emulator/rate-limits, /_emulator/instances\n",
         api = emu.api_url(),
         ecs = crate::ECS_VERSION,
         vpc = crate::VPC_VERSION,

@@ -90,7 +90,7 @@ async fn standalone_prints_endpoint_and_key_and_serves() {
         "{text}"
     );
     assert!(
-        text.contains(&format!("admin API:         {admin_url}/_emulator/state")),
+        text.contains(&format!("admin API:         {admin_url} (its own listener")),
         "the admin listener is printed: {text}"
     );
     assert!(
