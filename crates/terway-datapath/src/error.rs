@@ -31,6 +31,22 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// Unmounting a namespace file did not free it: a namespace is still mounted at its path, usually
+    /// underneath a later mount of the namespace directory, where no path reaches it.
+    #[error(
+        "network namespace {name} is still mounted at {path} after unmounting it: the mount is hidden under a \
+         later mount of {dir} (which `ip netns add` makes when {dir} is not a mount point yet), so the namespace \
+         stays alive; `umount -l {dir}` uncovers it (and drops the namespaces mounted on top of it), then delete \
+         it again, or reboot"
+    )]
+    NetnsStillMounted {
+        /// Namespace name (the file name).
+        name: String,
+        /// The namespace file.
+        path: PathBuf,
+        /// The directory whose later mount covers it.
+        dir: PathBuf,
+    },
     /// Reading or writing a sysctl failed.
     #[error("sysctl {key}: {source}")]
     Sysctl {

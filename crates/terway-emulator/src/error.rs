@@ -86,6 +86,61 @@ impl ApiError {
     pub fn internal(why: impl Into<String>) -> Self {
         Self::new(500, "InternalError", why)
     }
+    /// `RequestBodyTooLarge` (413) naming the limit.
+    pub fn body_too_large(limit_bytes: usize) -> Self {
+        Self::new(
+            413,
+            "RequestBodyTooLarge",
+            format!(
+                "The request body is larger than the limit of {limit_bytes} bytes ({}); send fewer parameters per call.",
+                human_bytes(limit_bytes)
+            ),
+        )
+    }
+    /// `RequestHeaderFieldsTooLarge` (431): too many header fields.
+    pub fn too_many_headers(count: usize, limit: usize) -> Self {
+        Self::new(
+            431,
+            "RequestHeaderFieldsTooLarge",
+            format!("The request has {count} header fields; the limit is {limit}."),
+        )
+    }
+    /// `RequestHeaderFieldsTooLarge` (431): the request line and headers are too long.
+    pub fn head_too_large(size: usize, limit_bytes: usize) -> Self {
+        Self::new(
+            431,
+            "RequestHeaderFieldsTooLarge",
+            format!(
+                "The request line and headers take {size} bytes; the limit is {limit_bytes} bytes ({}).",
+                human_bytes(limit_bytes)
+            ),
+        )
+    }
+
+    /// The JSON body the gateway answers for this error: `Code`, `Message`, `HostId`, `Recommend`,
+    /// `RequestId`. Every error answer of the OpenAPI listener is built here, so they all look alike.
+    pub fn body(&self, host_id: &str, request_id: &str) -> serde_json::Value {
+        serde_json::json!({
+            "Code": self.code,
+            "Message": self.message,
+            "HostId": host_id,
+            "Recommend": format!("https://api.aliyun.com/troubleshoot?q={}", self.code),
+            "RequestId": request_id,
+        })
+    }
+}
+
+/// `2 MiB`, `64 KiB`, `100 bytes`: limits as people write them.
+fn human_bytes(n: usize) -> String {
+    const KIB: usize = 1024;
+    const MIB: usize = 1024 * 1024;
+    if n >= MIB && n.is_multiple_of(MIB) {
+        format!("{} MiB", n / MIB)
+    } else if n >= KIB && n.is_multiple_of(KIB) {
+        format!("{} KiB", n / KIB)
+    } else {
+        format!("{n} bytes")
+    }
 }
 
 /// Failure to start, configure or persist the emulator.
@@ -113,7 +168,7 @@ pub enum EmulatorError {
     /// Binding or serving a listener failed.
     #[error("emulator {what} listener: {source}")]
     Listen {
-        /// Which listener (api / metadata).
+        /// Which listener (api / metadata / admin).
         what: &'static str,
         /// Cause.
         source: std::io::Error,

@@ -2,7 +2,8 @@
 //! (2016-04-28) OpenAPI subset Terway uses, signed like the official SDKs sign (ACS3-HMAC-SHA256 and
 //! legacy HMAC-SHA1), with asynchronous ENI attach/detach, quotas from a real instance-type
 //! catalogue, vSwitch exhaustion, throttling, ClientToken idempotency, fault injection, crash-safe
-//! persistence, an admin/debug endpoint, and the instance metadata service on its own listener.
+//! persistence, an admin/debug API on its own listener, and the instance metadata service on its own
+//! listener.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), terway_emulator::EmulatorError> {
@@ -15,6 +16,7 @@
 //! ```
 
 mod actions;
+pub mod admin;
 pub mod auth;
 pub mod catalogue;
 pub mod config;
@@ -23,10 +25,11 @@ pub mod fabric;
 pub mod faults;
 pub mod hook;
 mod lifecycle;
+mod listen;
 pub mod metadata;
 mod params;
 mod persist;
-mod server;
+pub mod server;
 pub mod service;
 mod standalone;
 pub mod throttle;
@@ -45,9 +48,10 @@ pub use config::{AccessKeyPair, Delays, EmulatorConfig, InstanceConfig, VSwitchC
 pub use error::{ApiError, EmulatorError};
 pub use faults::{FaultConfig, FiredFault};
 pub use hook::{FabricHook, NoFabric};
+pub use listen::{AdminEndpoint, AdminListener, Listeners};
 pub use metadata::INSTANCE_HEADER;
 pub use service::CallRecord;
-pub use standalone::{run_standalone, run_standalone_until};
+pub use standalone::{run_standalone, run_standalone_until, StandaloneListen};
 pub use world::{Eni, Instance, Route, World};
 
 use service::Service;
@@ -56,8 +60,8 @@ use service::Service;
 pub struct Emulator;
 
 impl Emulator {
-    /// Start on 127.0.0.1 with ephemeral ports for the OpenAPI and metadata listeners. Must be called
-    /// inside a Tokio runtime.
+    /// Start on 127.0.0.1 with ephemeral ports for the OpenAPI, metadata and admin listeners. Must be
+    /// called inside a Tokio runtime.
     pub fn start(
         config: EmulatorConfig,
         hook: Arc<dyn FabricHook>,
@@ -66,69 +70,69 @@ impl Emulator {
             TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
                 .map_err(|source| EmulatorError::Listen { what, source })
         };
-        Self::start_with_listeners(config, hook, bind("api")?, bind("metadata")?)
+        let listeners = Listeners {
+            api: bind("api")?,
+            metadata: bind("metadata")?,
+            admin: Some(AdminListener::Tcp(bind("admin")?)),
+        };
+        Self::start_with_listeners(config, hook, listeners)
     }
 
-    /// Start on listeners the caller bound (e.g. inside the lab's `vpc` netns). Must be called inside
-    /// a Tokio runtime.
+    /// Start on listeners the caller bound (e.g. the OpenAPI and metadata inside the lab's `vpc` netns, the
+    /// admin API on a unix socket). Must be called inside a Tokio runtime.
     pub fn start_with_listeners(
         config: EmulatorConfig,
         hook: Arc<dyn FabricHook>,
-        api: TcpListener,
-        metadata: TcpListener,
+        listeners: Listeners,
     ) -> Result<RunningEmulator, EmulatorError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|e| EmulatorError::Listen {
             what: "api",
             source: std::io::Error::other(format!("Emulator::start needs a Tokio runtime: {e}")),
         })?;
-        let to_tokio = |l: TcpListener,
-                        what: &'static str|
-         -> Result<(SocketAddr, tokio::net::TcpListener), EmulatorError> {
-            let err = |source| EmulatorError::Listen { what, source };
-            l.set_nonblocking(true).map_err(err)?;
-            let addr = l.local_addr().map_err(err)?;
+        let (api_addr, api_l, md_addr, md_l) = {
             let _guard = runtime.enter();
-            Ok((addr, tokio::net::TcpListener::from_std(l).map_err(err)?))
+            let (api_addr, api_l) = listen::tcp_to_tokio(listeners.api, "api")?;
+            let (md_addr, md_l) = listen::tcp_to_tokio(listeners.metadata, "metadata")?;
+            (api_addr, api_l, md_addr, md_l)
         };
-        let (api_addr, api_l) = to_tokio(api, "api")?;
-        let (md_addr, md_l) = to_tokio(metadata, "metadata")?;
         let svc = Service::new(config, hook)?;
         let (stop_tx, stop_rx) = watch::channel(false);
 
+        let mut tasks = Vec::new();
+        let admin = match listeners.admin {
+            Some(l) => {
+                let router = admin::router(Arc::clone(&svc));
+                let (endpoint, task) = listen::spawn_admin(&runtime, l, router, stop_rx.clone())?;
+                tasks.push(task);
+                Some(endpoint)
+            }
+            None => None,
+        };
         let api_router = server::router(Arc::clone(&svc));
+        tasks.push(runtime.spawn(listen::serve_api(api_l, api_router, stop_rx.clone())));
         let md_router = axum::Router::new()
             .fallback(metadata::handle)
             .with_state(metadata::MetadataState::new(Arc::clone(&svc)));
-        let mut rx1 = stop_rx.clone();
-        let api_task = runtime.spawn(async move {
-            let serve = axum::serve(api_l, api_router).with_graceful_shutdown(async move {
-                let _ = rx1.wait_for(|stop| *stop).await;
-            });
-            if let Err(e) = serve.await {
-                warn!(error = %e, "emulator OpenAPI listener stopped");
-            }
-        });
-        let mut rx2 = stop_rx;
-        let md_task = runtime.spawn(async move {
+        let mut md_stop = stop_rx;
+        tasks.push(runtime.spawn(async move {
             let serve = axum::serve(
                 md_l,
                 md_router.into_make_service_with_connect_info::<SocketAddr>(),
             )
-            .with_graceful_shutdown(async move {
-                let _ = rx2.wait_for(|stop| *stop).await;
-            });
+            .with_graceful_shutdown(async move { listen::stopped(&mut md_stop).await });
             if let Err(e) = serve.await {
                 warn!(error = %e, "emulator metadata listener stopped");
             }
-        });
+        }));
         let resume = Arc::clone(&svc);
         runtime.spawn(async move { resume.resume_pending().await });
         Ok(RunningEmulator {
             svc,
             api_addr,
             md_addr,
+            admin,
             stop: stop_tx,
-            tasks: vec![api_task, md_task],
+            tasks,
         })
     }
 }
@@ -138,6 +142,7 @@ pub struct RunningEmulator {
     svc: Arc<Service>,
     api_addr: SocketAddr,
     md_addr: SocketAddr,
+    admin: Option<AdminEndpoint>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -158,6 +163,17 @@ impl RunningEmulator {
     /// Address of the metadata listener.
     pub fn metadata_addr(&self) -> SocketAddr {
         self.md_addr
+    }
+    /// Where the admin API (`/_emulator/*`) listens, if it is served.
+    pub fn admin_endpoint(&self) -> Option<&AdminEndpoint> {
+        self.admin.as_ref()
+    }
+    /// `http://host:port` of the admin API when it is served over TCP (as [`Emulator::start`] does).
+    pub fn admin_url(&self) -> Option<String> {
+        match &self.admin {
+            Some(AdminEndpoint::Tcp(a)) => Some(format!("http://{a}")),
+            _ => None,
+        }
     }
     /// The first configured AccessKey pair.
     pub fn access_key(&self) -> AccessKeyPair {
@@ -207,7 +223,7 @@ impl RunningEmulator {
     ) {
         self.svc.set_rate_limits(enabled, per_minute)
     }
-    /// Stop both listeners and wait for them (connections still open after 2 s are cut).
+    /// Stop the listeners and wait for them (connections still open after 2 s are cut).
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         for mut t in self.tasks.drain(..) {

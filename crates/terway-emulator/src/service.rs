@@ -79,6 +79,27 @@ pub struct ApiAnswer {
     pub request_id: String,
 }
 
+impl ApiAnswer {
+    /// An error answered before any action is known (HTTP limits, paths the listener does not serve), with
+    /// the same body as every other error and a fresh RequestId.
+    pub fn error(e: &ApiError) -> Self {
+        let request_id = new_request_id();
+        Self {
+            status: e.status,
+            body: e.body(GENERIC_HOST_ID, &request_id),
+            request_id,
+        }
+    }
+}
+
+/// HostId of answers that belong to no product yet (no or unknown action).
+const GENERIC_HOST_ID: &str = "ecs.aliyuncs.com";
+
+/// A RequestId as the gateway writes them (upper-case UUID).
+fn new_request_id() -> String {
+    uuid::Uuid::new_v4().to_string().to_uppercase()
+}
+
 /// Shared state of a running emulator.
 pub struct Service {
     pub(crate) config: EmulatorConfig,
@@ -279,7 +300,7 @@ impl Service {
     /// Serve one OpenAPI call.
     pub async fn call(self: &Arc<Self>, req: RawRequest) -> ApiAnswer {
         let started = Instant::now();
-        let request_id = uuid::Uuid::new_v4().to_string().to_uppercase();
+        let request_id = new_request_id();
         let query = terway_cloud::sign::parse_query(&req.query);
         let is_form = req.headers.iter().any(|(k, v)| {
             k.eq_ignore_ascii_case("content-type")
@@ -324,8 +345,7 @@ impl Service {
         let (status, code, mut body) = match result {
             Ok(map) => (200, "OK".to_string(), Value::Object(map)),
             Err((e, host)) => {
-                let body = serde_json::json!({ "Code": e.code, "Message": e.message, "HostId": host,
-                    "Recommend": format!("https://api.aliyun.com/troubleshoot?q={}", e.code) });
+                let body = e.body(host, &request_id);
                 (e.status, e.code, body)
             }
         };
@@ -361,7 +381,7 @@ impl Service {
         ak: &mut String,
         request_id: &str,
     ) -> Result<serde_json::Map<String, Value>, (ApiError, &'static str)> {
-        let generic = "ecs.aliyuncs.com";
+        let generic = GENERIC_HOST_ID;
         if action.is_empty() {
             return Err((ApiError::missing("Action"), generic));
         }

@@ -149,6 +149,9 @@ async fn injected_errors_latency_and_after_commit_failures() {
     let emu = start(cfg);
     let api = Api::new(&emu);
     let http = http_client();
+    let admin = emu
+        .admin_url()
+        .expect("Emulator::start serves the admin API over TCP");
 
     // Runtime configuration through the admin endpoint.
     let faults = FaultConfig {
@@ -157,7 +160,7 @@ async fn injected_errors_latency_and_after_commit_failures() {
         ..FaultConfig::default()
     };
     let resp = http
-        .post(format!("{}/_emulator/faults", emu.api_url()))
+        .post(format!("{admin}/_emulator/faults"))
         .json(&faults)
         .send()
         .await
@@ -203,7 +206,7 @@ async fn injected_errors_latency_and_after_commit_failures() {
     assert_eq!(emu.state().enis.len(), 2);
 
     let listed: serde_json::Value = http
-        .get(format!("{}/_emulator/faults", emu.api_url()))
+        .get(format!("{admin}/_emulator/faults"))
         .send()
         .await
         .unwrap()
@@ -222,7 +225,7 @@ async fn injected_errors_latency_and_after_commit_failures() {
             && kinds.contains(&"error_after_commit")
     );
     let calls: serde_json::Value = http
-        .get(format!("{}/_emulator/calls", emu.api_url()))
+        .get(format!("{admin}/_emulator/calls"))
         .send()
         .await
         .unwrap()
@@ -235,7 +238,7 @@ async fn injected_errors_latency_and_after_commit_failures() {
         .iter()
         .any(|c| c["action"] == "DescribeVSwitches" && c["status"] != 200));
     let state: serde_json::Value = http
-        .get(format!("{}/_emulator/state", emu.api_url()))
+        .get(format!("{admin}/_emulator/state"))
         .send()
         .await
         .unwrap()

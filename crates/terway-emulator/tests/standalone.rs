@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use common::*;
-use terway_emulator::{run_standalone_until, EmulatorConfig};
+use terway_emulator::{run_standalone_until, EmulatorConfig, StandaloneListen};
 
 #[test]
 fn example_config_parses_and_validates() {
@@ -34,44 +34,64 @@ impl std::io::Write for Shared {
     }
 }
 
-#[tokio::test]
-async fn standalone_prints_endpoint_and_key_and_serves() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
-    let listen: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        .port()
+}
+
+#[tokio::test]
+async fn standalone_prints_endpoint_and_key_and_serves() {
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let printed = Arc::new(Mutex::new(Vec::new()));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let sink = Arc::clone(&printed);
     let server = tokio::spawn(async move {
         let mut out = Shared(sink);
-        run_standalone_until(listen, None, None, &mut out, async {
+        let at = StandaloneListen {
+            admin: Some(admin),
+            ..StandaloneListen::api(listen)
+        };
+        run_standalone_until(at, None, &mut out, async {
             let _ = rx.await;
         })
         .await
     });
     let url = format!("http://{listen}");
+    let admin_url = format!("http://{admin}");
     let http = http_client();
     let mut up = false;
     for _ in 0..100 {
-        if http
-            .get(format!("{url}/_emulator/state"))
+        if let Ok(r) = http
+            .get(format!("{admin_url}/_emulator/state"))
             .send()
             .await
-            .is_ok()
         {
+            assert!(r.status().is_success(), "admin state: {}", r.status());
             up = true;
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(up, "standalone emulator never answered");
+    // The OpenAPI endpoint does not serve the admin API.
+    let refused = http
+        .get(format!("{url}/_emulator/faults"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 404);
     let text = String::from_utf8(printed.lock().unwrap().clone()).unwrap();
     assert!(
         text.contains(&format!("OpenAPI endpoint:  {url}")),
         "{text}"
+    );
+    assert!(
+        text.contains(&format!("admin API:         {admin_url} (its own listener")),
+        "the admin listener is printed: {text}"
     );
     assert!(
         text.contains("AccessKeyId:       LTAIEMULATORKEY")

@@ -1,5 +1,6 @@
 //! `terway-lab cloud`: the emulated Alibaba Cloud alone, without the netns fabric — for pointing an SDK, the
-//! Alibaba CLI or a `terwayd` outside the lab at it. It prints its endpoints and the AccessKey pair it accepts.
+//! Alibaba CLI or a `terwayd` outside the lab at it. It prints its endpoints (the admin API on its own
+//! listener) and the AccessKey pair it accepts.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,6 +18,10 @@ pub struct CloudArgs {
     /// instance is chosen with the header `X-Emulator-Instance-Id`.
     #[arg(long)]
     metadata_listen: Option<SocketAddr>,
+    /// Address of the admin API (`/_emulator/*`: faults, rate limits, state); by default an ephemeral port
+    /// on 127.0.0.1. It is never served on the OpenAPI address.
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
     /// Emulator config (JSON; see crates/terway-emulator/emulator.example.json). Defaults are used without it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -28,9 +33,13 @@ pub fn run(args: CloudArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("start the tokio runtime")?;
+    let listen = terway_emulator::StandaloneListen {
+        api: args.listen,
+        metadata: args.metadata_listen,
+        admin: args.admin_listen,
+    };
     rt.block_on(terway_emulator::run_standalone(
-        args.listen,
-        args.metadata_listen,
+        listen,
         args.config.as_deref(),
     ))
     .with_context(|| format!("emulated cloud on {}", args.listen))

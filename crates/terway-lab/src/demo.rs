@@ -177,9 +177,20 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let down_result = if args.keep {
         Ok(())
     } else {
-        crate::down::down(&plan.name, true).map(|_| ())
+        // `down` keeps going past failures and lists them; a lab with leftovers is not "removed".
+        crate::down::down(&plan.name, true).and_then(|report| {
+            if report.errors.is_empty() {
+                Ok(())
+            } else {
+                anyhow::bail!(
+                    "lab {} was not removed completely: {}",
+                    plan.name,
+                    report.errors.join("; ")
+                )
+            }
+        })
     };
-    if !quiet && !args.keep {
+    if !quiet && !args.keep && down_result.is_ok() {
         println!(
             "lab {} removed; demo took {:.1}s",
             plan.name,

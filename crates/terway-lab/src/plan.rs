@@ -136,6 +136,12 @@ impl LabPlan {
     pub fn metadata_url(&self) -> String {
         format!("http://{}", self.metadata_addr)
     }
+
+    /// The emulator's admin API (HTTP over this unix socket, root only). Not on the OpenAPI address: pods
+    /// reach that one, and the admin API rewrites the cloud's behaviour.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.dir.join("emulator-admin.sock")
+    }
 }
 
 /// What the user asked `up` for.

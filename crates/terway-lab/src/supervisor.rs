@@ -6,13 +6,17 @@
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anyhow::Context;
 use terway_emulator::fabric::{Fabric, FabricConfig};
 use terway_emulator::{
-    Delays, Emulator, EmulatorConfig, InstanceConfig, RunningEmulator, VSwitchConfig, VpcConfig,
+    AdminListener, Delays, Emulator, EmulatorConfig, InstanceConfig, Listeners, RunningEmulator,
+    VSwitchConfig, VpcConfig,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -196,10 +200,15 @@ fn emulator_config(plan: &LabPlan) -> EmulatorConfig {
 async fn bring_up(lab: &Arc<Lab>) -> anyhow::Result<()> {
     let plan = &lab.plan;
     lab.phase(Phase::Starting("starting the emulated cloud".into()));
-    let api = TcpListener::bind((plan.api_addr, 80))?;
-    let md = TcpListener::bind((plan.metadata_addr, 80))?;
+    let listeners = Listeners {
+        api: TcpListener::bind((plan.api_addr, 80))?,
+        metadata: TcpListener::bind((plan.metadata_addr, 80))?,
+        admin: Some(AdminListener::Unix(bind_admin_socket(
+            &plan.admin_socket(),
+        )?)),
+    };
     let hook: Arc<dyn terway_emulator::FabricHook> = lab.fabric.clone();
-    let emu = Emulator::start_with_listeners(emulator_config(plan), hook, api, md)?;
+    let emu = Emulator::start_with_listeners(emulator_config(plan), hook, listeners)?;
     let world = emu.state();
     *lab.emulator.lock().unwrap_or_else(|e| e.into_inner()) = Some(emu);
 
@@ -271,6 +280,17 @@ async fn bring_up(lab: &Arc<Lab>) -> anyhow::Result<()> {
         lab.record_daemons();
     }
     Ok(())
+}
+
+/// The admin API's unix socket, usable by root only. A socket file is the one place pods cannot reach
+/// over the network: everything bound in the vpc netns is routable from them.
+fn bind_admin_socket(path: &Path) -> anyhow::Result<UnixListener> {
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("bind the emulator admin socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restrict the emulator admin socket {}", path.display()))?;
+    Ok(listener)
 }
 
 async fn control_loop(lab: &Arc<Lab>) -> anyhow::Result<()> {
@@ -438,4 +458,5 @@ fn teardown(lab: &Arc<Lab>, runtime: &tokio::runtime::Runtime) {
         tracing::warn!(error = %e, "fabric teardown");
     }
     let _ = std::fs::remove_file(control::socket_path(&lab.dir));
+    let _ = std::fs::remove_file(lab.plan.admin_socket());
 }

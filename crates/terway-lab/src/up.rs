@@ -121,6 +121,7 @@ pub fn describe(plan: &LabPlan) -> serde_json::Value {
         "vpc_cidr": plan.vpc_cidr,
         "api_endpoint": plan.api_url(),
         "metadata_url": plan.metadata_url(),
+        "emulator_admin_socket": plan.admin_socket(),
         "outside_host": { "netns": plan.outside.netns, "addr": plan.outside.addr },
         "nodes": plan.nodes.iter().map(|n| json!({
             "name": n.name,

@@ -1,16 +1,15 @@
 //! The lab as a benchmark sees it: brought up and torn down by running the `terway-lab` binary exactly as a
 //! user would (`up --json`, `down`), so the benchmarks stay decoupled from the lab's internals; plus the two
-//! side doors a benchmark needs — the daemon's status service (pool size) and the emulator's admin endpoint
-//! (`/_emulator/calls`, runtime faults), which lives inside the lab's `vpc` namespace.
+//! side doors a benchmark needs — the daemon's status service (pool size) and the emulator's admin API
+//! (`/_emulator/calls`, runtime faults), served on the supervisor's unix socket, out of the pods' reach.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use terway_datapath::Netns;
 use terway_rpc::v1::terway_status_client::TerwayStatusClient;
 use terway_rpc::v1::{PoolStatus, StatusRequest};
 
@@ -34,10 +33,8 @@ pub struct LabNode {
 pub struct Lab {
     /// Lab name.
     pub name: String,
-    /// The lab's VPC router namespace (where the emulator listens).
-    pub vpc_netns: String,
-    /// OpenAPI endpoint (`http://addr`), reachable inside the lab only.
-    pub api_addr: SocketAddr,
+    /// The emulator's admin API (HTTP over this unix socket).
+    pub admin_socket: PathBuf,
     /// Nodes.
     pub nodes: Vec<LabNode>,
     owned: bool,
@@ -65,14 +62,6 @@ fn parse_desc(desc: &Value, owned: bool) -> anyhow::Result<Lab> {
     let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
     let name =
         s(desc, "name").ok_or_else(|| anyhow::anyhow!("lab description has no name: {desc}"))?;
-    let api = s(desc, "api_endpoint").unwrap_or_default();
-    let host = api.trim_start_matches("http://").trim_end_matches('/');
-    let api_addr: SocketAddr = if host.contains(':') {
-        host.parse()
-    } else {
-        format!("{host}:80").parse()
-    }
-    .map_err(|e| anyhow::anyhow!("lab {name}: bad api_endpoint {api:?}: {e}"))?;
     let nodes = desc
         .get("nodes")
         .and_then(Value::as_array)
@@ -90,10 +79,14 @@ fn parse_desc(desc: &Value, owned: bool) -> anyhow::Result<Lab> {
                 .collect()
         })
         .unwrap_or_default();
+    let admin_socket = match (s(desc, "emulator_admin_socket"), s(desc, "dir")) {
+        (Some(p), _) => PathBuf::from(p),
+        (None, Some(dir)) => Path::new(&dir).join("emulator-admin.sock"),
+        (None, None) => anyhow::bail!("lab {name}: the description names no emulator admin socket"),
+    };
     Ok(Lab {
         name,
-        vpc_netns: s(desc, "vpc_netns").unwrap_or_default(),
-        api_addr,
+        admin_socket,
         nodes,
         owned,
     })
@@ -163,28 +156,34 @@ impl Lab {
             .ok_or_else(|| anyhow::anyhow!("lab {} has no {mode} node", self.name))
     }
 
-    /// HTTP request to the emulator's admin endpoint, made from inside the `vpc` namespace.
+    /// HTTP request to the emulator's admin API over the supervisor's unix socket.
     pub fn emulator(
         &self,
         method: &str,
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<Value> {
-        let ns = Netns::open_named(&self.vpc_netns)?;
-        let addr = self.api_addr;
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let req = format!(
-            "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.0\r\nHost: emulator-admin\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
-        let raw = ns.run(move || -> std::io::Result<Vec<u8>> {
-            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        let sock = &self.admin_socket;
+        let exchange = || -> std::io::Result<Vec<u8>> {
+            let mut s = UnixStream::connect(sock)?;
             s.set_read_timeout(Some(Duration::from_secs(60)))?;
             s.write_all(req.as_bytes())?;
             let mut buf = Vec::new();
             s.read_to_end(&mut buf)?;
             Ok(buf)
-        })??;
+        };
+        let raw = exchange().map_err(|e| {
+            anyhow::anyhow!(
+                "emulator admin API at {} ({method} {path}): {e}; is lab {} up?",
+                sock.display(),
+                self.name
+            )
+        })?;
         let text = String::from_utf8_lossy(&raw);
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
         if !head.starts_with("HTTP/1.1 2") && !head.starts_with("HTTP/1.0 2") {
@@ -277,11 +276,11 @@ mod tests {
     #[test]
     fn parses_up_json() {
         let d = serde_json::json!({
-            "name": "bnx", "vpc_netns": "bnx-vpc", "api_endpoint": "http://10.9.0.3",
+            "name": "bnx", "dir": "/x", "vpc_netns": "bnx-vpc", "api_endpoint": "http://10.9.0.3",
             "nodes": [{"name":"node0","netns":"bnx-node0","mode":"shared","daemon_socket":"/x/s.sock","cni_config":"/x/cni.json"}]
         });
         let lab = parse_desc(&d, false).unwrap();
-        assert_eq!(lab.api_addr, "10.9.0.3:80".parse().unwrap());
+        assert_eq!(lab.admin_socket, PathBuf::from("/x/emulator-admin.sock"));
         assert_eq!(lab.node("shared").unwrap().netns, "bnx-node0");
         assert!(lab.node("exclusive").is_err());
     }

@@ -4,7 +4,9 @@
 //! netlink socket, writing `/proc/sys/net`) runs on a short-lived dedicated thread that `setns`es and then
 //! exits, so the namespace switch never leaks into tokio's worker threads. Creating a named namespace follows
 //! `ip netns add` without forking: `unshare(CLONE_NEWNET)` on a throwaway thread and bind-mount
-//! `/proc/thread-self/ns/net` onto `/run/netns/<name>`.
+//! `/proc/thread-self/ns/net` onto `/run/netns/<name>`, after making `/run/netns` a shared mount point as
+//! iproute2 does. Deleting checks the mount table, so a namespace that an unmount could not
+//! reach is reported instead of silently leaked.
 
 use std::fs::File;
 use std::io;
@@ -15,6 +17,10 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 
 use crate::error::{Error, Result};
+
+mod mounts;
+#[cfg(test)]
+mod tests;
 
 /// Directory where named namespaces are bind-mounted (same as iproute2).
 pub const NETNS_RUN_DIR: &str = "/run/netns";
@@ -62,7 +68,12 @@ impl Netns {
 
     /// Create the named namespace `/run/netns/<name>`, or open it if it already exists.
     pub fn create_named(name: &str) -> Result<Self> {
-        let path = Self::named_path(name);
+        Self::create_in(Path::new(NETNS_RUN_DIR), name)
+    }
+
+    /// Create (or open) the named namespace `<dir>/<name>`; `dir` is made a shared mount point first.
+    pub(crate) fn create_in(dir: &Path, name: &str) -> Result<Self> {
+        let path = dir.join(name);
         if path.exists() {
             if let Ok(ns) = Self::open(&path) {
                 if ns.is_mounted_namespace() {
@@ -70,33 +81,9 @@ impl Netns {
                 }
             }
         }
-        std::fs::create_dir_all(NETNS_RUN_DIR)
-            .map_err(|e| ns_err(&path, "create /run/netns", e))?;
+        mounts::prepare_run_dir(dir)?;
         File::create(&path).map_err(|e| ns_err(&path, "create mount point", e))?;
-        let target = path.clone();
-        let made = std::thread::scope(|s| {
-            s.spawn(move || -> Result<()> {
-                // The thread owns the new namespace only until it exits; the bind mount keeps it alive.
-                unshare(CloneFlags::CLONE_NEWNET).map_err(|e| ns_err(&target, "unshare", e))?;
-                mount(
-                    Some(Path::new("/proc/thread-self/ns/net")),
-                    &target,
-                    None::<&str>,
-                    MsFlags::MS_BIND,
-                    None::<&str>,
-                )
-                .map_err(|e| ns_err(&target, "bind mount", e))
-            })
-            .join()
-            .unwrap_or_else(|_| {
-                Err(ns_err(
-                    &path,
-                    "create",
-                    io::Error::other("namespace thread panicked"),
-                ))
-            })
-        });
-        if let Err(e) = made {
+        if let Err(e) = bind_new_namespace(&path) {
             let _ = std::fs::remove_file(&path);
             return Err(e);
         }
@@ -108,20 +95,34 @@ impl Netns {
         Self::delete_path(&Self::named_path(name))
     }
 
-    /// Unmount and remove a bind-mounted namespace file. Missing is fine.
+    /// Unmount and remove a bind-mounted namespace file. Missing is fine; a namespace that is still mounted
+    /// at `path` afterwards (an unmount that did nothing) is [`Error::NetnsStillMounted`].
     pub fn delete_path(path: &Path) -> Result<()> {
-        if !path.exists() {
-            return Ok(());
+        let mut removed = Ok(());
+        if path.exists() {
+            unmount_all(path)?;
+            match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                // EBUSY here usually means a hidden mount; the check below names that precisely.
+                Err(e) => removed = Err(ns_err(path, "remove", e)),
+            }
         }
-        match umount2(path, MntFlags::MNT_DETACH) {
-            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-            Err(e) => return Err(ns_err(path, "unmount", e)),
+        // The unmount can succeed and still free nothing: when the directory was bind-mounted onto itself
+        // after the namespace was mounted, the path reaches only a copy. Only the mount table knows.
+        let still = mounts::nsfs_mounted_at(path)
+            .map_err(|e| ns_err(path, "read /proc/self/mountinfo to verify the unmount", e))?;
+        if still {
+            return Err(Error::NetnsStillMounted {
+                name: path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                path: path.to_path_buf(),
+                dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            });
         }
-        match std::fs::remove_file(path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(ns_err(path, "remove", e)),
-        }
+        removed
     }
 
     fn is_mounted_namespace(&self) -> bool {
@@ -211,6 +212,46 @@ impl Netns {
     }
 }
 
+/// Mount a fresh network namespace onto the existing file `path`.
+pub(crate) fn bind_new_namespace(path: &Path) -> Result<()> {
+    std::thread::scope(|s| {
+        s.spawn(|| -> Result<()> {
+            // The thread owns the new namespace only until it exits; the bind mount keeps it alive.
+            unshare(CloneFlags::CLONE_NEWNET).map_err(|e| ns_err(path, "unshare", e))?;
+            mount(
+                Some(Path::new("/proc/thread-self/ns/net")),
+                path,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| ns_err(path, "bind mount", e))
+        })
+        .join()
+        .unwrap_or_else(|_| {
+            Err(ns_err(
+                path,
+                "create",
+                io::Error::other("namespace thread panicked"),
+            ))
+        })
+    })
+}
+
+/// Unmount everything visibly mounted at `path` (a racing double create can stack two mounts).
+fn unmount_all(path: &Path) -> Result<()> {
+    const MAX_STACKED: usize = 8;
+    for _ in 0..MAX_STACKED {
+        match umount2(path, MntFlags::MNT_DETACH) {
+            Ok(()) => {}
+            // Not (or no longer) a mount point as far as this path can see; the caller verifies the rest.
+            Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => return Ok(()),
+            Err(e) => return Err(ns_err(path, "unmount", e)),
+        }
+    }
+    Ok(())
+}
+
 impl AsFd for Netns {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
@@ -219,59 +260,4 @@ impl AsFd for Netns {
 
 fn enter(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
     setns(fd, CloneFlags::CLONE_NEWNET).map_err(|e| ns_err(path, "setns", e))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn create_run_delete_named_namespace() {
-        let name = format!("tdpns{}", rand::random::<u32>());
-        let ns = Netns::create_named(&name).unwrap();
-        let again = Netns::create_named(&name).unwrap();
-        assert!(ns.same_as(&again));
-        let root = Netns::current().unwrap();
-        assert!(!ns.same_as(&root));
-        // Inside the namespace only `lo` exists.
-        let dev = ns
-            .run(|| std::fs::read_to_string("/proc/thread-self/net/dev").unwrap())
-            .unwrap();
-        assert_eq!(dev.lines().count(), 3, "{dev}");
-        Netns::delete_named(&name).unwrap();
-        Netns::delete_named(&name).unwrap();
-        assert!(!Netns::named_path(&name).exists());
-    }
-
-    #[test]
-    fn open_pod_refuses_every_path_to_a_node_namespace() {
-        let name = format!("tdpnode{}", rand::random::<u32>());
-        let node = Netns::create_named(&name).unwrap();
-        let pod_name = format!("tdppod{}", rand::random::<u32>());
-        Netns::create_named(&pod_name).unwrap();
-        let node_path = Netns::named_path(&name);
-        let pod_path = Netns::named_path(&pod_name);
-        // Seen from inside the node namespace, /proc/thread-self/ns/net is the node too.
-        let refused = node
-            .run(|| {
-                let own = Netns::own().unwrap();
-                let mut v = Vec::new();
-                for p in ["/proc/self/ns/net", "/proc/thread-self/ns/net"] {
-                    v.push(Netns::open_pod(Path::new(p), &own).is_err());
-                }
-                v.push(Netns::open_pod(&node_path, &own).is_err());
-                v.push(Netns::open_pod(&pod_path, &own).is_ok());
-                v
-            })
-            .unwrap();
-        assert_eq!(refused, [true, true, true, true]);
-        let e = Netns::open_pod(&node_path, &[node.try_clone().unwrap()]).unwrap_err();
-        assert!(
-            matches!(&e, Error::HostNamespace { path, .. } if path == &node_path),
-            "{e}"
-        );
-        assert!(e.to_string().contains(&node_path.display().to_string()));
-        Netns::delete_named(&name).unwrap();
-        Netns::delete_named(&pod_name).unwrap();
-    }
 }
