@@ -11,9 +11,9 @@ use std::path::Path;
 use cni_protocol::{AttachmentRequest, CniError};
 use terway_datapath::conntrack::{self, Flush};
 use terway_datapath::driver::{
-    self, owner, retire, Driver, HostCtx, PodCtx, PodIdentity, PodNetwork,
+    self, owner, policy_route, retire, Driver, HostCtx, PodCtx, PodIdentity, PodNetwork,
 };
-use terway_datapath::ErrorList;
+use terway_datapath::{route, ErrorList};
 use terway_rpc::v1::{GetIpInfoReply, GetIpInfoRequest, ReleaseIpRequest};
 use tonic::Code;
 
@@ -111,7 +111,9 @@ pub async fn del(req: &AttachmentRequest, conf: &PluginConf) -> Result<(), CniEr
         Ok(Some(info)) => info,
         // The daemon knows no sandbox of this pod: nothing live can share the host veth name.
         Ok(None) => {
-            return teardown_by_name(&host, pod_ctx.as_ref(), &pod, &req.ifname, true).await
+            teardown_by_name(&host, pod_ctx.as_ref(), &pod, &req.ifname, true).await?;
+            cleanup_prev_result(&host, req, &pod).await;
+            return Ok(());
         }
         Err(e) => {
             let _ = teardown_by_name(&host, pod_ctx.as_ref(), &pod, &req.ifname, false).await;
@@ -193,6 +195,43 @@ async fn flush_conntrack(host: &HostCtx, pod: &PodIdentity, nets: &[PodNetwork])
              (net.netfilter.nf_conntrack_tcp_timeout_syn_sent, 120 s by default), until then a new pod \
              given the same IP may receive flows meant for this one"
         ),
+    }
+}
+
+/// The daemon no longer knows the pod (GC released it, its state was lost), but the runtime hands back the
+/// result of ADD: remove the policy rules and conntrack entries of those addresses, so they do not linger
+/// until some later pod with the same IP is deleted. An address that another pod holds by now (a host
+/// route to it exists; ours went with the veth) is left alone. Best effort: never fails DEL.
+async fn cleanup_prev_result(host: &HostCtx, req: &AttachmentRequest, pod: &PodIdentity) {
+    let Some(prev) = &req.config.prev_result else {
+        return;
+    };
+    let mut flush = Vec::new();
+    for ipc in &prev.ips {
+        let ip = ipc.address.addr();
+        let Ok(host_net) = ipnet::IpNet::new(ip, if ip.is_ipv4() { 32 } else { 128 }) else {
+            continue;
+        };
+        let routes = route::list_routes(&host.nl, ip.is_ipv4(), Some(route::MAIN_TABLE))
+            .await
+            .unwrap_or_default();
+        if routes.iter().any(|r| r.dst == host_net) {
+            tracing::info!(pod = %pod, "{ip} from prevResult is routed to another interface now; its rules belong to that pod");
+            continue;
+        }
+        match policy_route::remove_pod_rules(&host.nl, host_net).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(pod = %pod, "removed {n} policy rules of {ip} (from prevResult; terwayd had no record)")
+            }
+            Err(e) => tracing::warn!(pod = %pod, "could not remove the policy rules of {ip}: {e}"),
+        }
+        flush.push(ip);
+    }
+    if !flush.is_empty() {
+        if let Err(e) = conntrack::flush_addresses_async(&host.ns, flush).await {
+            tracing::warn!(pod = %pod, "could not delete conntrack entries of prevResult addresses: {e}");
+        }
     }
 }
 
