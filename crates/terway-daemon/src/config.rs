@@ -9,29 +9,7 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 use terway_core::EniTagPolicy;
 
-pub use terway_core::Mode;
-
-/// Which ENI an allocation takes its IP from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EniSelection {
-    /// Pack pods onto the fullest ENI (Terway default).
-    MostIps,
-    /// Spread pods over the emptiest ENI.
-    LeastIps,
-}
-
-/// Which vSwitch a new ENI is created in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum VSwitchSelection {
-    /// Shuffle the candidates (Terway default).
-    Random,
-    /// The order given in the configuration.
-    Ordered,
-    /// Most available IPs first.
-    Most,
-}
+pub use terway_core::{EniSelectionPolicy, Mode, VSwitchSelectionPolicy};
 
 /// Where the Prometheus endpoint listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,9 +57,9 @@ pub struct PoolConfig {
     /// At most this many IPs per Create/Assign call (the API limit is 10).
     pub max_ips_per_call: u32,
     /// ENI choice for allocations.
-    pub eni_selection: EniSelection,
+    pub eni_selection: EniSelectionPolicy,
     /// vSwitch choice for new ENIs.
-    pub vswitch_selection: VSwitchSelection,
+    pub vswitch_selection: VSwitchSelectionPolicy,
     /// Candidate vSwitches; empty = those of `vswitches_by_zone` for the node's zone, else the node's
     /// own vSwitch.
     pub vswitches: Vec<String>,
@@ -129,8 +107,8 @@ impl Default for PoolConfig {
             warm_up: 0,
             batch_window: Duration::from_millis(300),
             max_ips_per_call: 10,
-            eni_selection: EniSelection::MostIps,
-            vswitch_selection: VSwitchSelection::Random,
+            eni_selection: EniSelectionPolicy::MostIps,
+            vswitch_selection: VSwitchSelectionPolicy::Random,
             vswitches: Vec::new(),
             vswitches_by_zone: BTreeMap::new(),
             security_groups: Vec::new(),
@@ -231,7 +209,7 @@ impl DaemonConfig {
 
     /// Take every pool/mode knob from an `eni_conf` (already merge-patched and validated).
     pub fn apply_eni_conf(&mut self, c: &terway_core::EniConf) -> Result<(), String> {
-        use terway_core::{EniSelectionPolicy, IpStack, VSwitchSelectionPolicy};
+        use terway_core::IpStack;
         // The pool allocates IPv4 only so far; saying so beats handing out IPv4 to a dual-stack cluster.
         if c.ip_stack != IpStack::Ipv4 {
             return Err(format!(
@@ -262,15 +240,8 @@ impl DaemonConfig {
         p.eni_cap_shift = c.eni_cap_shift;
         p.warm_up = c.ip_warm_up_size.unwrap_or(0);
         p.batch_window = c.alloc_batch_window.as_duration();
-        p.eni_selection = match c.eni_selection_policy {
-            EniSelectionPolicy::MostIps => EniSelection::MostIps,
-            EniSelectionPolicy::LeastIps => EniSelection::LeastIps,
-        };
-        p.vswitch_selection = match c.vswitch_selection_policy {
-            VSwitchSelectionPolicy::Random => VSwitchSelection::Random,
-            VSwitchSelectionPolicy::Ordered => VSwitchSelection::Ordered,
-            VSwitchSelectionPolicy::Most => VSwitchSelection::Most,
-        };
+        p.eni_selection = c.eni_selection_policy;
+        p.vswitch_selection = c.vswitch_selection_policy;
         p.vswitches_by_zone = c.vswitches.clone();
         p.security_groups = c.all_security_groups();
         p.eni_tags = c.creation_tags();
@@ -358,8 +329,8 @@ mod tests {
             (c.pool.min_idle, c.pool.max_idle, c.pool.max_eni),
             (2, 10, Some(3))
         );
-        assert_eq!(c.pool.vswitch_selection, VSwitchSelection::Ordered);
-        assert_eq!(c.pool.eni_selection, EniSelection::LeastIps);
+        assert_eq!(c.pool.vswitch_selection, VSwitchSelectionPolicy::Ordered);
+        assert_eq!(c.pool.eni_selection, EniSelectionPolicy::LeastIps);
         assert_eq!(c.pool.ip_reuse_cooldown, Duration::from_secs(5));
         assert_eq!(c.pool.vswitches_by_zone["z"], vec!["vsw-1".to_string()]);
         assert_eq!(c.pool.stateful_kinds, vec!["CloneSet".to_string()]);
