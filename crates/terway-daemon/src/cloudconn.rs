@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use terway_cloud::backoff::{Backoff, BackoffTable};
+use terway_cloud::backoff::{BackoffOverride, BackoffTable};
 use terway_cloud::{
     AlibabaCloud, CloudConfig, CredentialsConfig, Metadata, MetadataClient, MetadataConfig,
 };
@@ -30,8 +30,8 @@ pub struct CloudOptions {
     pub credentials_file: Option<PathBuf>,
     /// Per-API calls per minute overrides (`rate_limit`).
     pub rate_limit: BTreeMap<String, u32>,
-    /// Named backoff overrides.
-    pub backoff_override: BTreeMap<String, Backoff>,
+    /// `backoff_override` of eni_conf, applied over the default table by [`BackoffTable`].
+    pub backoff_override: BTreeMap<String, BackoffOverride>,
 }
 
 impl CloudOptions {

@@ -265,23 +265,7 @@ impl DaemonConfig {
             cl.access_key_secret = c.access_secret.as_ref().map(|s| s.0.clone());
         }
         cl.rate_limit = c.rate_limit.clone();
-        // Only the entries the user overrode; the client keeps its own defaults for the rest.
-        cl.backoff_override = c
-            .backoffs()
-            .into_iter()
-            .filter(|(k, _)| c.backoff_override.contains_key(k))
-            .map(|(k, b)| {
-                let b = terway_cloud::backoff::Backoff {
-                    initial_delay: b.initial_delay,
-                    duration: b.duration,
-                    factor: b.factor,
-                    jitter: b.jitter,
-                    steps: b.steps,
-                    cap: b.cap.unwrap_or_default(),
-                };
-                (k, b)
-            })
-            .collect();
+        cl.backoff_override = c.backoff_override.clone();
         Ok(())
     }
 
