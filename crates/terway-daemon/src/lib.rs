@@ -19,6 +19,7 @@
 //! ```
 
 pub mod backend;
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod claims;
 pub mod cloudconn;
