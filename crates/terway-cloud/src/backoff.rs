@@ -9,6 +9,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rand::Rng;
+use terway_core::backoff::{apply_overrides, backoff_for};
+
+pub use terway_core::backoff::{Backoff, BackoffOverride};
 
 /// Default entry (`""` in Terway's table).
 pub const DEFAULT: &str = "";
@@ -33,82 +36,14 @@ pub const WAIT_STS_TOKEN_READY: &str = "wait_sts_token_ready";
 /// Metadata service requests (not in Terway's table; its metadata client hard-codes these values).
 pub const METADATA: &str = "metadata";
 
-/// One backoff schedule. Durations are milliseconds in configuration files.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Backoff {
-    /// Sleep before the first attempt.
-    #[serde(rename = "initial_delay_ms", with = "millis")]
-    pub initial_delay: Duration,
-    /// First wait between attempts.
-    #[serde(rename = "duration_ms", with = "millis")]
-    pub duration: Duration,
-    /// Growth of the wait after each retry.
-    pub factor: f64,
-    /// Random extra wait, as a fraction of the wait (0 = none).
-    pub jitter: f64,
-    /// Number of attempts (≥ 1).
-    pub steps: u32,
-    /// Upper bound of the wait before jitter; zero = unbounded.
-    #[serde(rename = "cap_ms", with = "millis", default)]
-    pub cap: Duration,
-}
-
-mod millis {
-    use std::time::Duration;
-
-    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    }
-
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let ms: u64 = serde::Deserialize::deserialize(d)?;
-        Ok(Duration::from_millis(ms))
-    }
-}
-
-const fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-const fn entry(
-    initial: u64,
-    duration: u64,
-    factor: f64,
-    jitter: f64,
-    steps: u32,
-    cap: u64,
-) -> Backoff {
-    Backoff {
-        initial_delay: ms(initial),
-        duration: ms(duration),
-        factor,
-        jitter,
-        steps,
-        cap: ms(cap),
-    }
-}
-
 /// Terway's built-in table (§4.5 of the reference, kept in terway-core), plus the metadata client's schedule.
 pub fn default_table() -> BTreeMap<String, Backoff> {
     let mut table: BTreeMap<String, Backoff> = terway_core::backoff::default_backoffs()
         .into_iter()
-        .map(|(name, b)| (name.to_string(), Backoff::from(b)))
+        .map(|(name, b)| (name.to_string(), b))
         .collect();
-    table.insert(METADATA.to_string(), entry(0, 500, 1.2, 0.1, 4, 0));
+    table.insert(METADATA.to_string(), Backoff::new(0, 500, 1.2, 0.1, 4));
     table
-}
-
-impl From<terway_core::Backoff> for Backoff {
-    fn from(b: terway_core::Backoff) -> Self {
-        Backoff {
-            initial_delay: b.initial_delay,
-            duration: b.duration,
-            factor: b.factor,
-            jitter: b.jitter,
-            steps: b.steps,
-            cap: b.cap.unwrap_or(Duration::ZERO),
-        }
-    }
 }
 
 /// The table with `backoff_override` entries applied; unknown names fall back to the default entry.
@@ -118,22 +53,17 @@ pub struct BackoffTable {
 }
 
 impl BackoffTable {
-    /// Terway's defaults overridden by `overrides` (whole entries replace, as in Terway).
-    pub fn new(overrides: &BTreeMap<String, Backoff>) -> Self {
+    /// The defaults with `overrides` applied by terway-core's rule ([`apply_overrides`]: field by
+    /// field, a full override replaces the entry).
+    pub fn new(overrides: &BTreeMap<String, BackoffOverride>) -> Self {
         let mut entries = default_table();
-        for (k, v) in overrides {
-            entries.insert(k.clone(), *v);
-        }
+        apply_overrides(&mut entries, overrides);
         Self { entries }
     }
 
     /// The schedule named `name`, or the default one.
     pub fn get(&self, name: &str) -> Backoff {
-        self.entries
-            .get(name)
-            .or_else(|| self.entries.get(DEFAULT))
-            .copied()
-            .unwrap_or(entry(0, 2_000, 1.5, 0.3, 6, 0))
+        backoff_for(&self.entries, name)
     }
 }
 
@@ -143,9 +73,19 @@ impl Default for BackoffTable {
     }
 }
 
-impl Backoff {
+/// The retry schedule of a [`Backoff`]; a trait because the type lives in terway-core, which has no
+/// randomness or clock.
+pub trait BackoffExt {
     /// The waits between attempts: `steps - 1` of them.
-    pub fn delays(&self) -> Delays {
+    fn delays(&self) -> Delays;
+
+    /// Upper bound of the total time the waits can take (jitter at its maximum), initial delay
+    /// included — used to size test timeouts and logs.
+    fn max_total(&self) -> Duration;
+}
+
+impl BackoffExt for Backoff {
+    fn delays(&self) -> Delays {
         Delays {
             next: self.duration,
             remaining: self.steps.saturating_sub(1),
@@ -153,9 +93,7 @@ impl Backoff {
         }
     }
 
-    /// Upper bound of the total time the waits can take (jitter at its maximum), initial delay
-    /// included — used to size test timeouts and logs.
-    pub fn max_total(&self) -> Duration {
+    fn max_total(&self) -> Duration {
         let mut total = self.initial_delay;
         let mut d = self.delays();
         while let Some(wait) = d.next_max() {
@@ -179,16 +117,9 @@ impl Delays {
             return None;
         }
         self.remaining -= 1;
-        let mut base = self.next;
-        if !self.spec.cap.is_zero() && base > self.spec.cap {
-            base = self.spec.cap;
-        }
-        let grown = base.mul_f64(self.spec.factor.max(0.0));
-        self.next = if !self.spec.cap.is_zero() && grown > self.spec.cap {
-            self.spec.cap
-        } else {
-            grown
-        };
+        let cap = self.spec.cap.unwrap_or(Duration::MAX);
+        let base = self.next.min(cap);
+        self.next = base.mul_f64(self.spec.factor.max(0.0)).min(cap);
         let extra = if self.spec.jitter > 0.0 {
             base.mul_f64(self.spec.jitter * jitter_fraction)
         } else {
@@ -215,13 +146,17 @@ impl Iterator for Delays {
 mod tests {
     use super::*;
 
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
     #[test]
     fn steps_are_attempts_and_waits_grow_by_factor() {
-        let b = entry(0, 100, 2.0, 0.0, 4, 0);
+        let b = Backoff::new(0, 100, 2.0, 0.0, 4);
         let waits: Vec<_> = b.delays().collect();
         assert_eq!(waits, vec![ms(100), ms(200), ms(400)]);
-        assert_eq!(entry(0, 100, 2.0, 0.0, 1, 0).delays().count(), 0);
-        assert_eq!(entry(0, 100, 2.0, 0.0, 0, 0).delays().count(), 0);
+        assert_eq!(Backoff::new(0, 100, 2.0, 0.0, 1).delays().count(), 0);
+        assert_eq!(Backoff::new(0, 100, 2.0, 0.0, 0).delays().count(), 0);
     }
 
     #[test]
@@ -238,21 +173,35 @@ mod tests {
     }
 
     #[test]
-    fn overrides_replace_entries_and_unknown_names_use_default() {
+    fn overrides_apply_field_by_field_and_unknown_names_use_default() {
         let mut o = BTreeMap::new();
-        o.insert(ENI_CREATE.to_string(), entry(0, 10, 1.0, 0.0, 9, 0));
+        o.insert(
+            ENI_CREATE.to_string(),
+            Backoff::new(0, 10, 1.0, 0.0, 9).into(),
+        );
+        o.insert(
+            METADATA.to_string(),
+            BackoffOverride {
+                steps: Some(2),
+                ..Default::default()
+            },
+        );
         let t = BackoffTable::new(&o);
-        assert_eq!(t.get(ENI_CREATE).steps, 9);
+        assert_eq!(t.get(ENI_CREATE), Backoff::new(0, 10, 1.0, 0.0, 9));
+        assert_eq!(t.get(METADATA).steps, 2);
+        assert_eq!(t.get(METADATA).duration, ms(500));
         assert_eq!(t.get("no_such_entry"), t.get(DEFAULT));
         assert_eq!(t.get(ENI_OPS).duration, ms(5_000));
     }
 
     #[test]
-    fn config_form_is_milliseconds() {
-        let b: Backoff = serde_json::from_str(
-            r#"{"initial_delay_ms":5,"duration_ms":20,"factor":1.5,"jitter":0.1,"steps":3}"#,
+    fn config_form_is_terways() {
+        let o: BTreeMap<String, BackoffOverride> = serde_json::from_str(
+            r#"{"eni_ops":{"InitialDelay":"5ms","Duration":"20ms","Steps":3}}"#,
         )
         .unwrap();
-        assert_eq!(b, entry(5, 20, 1.5, 0.1, 3, 0));
+        let b = BackoffTable::new(&o).get(ENI_OPS);
+        assert_eq!((b.initial_delay, b.duration, b.steps), (ms(5), ms(20), 3));
+        assert_eq!(b.factor, 2.0);
     }
 }

@@ -97,16 +97,9 @@ pub async fn run(mut cfg: CloudConfig, opts: BenchOptions) -> CloudResult<BenchR
     ] {
         cfg.rate_limit.insert(action.into(), 10_000_000);
     }
-    let once = Backoff {
-        initial_delay: Duration::ZERO,
-        duration: Duration::ZERO,
-        factor: 1.0,
-        jitter: 0.0,
-        steps: 1,
-        cap: Duration::ZERO,
-    };
+    let once = Backoff::new(0, 0, 1.0, 0.0, 1);
     for name in [backoff::DEFAULT, backoff::ENI_CREATE, backoff::ENI_OPS] {
-        cfg.backoff_override.insert(name.into(), once);
+        cfg.backoff_override.insert(name.into(), once.into());
     }
     let cloud = Arc::new(AlibabaCloud::new(cfg)?);
     let duration = Duration::from_millis(opts.duration_ms.clamp(100, 30_000));

@@ -9,7 +9,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::api::CloudResult;
-use crate::backoff::{Backoff, BackoffTable};
+use crate::backoff::{Backoff, BackoffExt, BackoffTable};
 use crate::classify::CallContext;
 use crate::config::{CloudConfig, Product};
 use crate::credentials::CredentialProvider;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::backoff::Backoff;
+use crate::backoff::BackoffOverride;
 
 /// Which OpenAPI product an action belongs to (decides endpoint and API version).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -139,8 +139,8 @@ pub struct CloudConfig {
     pub credentials: CredentialsConfig,
     /// Per-API calls per minute (`rate_limit` in eni_conf), overriding Terway's defaults.
     pub rate_limit: BTreeMap<String, u32>,
-    /// Named backoff entries (`backoff_override` in eni_conf), replacing Terway's.
-    pub backoff_override: BTreeMap<String, Backoff>,
+    /// `backoff_override` of eni_conf, in its form, applied over Terway's table by [`crate::backoff::BackoffTable`].
+    pub backoff_override: BTreeMap<String, BackoffOverride>,
     /// HTTP timeout of one request, seconds (Terway's SDK uses 20).
     pub timeout_secs: u64,
     /// Metadata service (also the RAM-role credential source).
@@ -286,13 +286,13 @@ mod tests {
     fn deserialises_from_partial_json() {
         let c: CloudConfig = serde_json::from_str(
             r#"{"region":"cn-beijing","rate_limit":{"DescribeVSwitches":10},
-                "backoff_override":{"eni_create":{"initial_delay_ms":0,"duration_ms":5,"factor":1,"jitter":0,"steps":3}},
+                "backoff_override":{"eni_create":{"Duration":"5ms","Factor":1,"Jitter":0,"Steps":3}},
                 "metadata":{"extra_headers":{"X-Emulator-Instance-Id":"i-1"}}}"#,
         )
         .unwrap();
         assert_eq!(c.region, "cn-beijing");
         assert_eq!(c.rate_limit["DescribeVSwitches"], 10);
-        assert_eq!(c.backoff_override["eni_create"].steps, 3);
+        assert_eq!(c.backoff_override["eni_create"].steps, Some(3));
         assert_eq!(c.metadata.base_url, "http://100.100.100.200");
         assert_eq!(c.timeout_secs, 20);
         let with_secret = CloudConfig::for_endpoint("r", "http://x", "AK", "very-secret");

@@ -19,6 +19,7 @@
 
 pub mod api;
 pub mod backoff;
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod classify;
 pub mod client;

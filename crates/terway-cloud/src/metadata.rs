@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use crate::api::{CloudResult, EniMetadata, InstanceIdentity, Metadata};
-use crate::backoff::{self, Backoff, BackoffTable};
+use crate::backoff::{self, Backoff, BackoffExt, BackoffTable};
 use crate::config::MetadataConfig;
 use crate::error::CloudError;
 

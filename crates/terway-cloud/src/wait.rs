@@ -3,7 +3,7 @@
 //! schedule is a named [`Backoff`] (`wait_eni_status`, `eni_delete_confirm`).
 
 use crate::api::{Cloud, CloudResult};
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, BackoffExt};
 use crate::error::CloudError;
 use crate::types::{EniStatus, NetworkInterface};
 

@@ -118,9 +118,9 @@ fn client(base: String) -> MetadataClient {
         factor: 1.2,
         jitter: 0.1,
         steps: 4,
-        cap: std::time::Duration::ZERO,
+        cap: None,
     };
-    let table = BackoffTable::new(&BTreeMap::from([(METADATA.to_string(), quick)]));
+    let table = BackoffTable::new(&BTreeMap::from([(METADATA.to_string(), quick.into())]));
     MetadataClient::new(cfg, &table).unwrap()
 }
 

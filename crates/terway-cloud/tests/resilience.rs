@@ -31,7 +31,7 @@ async fn server_throttling_is_absorbed_by_backoff() {
         |c| {
             c.rate_limit.insert("DescribeVSwitches".into(), 100_000);
             c.backoff_override
-                .insert(backoff::DEFAULT.into(), quick(300, 12));
+                .insert(backoff::DEFAULT.into(), quick(300, 12).into());
         },
     );
     let cloud = &env.cloud;
@@ -279,7 +279,7 @@ async fn twenty_percent_faults_every_logical_operation_succeeds() {
                 backoff::ENI_OPS,
                 backoff::ENI_IP_OPS,
             ] {
-                c.backoff_override.insert(name.into(), quick(20, 12));
+                c.backoff_override.insert(name.into(), quick(20, 12).into());
             }
         },
     );

@@ -28,7 +28,14 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    const fn new(initial_ms: u64, duration_ms: u64, factor: f64, jitter: f64, steps: u32) -> Self {
+    /// An uncapped schedule from milliseconds (the unit of Terway's table).
+    pub const fn new(
+        initial_ms: u64,
+        duration_ms: u64,
+        factor: f64,
+        jitter: f64,
+        steps: u32,
+    ) -> Self {
         Self {
             initial_delay: Duration::from_millis(initial_ms),
             duration: Duration::from_millis(duration_ms),
@@ -215,21 +222,43 @@ impl BackoffOverride {
     }
 }
 
-/// The effective table: built-in entries with the overrides applied. Override keys that are not
-/// built-in become new entries based on the default entry.
+// Every field set, so applying it replaces the entry whole; "no cap" travels as a zero `Cap`, which
+// `apply` reads back as `None`.
+impl From<Backoff> for BackoffOverride {
+    fn from(b: Backoff) -> Self {
+        Self {
+            initial_delay: Some(b.initial_delay.into()),
+            duration: Some(b.duration.into()),
+            factor: Some(b.factor),
+            jitter: Some(b.jitter),
+            steps: Some(b.steps),
+            cap: Some(b.cap.unwrap_or(Duration::ZERO).into()),
+        }
+    }
+}
+
+/// The one override rule: each override is applied field by field over the entry of the same name
+/// in `table`, or over the default entry when `table` has none (then it becomes a new entry).
+pub fn apply_overrides(
+    table: &mut BTreeMap<String, Backoff>,
+    overrides: &BTreeMap<String, BackoffOverride>,
+) {
+    let fallback = backoff_for(table, DEFAULT_KEY);
+    for (key, ov) in overrides {
+        let base = table.get(key).copied().unwrap_or(fallback);
+        table.insert(key.clone(), ov.apply(base));
+    }
+}
+
+/// The effective table: built-in entries with the overrides applied ([`apply_overrides`]).
 pub fn effective_backoffs(
     overrides: &BTreeMap<String, BackoffOverride>,
 ) -> BTreeMap<String, Backoff> {
-    let defaults = default_backoffs();
-    let fallback = defaults[DEFAULT_KEY];
-    let mut out: BTreeMap<String, Backoff> = defaults
-        .iter()
-        .map(|(k, v)| ((*k).to_string(), *v))
+    let mut out: BTreeMap<String, Backoff> = default_backoffs()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
         .collect();
-    for (key, ov) in overrides {
-        let base = out.get(key).copied().unwrap_or(fallback);
-        out.insert(key.clone(), ov.apply(base));
-    }
+    apply_overrides(&mut out, overrides);
     out
 }
 
@@ -276,6 +305,17 @@ mod tests {
         assert_eq!(eff["custom"].duration, Duration::from_secs(1));
         assert_eq!(eff["custom"].steps, 6);
         assert_eq!(backoff_for(&eff, "nope").duration, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_full_override_replaces_the_entry_cap_included() {
+        let mut b = Backoff::new(0, 10, 1.0, 0.0, 3);
+        let mut o = BTreeMap::new();
+        o.insert("eni_delete_confirm".to_string(), BackoffOverride::from(b));
+        assert_eq!(effective_backoffs(&o)["eni_delete_confirm"], b);
+        b.cap = Some(Duration::from_millis(7));
+        o.insert("eni_delete_confirm".to_string(), b.into());
+        assert_eq!(effective_backoffs(&o)["eni_delete_confirm"], b);
     }
 
     #[test]

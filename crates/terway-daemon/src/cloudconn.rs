@@ -4,10 +4,11 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use terway_cloud::backoff::{Backoff, BackoffTable};
+use terway_cloud::backoff::{BackoffOverride, BackoffTable};
 use terway_cloud::{
     AlibabaCloud, CloudConfig, CredentialsConfig, Metadata, MetadataClient, MetadataConfig,
 };
+use terway_core::EniConf;
 
 use crate::error::{DaemonError, Result};
 
@@ -30,8 +31,23 @@ pub struct CloudOptions {
     pub credentials_file: Option<PathBuf>,
     /// Per-API calls per minute overrides (`rate_limit`).
     pub rate_limit: BTreeMap<String, u32>,
-    /// Named backoff overrides.
-    pub backoff_override: BTreeMap<String, Backoff>,
+    /// `backoff_override` of eni_conf, applied over the default table by [`BackoffTable`].
+    pub backoff_override: BTreeMap<String, BackoffOverride>,
+}
+
+/// The cloud keys of an `eni_conf` (region, static AccessKey, rate limits, backoff overrides);
+/// endpoints and the metadata URL are not eni_conf keys and stay unset.
+impl From<&EniConf> for CloudOptions {
+    fn from(c: &EniConf) -> Self {
+        CloudOptions {
+            region: c.region_id.clone(),
+            access_key_id: c.access_key.clone(),
+            access_key_secret: c.access_secret.as_ref().map(|s| s.0.clone()),
+            rate_limit: c.rate_limit.clone(),
+            backoff_override: c.backoff_override.clone(),
+            ..CloudOptions::default()
+        }
+    }
 }
 
 impl CloudOptions {

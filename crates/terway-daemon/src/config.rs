@@ -6,32 +6,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ipnet::Ipv4Net;
-use terway_core::EniTagPolicy;
+use ipnet::{IpNet, Ipv4Net};
+use terway_core::{EniConf, EniTagPolicy, IpStack};
 
-pub use terway_core::Mode;
+use crate::cloudconn::CloudOptions;
 
-/// Which ENI an allocation takes its IP from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EniSelection {
-    /// Pack pods onto the fullest ENI (Terway default).
-    MostIps,
-    /// Spread pods over the emptiest ENI.
-    LeastIps,
-}
-
-/// Which vSwitch a new ENI is created in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum VSwitchSelection {
-    /// Shuffle the candidates (Terway default).
-    Random,
-    /// The order given in the configuration.
-    Ordered,
-    /// Most available IPs first.
-    Most,
-}
+pub use terway_core::{EniSelectionPolicy, Mode, VSwitchSelectionPolicy};
 
 /// Where the Prometheus endpoint listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,9 +59,9 @@ pub struct PoolConfig {
     /// At most this many IPs per Create/Assign call (the API limit is 10).
     pub max_ips_per_call: u32,
     /// ENI choice for allocations.
-    pub eni_selection: EniSelection,
+    pub eni_selection: EniSelectionPolicy,
     /// vSwitch choice for new ENIs.
-    pub vswitch_selection: VSwitchSelection,
+    pub vswitch_selection: VSwitchSelectionPolicy,
     /// Candidate vSwitches; empty = those of `vswitches_by_zone` for the node's zone, else the node's
     /// own vSwitch.
     pub vswitches: Vec<String>,
@@ -117,35 +97,45 @@ pub struct PoolConfig {
     pub eni_ready_timeout: Duration,
 }
 
+// One source of defaults: the pool's are those of an empty eni_conf.
 impl Default for PoolConfig {
     fn default() -> Self {
+        PoolConfig::from(&EniConf::default())
+    }
+}
+
+/// The pool knobs of an `eni_conf`; knobs it has no key for (`vswitches`, `max_ips_per_call`,
+/// `eni_ready_timeout`) get fixed defaults.
+impl From<&EniConf> for PoolConfig {
+    fn from(c: &EniConf) -> Self {
         PoolConfig {
-            min_idle: 0,
-            max_idle: 5,
-            min_eni: 0,
-            max_eni: None,
-            eni_cap_ratio: 1.0,
-            eni_cap_shift: 0,
-            warm_up: 0,
-            batch_window: Duration::from_millis(300),
-            max_ips_per_call: 10,
-            eni_selection: EniSelection::MostIps,
-            vswitch_selection: VSwitchSelection::Random,
+            min_idle: c.min_pool_size,
+            max_idle: c.max_pool_size,
+            min_eni: c.min_eni,
+            // Terway's 0 means "no cap".
+            max_eni: (c.max_eni > 0).then_some(c.max_eni),
+            eni_cap_ratio: c.eni_cap_ratio,
+            eni_cap_shift: c.eni_cap_shift,
+            warm_up: c.ip_warm_up_size.unwrap_or(0),
+            batch_window: c.alloc_batch_window.as_duration(),
+            eni_selection: c.eni_selection_policy,
+            vswitch_selection: c.vswitch_selection_policy,
+            vswitches_by_zone: c.vswitches.clone(),
+            security_groups: c.all_security_groups(),
+            eni_tags: c.creation_tags(),
+            eni_tag_policy: c.tag_policy(),
+            resource_group_id: c.resource_group_id.clone(),
+            inhibit_eni_limit: c.inhibit_eni_limit.as_duration(),
+            inhibit_ip_not_enough: c.inhibit_ip_not_enough.as_duration(),
+            ip_reuse_cooldown: c.ip_reuse_cooldown.as_duration(),
+            ip_sticky_time: c.ip_sticky_time.as_duration(),
+            stateful_kinds: c.custom_stateful_workload_kinds.clone(),
+            idle_reclaim_after: c.idle_reclaim_after(),
+            idle_reclaim_interval: c.idle_ip_reclaim_interval.as_duration(),
+            idle_reclaim_batch: c.idle_ip_reclaim_batch_size,
+            sync_period: c.ip_pool_sync_period.as_duration(),
             vswitches: Vec::new(),
-            vswitches_by_zone: BTreeMap::new(),
-            security_groups: Vec::new(),
-            eni_tags: BTreeMap::new(),
-            eni_tag_policy: terway_core::EniConf::default().tag_policy(),
-            resource_group_id: None,
-            inhibit_eni_limit: Duration::from_secs(60),
-            inhibit_ip_not_enough: Duration::from_secs(600),
-            ip_reuse_cooldown: Duration::from_secs(30),
-            ip_sticky_time: Duration::from_secs(300),
-            stateful_kinds: Vec::new(),
-            idle_reclaim_after: None,
-            idle_reclaim_interval: Duration::from_secs(600),
-            idle_reclaim_batch: 5,
-            sync_period: Duration::from_secs(120),
+            max_ips_per_call: 10,
             eni_ready_timeout: Duration::from_secs(120),
         }
     }
@@ -177,7 +167,7 @@ pub struct DaemonConfig {
     /// Longest an AllocIP waits for the pool before answering "try again later".
     pub alloc_timeout: Duration,
     /// How to reach the cloud (used by [`crate::run`]).
-    pub cloud: crate::cloudconn::CloudOptions,
+    pub cloud: CloudOptions,
 }
 
 impl Default for DaemonConfig {
@@ -229,9 +219,11 @@ impl DaemonConfig {
         Ok(())
     }
 
-    /// Take every pool/mode knob from an `eni_conf` (already merge-patched and validated).
-    pub fn apply_eni_conf(&mut self, c: &terway_core::EniConf) -> Result<(), String> {
-        use terway_core::{EniSelectionPolicy, IpStack, VSwitchSelectionPolicy};
+    /// Take every mode, pool and cloud knob from an `eni_conf` (already merge-patched and validated),
+    /// composing [`PoolConfig::from`] and [`CloudOptions::from`]. What eni_conf has no key for (socket,
+    /// paths, endpoints, the pool's call size and ENI timeout) keeps its value; the command line is
+    /// applied afterwards and wins.
+    pub fn apply_eni_conf(&mut self, c: &EniConf) -> Result<(), String> {
         // The pool allocates IPv4 only so far; saying so beats handing out IPv4 to a dual-stack cluster.
         if c.ip_stack != IpStack::Ipv4 {
             return Err(format!(
@@ -239,78 +231,35 @@ impl DaemonConfig {
                 c.ip_stack
             ));
         }
-        self.mode = c.mode;
         self.pod_cidr = match c.pod_cidr {
-            Some(ipnet::IpNet::V4(n)) => Some(n),
-            Some(ipnet::IpNet::V6(n)) => return Err(format!("pod_cidr {n} must be IPv4")),
+            Some(IpNet::V4(n)) => Some(n),
+            Some(IpNet::V6(n)) => return Err(format!("eni_conf.pod_cidr: {n} must be IPv4")),
             None => None,
         };
+        self.mode = c.mode;
         self.service_cidrs = c
             .service_cidr
             .iter()
             .filter_map(|n| match n {
-                ipnet::IpNet::V4(v4) => Some(*v4),
-                ipnet::IpNet::V6(_) => None,
+                IpNet::V4(v4) => Some(*v4),
+                IpNet::V6(_) => None,
             })
             .collect();
-        let p = &mut self.pool;
-        p.min_idle = c.min_pool_size;
-        p.max_idle = c.max_pool_size;
-        p.min_eni = c.min_eni;
-        p.max_eni = (c.max_eni > 0).then_some(c.max_eni);
-        p.eni_cap_ratio = c.eni_cap_ratio;
-        p.eni_cap_shift = c.eni_cap_shift;
-        p.warm_up = c.ip_warm_up_size.unwrap_or(0);
-        p.batch_window = c.alloc_batch_window.as_duration();
-        p.eni_selection = match c.eni_selection_policy {
-            EniSelectionPolicy::MostIps => EniSelection::MostIps,
-            EniSelectionPolicy::LeastIps => EniSelection::LeastIps,
+        let pool = std::mem::take(&mut self.pool);
+        self.pool = PoolConfig {
+            vswitches: pool.vswitches,
+            max_ips_per_call: pool.max_ips_per_call,
+            eni_ready_timeout: pool.eni_ready_timeout,
+            ..PoolConfig::from(c)
         };
-        p.vswitch_selection = match c.vswitch_selection_policy {
-            VSwitchSelectionPolicy::Random => VSwitchSelection::Random,
-            VSwitchSelectionPolicy::Ordered => VSwitchSelection::Ordered,
-            VSwitchSelectionPolicy::Most => VSwitchSelection::Most,
+        let cloud = std::mem::take(&mut self.cloud);
+        self.cloud = CloudOptions {
+            endpoint: cloud.endpoint,
+            metadata_url: cloud.metadata_url,
+            metadata_headers: cloud.metadata_headers,
+            credentials_file: cloud.credentials_file,
+            ..CloudOptions::from(c)
         };
-        p.vswitches_by_zone = c.vswitches.clone();
-        p.security_groups = c.all_security_groups();
-        p.eni_tags = c.creation_tags();
-        p.eni_tag_policy = c.tag_policy();
-        p.resource_group_id = c.resource_group_id.clone();
-        p.inhibit_eni_limit = c.inhibit_eni_limit.as_duration();
-        p.inhibit_ip_not_enough = c.inhibit_ip_not_enough.as_duration();
-        p.ip_reuse_cooldown = c.ip_reuse_cooldown.as_duration();
-        p.ip_sticky_time = c.ip_sticky_time.as_duration();
-        p.stateful_kinds = c.custom_stateful_workload_kinds.clone();
-        p.idle_reclaim_after = c.idle_reclaim_after();
-        p.idle_reclaim_interval = c.idle_ip_reclaim_interval.as_duration();
-        p.idle_reclaim_batch = c.idle_ip_reclaim_batch_size;
-        p.sync_period = c.ip_pool_sync_period.as_duration();
-        let cl = &mut self.cloud;
-        if cl.region.is_none() {
-            cl.region = c.region_id.clone();
-        }
-        if cl.access_key_id.is_none() {
-            cl.access_key_id = c.access_key.clone();
-            cl.access_key_secret = c.access_secret.as_ref().map(|s| s.0.clone());
-        }
-        cl.rate_limit = c.rate_limit.clone();
-        // Only the entries the user overrode; the client keeps its own defaults for the rest.
-        cl.backoff_override = c
-            .backoffs()
-            .into_iter()
-            .filter(|(k, _)| c.backoff_override.contains_key(k))
-            .map(|(k, b)| {
-                let b = terway_cloud::backoff::Backoff {
-                    initial_delay: b.initial_delay,
-                    duration: b.duration,
-                    factor: b.factor,
-                    jitter: b.jitter,
-                    steps: b.steps,
-                    cap: b.cap.unwrap_or_default(),
-                };
-                (k, b)
-            })
-            .collect();
         Ok(())
     }
 
@@ -358,13 +307,45 @@ mod tests {
             (c.pool.min_idle, c.pool.max_idle, c.pool.max_eni),
             (2, 10, Some(3))
         );
-        assert_eq!(c.pool.vswitch_selection, VSwitchSelection::Ordered);
-        assert_eq!(c.pool.eni_selection, EniSelection::LeastIps);
+        assert_eq!(c.pool.vswitch_selection, VSwitchSelectionPolicy::Ordered);
+        assert_eq!(c.pool.eni_selection, EniSelectionPolicy::LeastIps);
         assert_eq!(c.pool.ip_reuse_cooldown, Duration::from_secs(5));
         assert_eq!(c.pool.vswitches_by_zone["z"], vec!["vsw-1".to_string()]);
         assert_eq!(c.pool.stateful_kinds, vec!["CloneSet".to_string()]);
         assert_eq!(c.service_cidrs.len(), 1);
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn pool_defaults_are_terways() {
+        let p = PoolConfig::default();
+        assert_eq!((p.min_idle, p.max_idle, p.max_eni), (0, 5, None));
+        assert_eq!(p.batch_window, Duration::from_millis(300));
+        assert_eq!(p.ip_reuse_cooldown, Duration::from_secs(30));
+        assert_eq!(p.eni_selection, EniSelectionPolicy::MostIps);
+        assert_eq!(p.max_ips_per_call, 10);
+    }
+
+    #[test]
+    fn apply_keeps_what_eni_conf_has_no_key_for_and_takes_cloud_keys() {
+        let conf = EniConf::from_json(
+            r#"{"region_id":"cn-x","access_key":"AK","access_secret":"SK","rate_limit":{"AssignPrivateIpAddresses":7},
+               "backoff_override":{"eni_ops":{"Steps":2}}}"#,
+        )
+        .unwrap();
+        let mut c = DaemonConfig::default();
+        c.pool.max_ips_per_call = 4;
+        c.pool.vswitches = vec!["vsw-flag".into()];
+        c.cloud.endpoint = Some("http://emu".into());
+        c.apply_eni_conf(&conf).unwrap();
+        assert_eq!(c.pool.max_ips_per_call, 4);
+        assert_eq!(c.pool.vswitches, vec!["vsw-flag".to_string()]);
+        assert_eq!(c.cloud.endpoint.as_deref(), Some("http://emu"));
+        assert_eq!(c.cloud.region.as_deref(), Some("cn-x"));
+        assert_eq!(c.cloud.access_key_id.as_deref(), Some("AK"));
+        assert_eq!(c.cloud.access_key_secret.as_deref(), Some("SK"));
+        assert_eq!(c.cloud.rate_limit["AssignPrivateIpAddresses"], 7);
+        assert_eq!(c.cloud.backoff_override["eni_ops"].steps, Some(2));
     }
 
     #[test]

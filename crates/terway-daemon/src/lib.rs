@@ -19,6 +19,7 @@
 //! ```
 
 pub mod backend;
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod claims;
 pub mod cloudconn;
@@ -49,7 +50,9 @@ use tokio::task::JoinHandle;
 
 pub use backend::{Backends, ResourceBackend};
 pub use cloudconn::CloudOptions;
-pub use config::{DaemonConfig, EniSelection, MetricsAddr, Mode, PoolConfig, VSwitchSelection};
+pub use config::{
+    DaemonConfig, EniSelectionPolicy, MetricsAddr, Mode, PoolConfig, VSwitchSelectionPolicy,
+};
 pub use error::{DaemonError, Result};
 pub use podsource::{LocalPodSource, PodMeta, PodSource, PodsFile};
 pub use pool::{EniPoolKind, Pool};

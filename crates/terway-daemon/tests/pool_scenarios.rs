@@ -10,7 +10,7 @@ use common::*;
 use terway_cloud::{Cloud, CreateEniRequest, EniStatus};
 use terway_daemon::pool::now_ms;
 use terway_daemon::pool::state::IpSlot;
-use terway_daemon::{Mode, VSwitchSelection};
+use terway_daemon::{Mode, VSwitchSelectionPolicy};
 use terway_emulator::VSwitchConfig;
 use terway_rpc::v1 as pb;
 
@@ -29,7 +29,7 @@ async fn exhausted_vswitch_is_blocked_and_another_used() {
     let mut cfg = env.daemon_config();
     cfg.pool.min_idle = 0;
     cfg.pool.vswitches = vec![SMALL.into(), VSW.into()];
-    cfg.pool.vswitch_selection = VSwitchSelection::Ordered;
+    cfg.pool.vswitch_selection = VSwitchSelectionPolicy::Ordered;
     let d = env.start(cfg).await;
     let mut c = client(&env.socket()).await;
     // Six pods at once: the first create asks for 6 addresses, more than the /29 has.

@@ -47,6 +47,7 @@ pub mod route;
 pub mod rule;
 pub mod sysctl;
 pub mod tc;
+#[cfg(feature = "testbed")]
 pub mod testbed;
 
 pub use error::{Context, Error, ErrorList, Result};

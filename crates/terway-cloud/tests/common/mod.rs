@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use terway_cloud::backoff::{self, Backoff};
+use terway_cloud::backoff::{self, Backoff, BackoffOverride};
 use terway_cloud::{AlibabaCloud, CloudConfig, CreateEniRequest, MetadataConfig};
 use terway_emulator::{EmulatorConfig, NoFabric, RunningEmulator};
 
@@ -24,12 +24,12 @@ pub fn quick(ms: u64, steps: u32) -> Backoff {
         factor: 1.5,
         jitter: 0.2,
         steps,
-        cap: Duration::from_secs(1),
+        cap: Some(Duration::from_secs(1)),
     }
 }
 
 /// Every named backoff the client uses, shortened for tests.
-pub fn fast_backoffs() -> BTreeMap<String, Backoff> {
+pub fn fast_backoffs() -> BTreeMap<String, BackoffOverride> {
     [
         (backoff::DEFAULT, quick(50, 8)),
         (backoff::ENI_CREATE, quick(50, 8)),
@@ -40,7 +40,7 @@ pub fn fast_backoffs() -> BTreeMap<String, Backoff> {
         (backoff::METADATA, quick(20, 4)),
     ]
     .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
+    .map(|(k, v)| (k.to_string(), v.into()))
     .collect()
 }
 

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use super::state::{Capacity, EniPhase, IpSlot, PodKey, PoolState};
 use super::EniPoolKind;
-use crate::config::{EniSelection, PoolConfig};
+use crate::config::{EniSelectionPolicy, PoolConfig};
 
 /// One cloud operation the pool wants.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +93,7 @@ pub fn pick_slot(
     state: &PoolState,
     pod: &PodKey,
     now_ms: u64,
-    policy: EniSelection,
+    policy: EniSelectionPolicy,
 ) -> Option<(String, Ipv4Addr)> {
     for eni in state.enis.values().filter(|e| e.phase == EniPhase::Ready) {
         for (ip, slot) in &eni.ips {
@@ -108,8 +108,8 @@ pub fn pick_slot(
         .filter(|e| e.phase == EniPhase::Ready && e.free(now_ms) > 0)
         .collect();
     match policy {
-        EniSelection::MostIps => candidates.sort_by_key(|e| std::cmp::Reverse(e.in_use())),
-        EniSelection::LeastIps => candidates.sort_by_key(|e| e.in_use()),
+        EniSelectionPolicy::MostIps => candidates.sort_by_key(|e| std::cmp::Reverse(e.in_use())),
+        EniSelectionPolicy::LeastIps => candidates.sort_by_key(|e| e.in_use()),
     }
     let eni = candidates.first()?;
     let ip = eni
@@ -171,8 +171,8 @@ pub fn plan(state: &PoolState, p: &PlanParams<'_>) -> Vec<Op> {
                 })
                 .collect();
             match p.cfg.eni_selection {
-                EniSelection::MostIps => enis.sort_by_key(|e| std::cmp::Reverse(e.ips.len())),
-                EniSelection::LeastIps => enis.sort_by_key(|e| e.ips.len()),
+                EniSelectionPolicy::MostIps => enis.sort_by_key(|e| std::cmp::Reverse(e.ips.len())),
+                EniSelectionPolicy::LeastIps => enis.sort_by_key(|e| e.ips.len()),
             }
             for eni in enis {
                 if deficit == 0 {

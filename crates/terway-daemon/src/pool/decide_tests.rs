@@ -123,12 +123,12 @@ fn pick_prefers_the_pods_sticky_address() {
         ),
     ]);
     assert_eq!(
-        pick_slot(&s, &pod("web-0"), 1_000, EniSelection::MostIps),
+        pick_slot(&s, &pod("web-0"), 1_000, EniSelectionPolicy::MostIps),
         Some(("eni-b".into(), ip(3)))
     );
     // Somebody else never gets a live sticky slot.
     assert_eq!(
-        pick_slot(&s, &pod("other"), 1_000, EniSelection::MostIps).map(|x| x.1),
+        pick_slot(&s, &pod("other"), 1_000, EniSelectionPolicy::MostIps).map(|x| x.1),
         Some(ip(1))
     );
 }
@@ -139,9 +139,12 @@ fn pick_skips_cooldown_until_it_expires() {
         "eni-a",
         &[(1, IpSlot::Cooldown { until_ms: 5_000 }), (2, used("x"))],
     )]);
-    assert_eq!(pick_slot(&s, &pod("p"), 4_999, EniSelection::MostIps), None);
     assert_eq!(
-        pick_slot(&s, &pod("p"), 5_000, EniSelection::MostIps),
+        pick_slot(&s, &pod("p"), 4_999, EniSelectionPolicy::MostIps),
+        None
+    );
+    assert_eq!(
+        pick_slot(&s, &pod("p"), 5_000, EniSelectionPolicy::MostIps),
         Some(("eni-a".into(), ip(1)))
     );
     let s = state(vec![eni(
@@ -154,8 +157,11 @@ fn pick_skips_cooldown_until_it_expires() {
             },
         )],
     )]);
-    assert_eq!(pick_slot(&s, &pod("p"), 4_999, EniSelection::MostIps), None);
-    assert!(pick_slot(&s, &pod("p"), 5_001, EniSelection::MostIps).is_some());
+    assert_eq!(
+        pick_slot(&s, &pod("p"), 4_999, EniSelectionPolicy::MostIps),
+        None
+    );
+    assert!(pick_slot(&s, &pod("p"), 5_001, EniSelectionPolicy::MostIps).is_some());
 }
 
 #[test]
@@ -168,13 +174,13 @@ fn pick_follows_eni_selection_policy() {
         eni("eni-b", &[(11, IpSlot::Idle), (12, IpSlot::Idle)]),
     ]);
     assert_eq!(
-        pick_slot(&s, &pod("p"), 0, EniSelection::MostIps)
+        pick_slot(&s, &pod("p"), 0, EniSelectionPolicy::MostIps)
             .unwrap()
             .0,
         "eni-a"
     );
     assert_eq!(
-        pick_slot(&s, &pod("p"), 0, EniSelection::LeastIps)
+        pick_slot(&s, &pod("p"), 0, EniSelectionPolicy::LeastIps)
             .unwrap()
             .0,
         "eni-b"
@@ -186,7 +192,10 @@ fn pick_ignores_deleting_enis_and_releasing_slots() {
     let mut e = eni("eni-a", &[(1, IpSlot::Idle)]);
     e.phase = EniPhase::Deleting;
     let s = state(vec![e, eni("eni-b", &[(2, IpSlot::Releasing)])]);
-    assert_eq!(pick_slot(&s, &pod("p"), 0, EniSelection::MostIps), None);
+    assert_eq!(
+        pick_slot(&s, &pod("p"), 0, EniSelectionPolicy::MostIps),
+        None
+    );
 }
 
 #[test]

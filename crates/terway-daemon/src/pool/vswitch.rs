@@ -4,7 +4,7 @@
 use rand::seq::SliceRandom;
 use rand::Rng;
 
-use crate::config::VSwitchSelection;
+use crate::config::VSwitchSelectionPolicy;
 
 /// What the pool knows about a candidate vSwitch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,7 +18,7 @@ pub struct VSwitchCandidate {
 /// Order the candidates to try, best first. Blocked vSwitches and ones known to be empty are dropped.
 pub fn order_candidates<R: Rng + ?Sized>(
     candidates: &[VSwitchCandidate],
-    policy: VSwitchSelection,
+    policy: VSwitchSelectionPolicy,
     is_blocked: impl Fn(&str) -> bool,
     rng: &mut R,
 ) -> Vec<String> {
@@ -27,10 +27,10 @@ pub fn order_candidates<R: Rng + ?Sized>(
         .filter(|c| !is_blocked(&c.id) && c.available != Some(0))
         .collect();
     match policy {
-        VSwitchSelection::Ordered => {}
-        VSwitchSelection::Random => usable.shuffle(rng),
+        VSwitchSelectionPolicy::Ordered => {}
+        VSwitchSelectionPolicy::Random => usable.shuffle(rng),
         // Unknown counts go last; a stable sort keeps configuration order among equals.
-        VSwitchSelection::Most => {
+        VSwitchSelectionPolicy::Most => {
             usable.sort_by_key(|c| std::cmp::Reverse(c.available.unwrap_or(0)))
         }
     }
@@ -59,7 +59,12 @@ mod tests {
             c("d", None),
         ];
         let mut rng = StdRng::seed_from_u64(1);
-        let got = order_candidates(&cands, VSwitchSelection::Ordered, |id| id == "c", &mut rng);
+        let got = order_candidates(
+            &cands,
+            VSwitchSelectionPolicy::Ordered,
+            |id| id == "c",
+            &mut rng,
+        );
         assert_eq!(got, vec!["a", "d"]);
     }
 
@@ -72,7 +77,7 @@ mod tests {
             c("d", Some(7)),
         ];
         let mut rng = StdRng::seed_from_u64(1);
-        let got = order_candidates(&cands, VSwitchSelection::Most, |_| false, &mut rng);
+        let got = order_candidates(&cands, VSwitchSelectionPolicy::Most, |_| false, &mut rng);
         assert_eq!(got, vec!["c", "d", "a", "b"]);
     }
 
@@ -82,7 +87,8 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         for seed in 0..20 {
             let mut rng = StdRng::seed_from_u64(seed);
-            let mut got = order_candidates(&cands, VSwitchSelection::Random, |_| false, &mut rng);
+            let mut got =
+                order_candidates(&cands, VSwitchSelectionPolicy::Random, |_| false, &mut rng);
             seen.insert(got.clone());
             got.sort();
             assert_eq!(got, cands.iter().map(|c| c.id.clone()).collect::<Vec<_>>());
@@ -94,6 +100,8 @@ mod tests {
     fn all_blocked_gives_nothing() {
         let cands = [c("a", Some(5))];
         let mut rng = StdRng::seed_from_u64(1);
-        assert!(order_candidates(&cands, VSwitchSelection::Random, |_| true, &mut rng).is_empty());
+        assert!(
+            order_candidates(&cands, VSwitchSelectionPolicy::Random, |_| true, &mut rng).is_empty()
+        );
     }
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use terway_cloud::backoff::{self, Backoff, BackoffTable};
+use terway_cloud::backoff::{self, Backoff, BackoffOverride, BackoffTable};
 use terway_cloud::{AlibabaCloud, CloudConfig, MetadataClient, MetadataConfig};
 use terway_daemon::{Daemon, DaemonConfig, LocalPodSource, PodMeta, PodsFile};
 use terway_emulator::{EmulatorConfig, NoFabric, RunningEmulator};
@@ -33,12 +33,12 @@ fn quick(ms: u64, steps: u32) -> Backoff {
         factor: 1.5,
         jitter: 0.2,
         steps,
-        cap: Duration::from_millis(500),
+        cap: Some(Duration::from_millis(500)),
     }
 }
 
 /// Client backoffs shortened for tests.
-pub fn fast_backoffs() -> BTreeMap<String, Backoff> {
+pub fn fast_backoffs() -> BTreeMap<String, BackoffOverride> {
     [
         (backoff::DEFAULT, quick(30, 10)),
         (backoff::ENI_CREATE, quick(30, 10)),
@@ -51,7 +51,7 @@ pub fn fast_backoffs() -> BTreeMap<String, Backoff> {
         (backoff::METADATA, quick(20, 5)),
     ]
     .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
+    .map(|(k, v)| (k.to_string(), v.into()))
     .collect()
 }
 
