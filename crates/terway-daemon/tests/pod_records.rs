@@ -128,3 +128,71 @@ async fn each_interface_of_a_pod_holds_its_own_address_and_is_answered_with_its_
     assert_agrees(&env, &d, common::INSTANCE);
     d.stop().await.unwrap();
 }
+
+/// The pods table as the daemon writes it (keys are internal; the test rewrites one row by hand).
+const PODS: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("pods");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_state_file_from_before_interface_records_is_upgraded_on_start() {
+    use redb::{ReadableDatabase, ReadableTable};
+    let env = Env::new(|_| {});
+    let cfg = env.daemon_config();
+    let d = env.start(cfg.clone()).await;
+    let mut c = client(&env.socket()).await;
+    let r = alloc(&mut c, "old", "c1").await.unwrap();
+    let ip = ip_of(&r);
+    let eni = r.net_confs[0].eni.clone().unwrap();
+    d.stop().await.unwrap();
+    // Rewrite the record the way the previous release stored it: keyed "namespace/name", no
+    // interface, backend or answer.
+    {
+        let db = redb::Database::create(cfg.db_path()).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut pods = txn.open_table(PODS).unwrap();
+            let keys: Vec<String> = pods
+                .iter()
+                .unwrap()
+                .map(|row| row.unwrap().0.value().to_string())
+                .collect();
+            assert_eq!(keys, vec![r#"["default","old","eth0"]"#.to_string()]);
+            pods.remove(keys[0].as_str()).unwrap();
+            let legacy = format!(
+                r#"{{"pod":{{"namespace":"default","name":"old"}},"container_id":"c1","uid":"","ip":"{ip}","eni_id":"{}","sticky":false,"at_ms":1}}"#,
+                eni.eni_id
+            );
+            pods.insert("default/old", legacy.as_bytes()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let d = env.start(cfg.clone()).await;
+    let mut c = client(&env.socket()).await;
+    let i = info_if(&mut c, pod("old", "c1"), "eth0").await.unwrap();
+    assert_eq!(i.container_id, "c1");
+    assert_eq!(i.net_confs[0].if_name, "eth0");
+    assert_eq!(i.net_confs[0].pod_ip, r.net_confs[0].pod_ip);
+    assert_eq!(
+        i.net_confs[0].eni,
+        Some(eni),
+        "the answer is rebuilt from the record's ENI"
+    );
+    // The same sandbox asking again keeps its address; nobody else can get it.
+    assert_eq!(ip_of(&alloc(&mut c, "old", "c1").await.unwrap()), ip);
+    assert_ne!(ip_of(&alloc(&mut c, "new", "c2").await.unwrap()), ip);
+    assert_agrees(&env, &d, common::INSTANCE);
+    d.stop().await.unwrap();
+    // The legacy row is gone; only today's key remains.
+    let db = redb::Database::create(cfg.db_path()).unwrap();
+    let txn = db.begin_read().unwrap();
+    let pods = txn.open_table(PODS).unwrap();
+    let keys: Vec<String> = pods
+        .iter()
+        .unwrap()
+        .map(|row| row.unwrap().0.value().to_string())
+        .collect();
+    assert!(!keys.contains(&"default/old".to_string()), "{keys:?}");
+    assert!(
+        keys.contains(&r#"["default","old","eth0"]"#.to_string()),
+        "{keys:?}"
+    );
+}
