@@ -156,9 +156,12 @@ impl<C: Cloud, M: Metadata, P: PodSource> Daemon<C, M, P> {
             startup::node_info_with_retry(&cfg, &cloud, &meta, Duration::from_secs(60)).await?;
         let (backends, eni_pool) = build_backends(&cfg, &node, cloud, meta, &store, &metrics)?;
         tracing::info!(instance = %node.instance_id, instance_type = %node.instance_type, backends = ?backends.kinds(), default = %backends.default_kind(), "starting terwayd");
-        let snapshot = store.load()?;
+        let snapshot = Arc::new(store.load()?);
         for b in backends.all() {
-            b.recover(&snapshot).await?;
+            // Run through the reconciler plumbing for its log line and metric; a failure here stops
+            // the start (serving from an unrecovered state could hand out an address twice).
+            let recovery = backend::Recovery::new(b.clone(), snapshot.clone());
+            reconciler::run_once(&recovery, &metrics).await?;
         }
         let pods = Arc::new(pods);
         let claims = claims::Claims::default();

@@ -64,6 +64,15 @@ async fn cold_start_creates_an_eni_and_replies_with_datapath_facts() {
         ),
         "{text}"
     );
+    // Start-up recovery and the start-up passes of the reconcilers are counted by name.
+    for r in ["shared-ip-recovery", "pod-gc", "shared-ip-enis"] {
+        assert!(
+            text.contains(&format!(
+                "terwayd_reconciles_total{{reconciler=\"{r}\",result=\"ok\"}}"
+            )),
+            "{r}: {text}"
+        );
+    }
     d.stop().await.unwrap();
     assert!(!env.socket().exists(), "socket removed on clean stop");
 }

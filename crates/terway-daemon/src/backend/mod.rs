@@ -118,3 +118,44 @@ impl Backends {
         self.list.iter().find_map(|b| b.lookup(key))
     }
 }
+
+/// Start-up recovery of one backend as a one-shot reconciler (`<kind>-recovery`): the store snapshot and
+/// the cloud are observed, the backend's state is rebuilt, leftovers of interrupted operations are
+/// finished or rolled back.
+pub struct Recovery {
+    backend: Arc<dyn ResourceBackend>,
+    snapshot: Arc<Snapshot>,
+}
+
+impl Recovery {
+    /// Recovery of `backend` from `snapshot`.
+    pub fn new(backend: Arc<dyn ResourceBackend>, snapshot: Arc<Snapshot>) -> Self {
+        Recovery { backend, snapshot }
+    }
+}
+
+impl Reconciler for Recovery {
+    fn name(&self) -> &'static str {
+        match self.backend.kind() {
+            ResourceKind::SharedIp => "shared-ip-recovery",
+            ResourceKind::ExclusiveEni => "exclusive-eni-recovery",
+            ResourceKind::PodCidr => "pod-cidr-recovery",
+        }
+    }
+
+    fn period(&self) -> Duration {
+        // Runs once at start; the period is never used.
+        Duration::MAX
+    }
+
+    fn reconcile(&self) -> BoxFuture<'_, Result<String>> {
+        Box::pin(async move {
+            self.backend.recover(&self.snapshot).await?;
+            Ok(format!(
+                "{} records of {}",
+                self.backend.allocations().len(),
+                self.backend.kind()
+            ))
+        })
+    }
+}
