@@ -4,53 +4,23 @@
 
 mod support;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
 use serde_json::json;
 use support::*;
 use terway_datapath::conntrack;
-use terway_datapath::testbed::Testbed;
+use terway_datapath::testbed::{self, Testbed};
 use terway_datapath::Netns;
 
-fn track_connections_in(ns_name: &str) {
-    use std::io::Write;
-    let mut child = std::process::Command::new("ip")
-        .args(["netns", "exec", ns_name, "nft", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("ip netns exec nft: install nftables (scripts/prereqs.sh)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(
-            b"table inet terway_ct_test {\n chain out { type filter hook output priority 0; ct state new,established accept; }\n}\n",
-        )
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+/// Tracks every connection of the namespace it is loaded in.
+const TRACK: &str = "table inet terway_ct_test {\n chain out { type filter hook output priority 0; ct state new,established accept; }\n}\n";
 
 /// A TCP connection from `client` to `ip:port` served inside `server`; both ends are returned so it stays.
 fn connect(server: &Netns, client: &Netns, ip: Ipv4Addr, port: u16) -> (TcpStream, TcpStream) {
     let addr = SocketAddr::new(IpAddr::V4(ip), port);
-    let listener = server
-        .run(move || TcpListener::bind(addr))
-        .unwrap()
-        .unwrap();
-    let c = client
-        .run(move || TcpStream::connect_timeout(&addr, Duration::from_secs(3)))
-        .unwrap()
-        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    let (s, _) = listener.accept().unwrap();
-    (c, s)
+    testbed::tcp_pair(server, client, addr, addr).unwrap()
 }
 
 fn entries(ns: &Netns, ip: Ipv4Addr) -> Vec<conntrack::Entry> {
@@ -89,7 +59,7 @@ async fn del_flushes_the_pods_conntrack_entries_and_only_those() {
         let r = cni("ADD", cid, &path(ns), pod, &conf).await;
         assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
     }
-    track_connections_in(&tb.host_name);
+    testbed::nft_in(&tb.host_name, TRACK).expect("nft (scripts/prereqs.sh installs nftables)");
     let (a, b) = (Netns::open(&a_ns).unwrap(), Netns::open(&b_ns).unwrap());
     let keep = vec![
         // node -> pod A, pod A -> node, node -> pod B

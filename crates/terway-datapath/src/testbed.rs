@@ -6,7 +6,9 @@
 //! ENI, a VPC peer at .100. The VPC side learns pod IPs the way the cloud does: a permanent neighbour per IP
 //! pointing at the ENI's MAC ([`Testbed::vpc_learn`]).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
@@ -149,4 +151,46 @@ impl Drop for Testbed {
             let _ = Netns::delete_named(n);
         }
     }
+}
+
+/// Load an nftables ruleset in the namespace named `ns_name` only (`ip netns exec NS nft -f -`), e.g. to
+/// make a test namespace track connections; never touches the caller's namespace.
+pub fn nft_in(ns_name: &str, ruleset: &str) -> std::io::Result<()> {
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", ns_name, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(ruleset.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "nft in {ns_name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )))
+    }
+}
+
+/// An open TCP connection: a listener on `bind` inside `server`, and `client` connecting to `dial` (the same
+/// address, or one that is DNATed to it). Both ends are returned so the flow stays alive.
+pub fn tcp_pair(
+    server: &Netns,
+    client: &Netns,
+    bind: SocketAddr,
+    dial: SocketAddr,
+) -> std::io::Result<(TcpStream, TcpStream)> {
+    let in_ns = |e: crate::Error| std::io::Error::other(e.to_string());
+    let listener = server
+        .run(move || TcpListener::bind(bind))
+        .map_err(in_ns)??;
+    let c = client
+        .run(move || TcpStream::connect_timeout(&dial, Duration::from_secs(3)))
+        .map_err(in_ns)?
+        .map_err(|e| std::io::Error::new(e.kind(), format!("connect {dial}: {e}")))?;
+    let (s, _) = listener.accept()?;
+    Ok((c, s))
 }

@@ -2,14 +2,14 @@
 //! connections (an nftables `ct state` rule in that namespace only), a "pod" behind a veth and an unrelated
 //! peer behind another. Everything lives in namespaces this test creates and deletes.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use ipnet::IpNet;
 use terway_datapath::addr::{self, Scope};
 use terway_datapath::conntrack::{self, Flush, Position};
 use terway_datapath::route::{self, Route};
-use terway_datapath::{link, Netlink, Netns};
+use terway_datapath::{link, testbed, Netlink, Netns};
 
 /// Named namespaces deleted on drop (and only those).
 struct Namespaces(Vec<String>);
@@ -63,30 +63,8 @@ async fn wire(
     link::set_up(&peer, lo.index).await.unwrap();
 }
 
-/// Make the node namespace track connections and DNAT the VIP to the pod. Runs `nft` inside that namespace
-/// only.
-fn nft_in(ns_name: &str, ruleset: &str) {
-    use std::io::Write;
-    let mut child = std::process::Command::new("ip")
-        .args(["netns", "exec", ns_name, "nft", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("ip netns exec nft: install nftables (scripts/prereqs.sh)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(ruleset.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "nft in {ns_name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
+/// Makes the node namespace track connections and DNATs the VIP to the pod (loaded with
+/// `testbed::nft_in`, inside that namespace only).
 const RULESET: &str = "
 table inet terway_ct_test {
     chain out { type filter hook output priority 0; ct state new,established accept; }
@@ -96,23 +74,14 @@ table ip terway_ct_test_nat {
 }
 ";
 
-/// An open TCP connection from `client` to `addr` served in `server`; both ends are kept so the flow stays.
+/// An open TCP connection from `client` to `via`, served on `addr` in `server`.
 fn connect(
     server: &Netns,
     client: &Netns,
     addr: SocketAddr,
     via: SocketAddr,
 ) -> (TcpStream, TcpStream) {
-    let listener = server
-        .run(move || TcpListener::bind(addr))
-        .unwrap()
-        .unwrap();
-    let c = client
-        .run(move || TcpStream::connect_timeout(&via, Duration::from_secs(3)))
-        .unwrap()
-        .unwrap_or_else(|e| panic!("connect {via}: {e}"));
-    let (s, _) = listener.accept().unwrap();
-    (c, s)
+    testbed::tcp_pair(server, client, addr, via).unwrap()
 }
 
 fn entries(ns: &Netns, ip: impl Into<IpAddr>) -> Vec<conntrack::Entry> {
@@ -169,7 +138,7 @@ fn flush_deletes_every_entry_of_the_pod_ips_and_nothing_else() {
         .await
         .unwrap();
     });
-    nft_in(&names.0[0], RULESET);
+    testbed::nft_in(&names.0[0], RULESET).expect("nft (scripts/prereqs.sh installs nftables)");
 
     let sa = |ip: IpAddr, port: u16| SocketAddr::new(ip, port);
     let v4 = |ip: Ipv4Addr, port| sa(IpAddr::V4(ip), port);
