@@ -154,15 +154,7 @@ async fn teardown(
     }
     // After the teardown (nothing routes to the pod any more, so no new entries appear for it) and before
     // ReleaseIP (the IP cannot have a new owner yet).
-    flush_conntrack(host, pod, &nets).await;
-    errs.into_result().map_err(datapath_error)
-}
-
-/// Best effort: delete the node's conntrack entries of the pod's addresses, so the IP's next owner never
-/// receives a flow that conntrack still maps to this pod (see `terway_datapath::conntrack`). Never fails
-/// DEL: without the flush the entries still expire on their own.
-async fn flush_conntrack(host: &HostCtx, pod: &PodIdentity, nets: &[PodNetwork]) {
-    let ips: Vec<IpAddr> = nets
+    let ips = nets
         .iter()
         .flat_map(|n| {
             n.ipv4
@@ -171,6 +163,14 @@ async fn flush_conntrack(host: &HostCtx, pod: &PodIdentity, nets: &[PodNetwork])
                 .chain(n.ipv6.map(IpAddr::V6))
         })
         .collect();
+    flush_conntrack(host, pod, ips).await;
+    errs.into_result().map_err(datapath_error)
+}
+
+/// Best effort: delete the node's conntrack entries of the pod's addresses, so the IP's next owner never
+/// receives a flow that conntrack still maps to this pod (see `terway_datapath::conntrack`). Never fails
+/// DEL: without the flush the entries still expire on their own.
+async fn flush_conntrack(host: &HostCtx, pod: &PodIdentity, ips: Vec<IpAddr>) {
     if ips.is_empty() {
         return;
     }
@@ -228,11 +228,7 @@ async fn cleanup_prev_result(host: &HostCtx, req: &AttachmentRequest, pod: &PodI
         }
         flush.push(ip);
     }
-    if !flush.is_empty() {
-        if let Err(e) = conntrack::flush_addresses_async(&host.ns, flush).await {
-            tracing::warn!(pod = %pod, "could not delete conntrack entries of prevResult addresses: {e}");
-        }
-    }
+    flush_conntrack(host, pod, flush).await;
 }
 
 /// Run CHECK: the daemon must know this container, and the full kernel state must match.
