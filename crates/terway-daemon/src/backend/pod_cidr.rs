@@ -41,28 +41,48 @@ pub struct CidrState {
     pub cursor: Option<Ipv4Addr>,
 }
 
+/// First and last host of a PodCIDR as numbers (the network and broadcast addresses are not hosts
+/// unless the prefix is /31 or /32), computed rather than counted: a /16 has 65,534 hosts.
+fn host_range(cidr: Ipv4Net) -> (u32, u32) {
+    let (net, bcast) = (u32::from(cidr.network()), u32::from(cidr.broadcast()));
+    if cidr.prefix_len() >= 31 {
+        (net, bcast)
+    } else {
+        (net + 1, bcast - 1)
+    }
+}
+
 /// The node-side gateway of a PodCIDR: its first host.
 pub fn gateway_of(cidr: Ipv4Net) -> Ipv4Addr {
-    cidr.hosts().next().unwrap_or(cidr.network())
+    Ipv4Addr::from(host_range(cidr).0)
 }
 
 /// Usable pod addresses of a PodCIDR (every host but the gateway).
 pub fn pod_addresses(cidr: Ipv4Net) -> u32 {
-    (cidr.hosts().count() as u32).saturating_sub(1)
+    let (first, last) = host_range(cidr);
+    last - first
 }
 
-/// The address to hand out next at `now_ms`: the first free one after the cursor, wrapping around.
+/// The address to hand out next at `now_ms`: the first free one after the cursor, wrapping around. The
+/// search walks from the cursor, so a pool with free addresses ahead answers in a step or two.
 pub fn pick(cidr: Ipv4Net, st: &CidrState, now_ms: u64) -> Option<Ipv4Addr> {
-    let gw = gateway_of(cidr);
-    let free = |ip: &Ipv4Addr| {
-        *ip != gw
-            && !st.in_use.contains_key(ip)
-            && st.cooldown.get(ip).is_none_or(|until| *until <= now_ms)
+    let (first, last) = host_range(cidr);
+    let gw = first;
+    let free = |n: &u32| {
+        let ip = Ipv4Addr::from(*n);
+        *n != gw
+            && !st.in_use.contains_key(&ip)
+            && st.cooldown.get(&ip).is_none_or(|until| *until <= now_ms)
     };
-    let start = st.cursor.map(u32::from).unwrap_or(0);
-    let mut hosts = cidr.hosts();
-    let after = hosts.clone().find(|ip| u32::from(*ip) > start && free(ip));
-    after.or_else(|| hosts.find(free))
+    let start = st
+        .cursor
+        .map(u32::from)
+        .filter(|c| (first..=last).contains(c))
+        .unwrap_or(first);
+    ((start + 1)..=last)
+        .chain(first..=start)
+        .find(free)
+        .map(Ipv4Addr::from)
 }
 
 /// Counts in the pool's terms, for metrics and status.
@@ -429,6 +449,9 @@ mod tests {
         let c = cidr();
         assert_eq!(gateway_of(c), Ipv4Addr::new(10, 244, 1, 1));
         assert_eq!(pod_addresses(c), 5);
+        let big: Ipv4Net = "10.244.0.0/16".parse().unwrap();
+        assert_eq!(pod_addresses(big), big.hosts().count() as u32 - 1);
+        assert_eq!(gateway_of(big), Ipv4Addr::new(10, 244, 0, 1));
         let mut st = CidrState::default();
         let mut got = Vec::new();
         for i in 0..5 {
