@@ -99,49 +99,46 @@ fn build_backends<C: Cloud, M: Metadata>(
     metrics: &Arc<metrics::Metrics>,
 ) -> Result<(Backends, Option<Pool<C, M>>)> {
     let default = ResourceKind::default_for(cfg.mode);
-    let eni_kind = match default {
-        ResourceKind::SharedIp => Some(EniPoolKind::SharedIps),
-        ResourceKind::ExclusiveEni => Some(EniPoolKind::Exclusive),
-        ResourceKind::PodCidr => None,
-    };
-    let mut list: Vec<Arc<dyn ResourceBackend>> = Vec::new();
     let mut eni_pool = None;
-    if let Some(kind) = eni_kind {
-        let limits = node.limits.as_ref().ok_or_else(|| {
-            DaemonError::Config("the ENI pool needs the instance type's quotas".into())
-        })?;
-        let cap = pool::decide::capacity(
-            limits.eni_quantity,
-            limits.eni_private_ip_quantity,
-            &cfg.pool,
-            kind,
-        );
-        let p = Pool::new(
-            cfg.clone(),
-            kind,
-            node.clone(),
-            cap,
-            cloud,
-            meta,
-            store.clone(),
-            metrics.clone(),
-            Default::default(),
-        );
-        list.push(Arc::new(p.clone()));
-        eni_pool = Some(p);
-    }
-    if default == ResourceKind::PodCidr {
-        let cidr = cfg
-            .pod_cidr
-            .ok_or_else(|| DaemonError::Config("vpc-route mode needs pod_cidr".into()))?;
-        list.push(Arc::new(backend::pod_cidr::PodCidr::new(
-            &node.name,
-            cidr,
-            cfg.pool.ip_reuse_cooldown,
-            store.clone(),
-            metrics.clone(),
-        )));
-    }
+    let backend: Arc<dyn ResourceBackend> = match EniPoolKind::serving(default) {
+        Some(kind) => {
+            let limits = node.limits.as_ref().ok_or_else(|| {
+                DaemonError::Config("the ENI pool needs the instance type's quotas".into())
+            })?;
+            let cap = pool::decide::capacity(
+                limits.eni_quantity,
+                limits.eni_private_ip_quantity,
+                &cfg.pool,
+                kind,
+            );
+            let p = Pool::new(
+                cfg.clone(),
+                kind,
+                node.clone(),
+                cap,
+                cloud,
+                meta,
+                store.clone(),
+                metrics.clone(),
+                Default::default(),
+            );
+            eni_pool = Some(p.clone());
+            Arc::new(p)
+        }
+        None => {
+            let cidr = cfg
+                .pod_cidr
+                .ok_or_else(|| DaemonError::Config("vpc-route mode needs pod_cidr".into()))?;
+            Arc::new(backend::pod_cidr::PodCidr::new(
+                &node.name,
+                cidr,
+                cfg.pool.ip_reuse_cooldown,
+                store.clone(),
+                metrics.clone(),
+            ))
+        }
+    };
+    let list = vec![backend];
     Ok((Backends::new(default, list), eni_pool))
 }
 

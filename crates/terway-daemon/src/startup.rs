@@ -47,7 +47,9 @@ pub async fn node_info<C: Cloud, M: Metadata>(
         ))
     })?;
     // Only backends that use ENIs need the instance type's quotas (and its security groups).
-    let uses_enis = cfg.mode != terway_core::Mode::VpcRoute;
+    let uses_enis =
+        crate::pool::EniPoolKind::serving(crate::record::ResourceKind::default_for(cfg.mode))
+            .is_some();
     let mut limits = None;
     if uses_enis {
         let all = cloud

@@ -39,6 +39,15 @@ pub enum EniPoolKind {
 }
 
 impl EniPoolKind {
+    /// The pool kind that serves backend kind `kind`, if ENIs serve it at all.
+    pub fn serving(kind: ResourceKind) -> Option<Self> {
+        match kind {
+            ResourceKind::SharedIp => Some(EniPoolKind::SharedIps),
+            ResourceKind::ExclusiveEni => Some(EniPoolKind::Exclusive),
+            ResourceKind::PodCidr => None,
+        }
+    }
+
     /// The backend kind a pool of this kind serves.
     pub fn resource_kind(self) -> ResourceKind {
         match self {
