@@ -111,13 +111,7 @@ async fn admin_api_is_served_on_its_own_loopback_listener() {
         error_rate: BTreeMap::from([("DescribeVSwitches".to_string(), 1.0)]),
         ..FaultConfig::default()
     };
-    let resp = http
-        .post(format!("{admin}/_emulator/faults"))
-        .json(&faults)
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "{}", resp.status());
+    post_faults(&http, &admin, &faults).await;
     assert_eq!(emu.faults(), faults);
     let listed: Value = http
         .get(format!("{admin}/_emulator/faults"))

@@ -159,13 +159,7 @@ async fn injected_errors_latency_and_after_commit_failures() {
         extra_latency_ms: BTreeMap::from([("DescribeInstanceTypes".to_string(), 150)]),
         ..FaultConfig::default()
     };
-    let resp = http
-        .post(format!("{admin}/_emulator/faults"))
-        .json(&faults)
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success());
+    post_faults(&http, &admin, &faults).await;
     assert_eq!(emu.faults(), faults);
     for _ in 0..4 {
         let a = api.vpc("DescribeVSwitches", &[]).await;

@@ -282,3 +282,19 @@ pub fn params_of(v: &[(&str, &str)]) -> BTreeMap<String, String> {
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect()
 }
+
+/// Replace the running emulator's faults through its admin API at `admin` (its base URL); panics unless
+/// the admin API accepts them.
+pub async fn post_faults(
+    http: &reqwest::Client,
+    admin: &str,
+    faults: &terway_emulator::FaultConfig,
+) {
+    let resp = http
+        .post(format!("{admin}/_emulator/faults"))
+        .json(faults)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+}
