@@ -97,7 +97,16 @@ async fn client_rate_limiter_keeps_under_the_server_quota() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_token_makes_retries_after_commit_idempotent() {
-    let env = start();
+    // Half of the attempts fail after commit, so the usual 8 steps would exhaust the retries of one
+    // of the 12 creates in about one run in twenty; 40 steps make that about one in 10^11.
+    let env = start_with(
+        |_| {},
+        |c| {
+            for key in [backoff::ENI_CREATE, backoff::ENI_IP_OPS] {
+                c.backoff_override.insert(key.into(), quick(20, 40).into());
+            }
+        },
+    );
     let mut faults = FaultConfig::default();
     for a in ["CreateNetworkInterface", "AssignPrivateIpAddresses"] {
         faults.error_after_commit_rate.insert(a.into(), 0.5);
