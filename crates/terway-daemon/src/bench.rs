@@ -125,6 +125,7 @@ pub async fn bench_pool<C: Cloud, M: Metadata>(
         socket_path: opts.work_dir.join("eni.socket"),
         state_dir: opts.work_dir.join("state"),
         gc_period: Duration::from_secs(3600),
+        gc_grace: Duration::ZERO,
         ..Default::default()
     };
     cfg.pool.min_idle = opts.min_idle;

@@ -164,6 +164,9 @@ pub struct DaemonConfig {
     pub pods_file: Option<PathBuf>,
     /// Period of garbage collection (stale pods, leaked ENIs/IPs).
     pub gc_period: Duration,
+    /// How old an allocation must be before the pod GC may release it: a pod source (a watch, a file
+    /// written from one) lags the API, and a pod allocated just now may not be listed yet.
+    pub gc_grace: Duration,
     /// Longest an AllocIP waits for the pool before answering "try again later".
     pub alloc_timeout: Duration,
     /// How to reach the cloud (used by [`crate::run`]).
@@ -183,6 +186,7 @@ impl Default for DaemonConfig {
             pool: PoolConfig::default(),
             pods_file: None,
             gc_period: Duration::from_secs(300),
+            gc_grace: Duration::from_secs(30),
             alloc_timeout: Duration::from_secs(90),
             cloud: Default::default(),
         }

@@ -12,6 +12,7 @@ use crate::backend::Backends;
 use crate::claims::Claims;
 use crate::error::Result;
 use crate::podsource::PodSource;
+use crate::pool::now_ms;
 use crate::reconciler::Reconciler;
 use crate::record::{AllocKey, Allocation, PodKey, ResourceKind};
 
@@ -64,6 +65,7 @@ pub struct PodGc<P: PodSource> {
     pods: Arc<P>,
     claims: Claims,
     period: Duration,
+    grace: Duration,
 }
 
 impl<P: PodSource> PodGc<P> {
@@ -74,7 +76,14 @@ impl<P: PodSource> PodGc<P> {
             pods,
             claims,
             period,
+            grace: Duration::ZERO,
         }
+    }
+
+    /// Leave allocations younger than `grace` alone (the pod source may not list their pod yet).
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
     }
 
     /// One pass: observe → plan → apply.
@@ -83,11 +92,13 @@ impl<P: PodSource> PodGc<P> {
         let Some(live) = self.pods.live_pods().await else {
             return Ok(report);
         };
+        let settled_before = now_ms().saturating_sub(self.grace.as_millis() as u64);
         let records: Vec<Allocation> = self
             .backends
             .all()
             .iter()
             .flat_map(|b| b.allocations())
+            .filter(|a| a.at_ms <= settled_before)
             .collect();
         let sticky: Vec<(ResourceKind, PodKey)> = self
             .backends

@@ -167,12 +167,15 @@ impl<C: Cloud, M: Metadata, P: PodSource> Daemon<C, M, P> {
         for b in backends.all() {
             tasks.extend(b.start(stop_rx.clone()));
         }
-        let pod_gc = Arc::new(gc::PodGc::new(
-            backends.clone(),
-            pods.clone(),
-            claims.clone(),
-            cfg.gc_period,
-        ));
+        let pod_gc = Arc::new(
+            gc::PodGc::new(
+                backends.clone(),
+                pods.clone(),
+                claims.clone(),
+                cfg.gc_period,
+            )
+            .with_grace(cfg.gc_grace),
+        );
         let mut reconcilers: Vec<Arc<dyn reconciler::Reconciler>> = vec![pod_gc.clone()];
         for b in backends.all() {
             reconcilers.extend(b.reconcilers());

@@ -54,6 +54,9 @@ struct Args {
     /// GC period in seconds.
     #[arg(long, default_value_t = 300)]
     gc_period_secs: u64,
+    /// Seconds an allocation is safe from the pod GC after it was made (the pod source may lag).
+    #[arg(long, default_value_t = 30)]
+    gc_grace_secs: u64,
     /// Log filter (tracing EnvFilter syntax), e.g. `info,terway_daemon=debug`.
     #[arg(long, env = "TERWAY_LOG", default_value = "info")]
     log_level: String,
@@ -86,6 +89,7 @@ fn build_config(a: &Args) -> Result<DaemonConfig, String> {
     cfg.node_name = a.node_name.clone();
     cfg.pods_file = a.pods_file.clone();
     cfg.gc_period = std::time::Duration::from_secs(a.gc_period_secs.max(1));
+    cfg.gc_grace = std::time::Duration::from_secs(a.gc_grace_secs);
     let cl = &mut cfg.cloud;
     cl.endpoint = a.cloud_endpoint.clone().or(cl.endpoint.take());
     cl.region = a.region.clone().or(cl.region.take());

@@ -38,6 +38,18 @@ pub enum Request {
     Faults,
     /// Compare the emulator's state with the fabric and the kernel; answers the list of differences.
     Audit,
+    /// Every pod of the lab's Kubernetes, as the API server lists them (`items` of a PodList).
+    KubePods,
+    /// Stop (SIGTERM, or SIGKILL when `crash`) or start again a node's containerd and kubelet; its pods
+    /// and shims stay, as when a runtime restarts on a real node.
+    KubeRuntime {
+        /// Node name.
+        node: String,
+        /// Start them (true) or stop them (false).
+        start: bool,
+        /// Stop with SIGKILL.
+        crash: bool,
+    },
     /// Tear the lab down and exit.
     Shutdown,
 }

@@ -49,6 +49,10 @@ pub fn daemon_args(plan: &LabPlan, node: &NodePlan) -> Vec<String> {
         // rollback (e.g. under injected cloud faults) are removed within a test's patience.
         "--gc-period-secs".into(),
         "15".into(),
+        // The lab's pod lists are at most ~1 s behind (the Kubernetes lab mirrors the API server's
+        // pods every second); 5 s of grace covers that without slowing the GC tests.
+        "--gc-grace-secs".into(),
+        "5".into(),
         "--log-level".into(),
         std::env::var("TERWAY_LAB_DAEMON_LOG").unwrap_or_else(|_| "info".into()),
     ]

@@ -158,6 +158,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         vpc_cidr: None,
         timeout: 180,
         json: false,
+        k8s: false,
+        cni: crate::plan::NodeCni::Terway,
     };
     if !quiet {
         println!(

@@ -78,7 +78,27 @@ pub fn down(name: &str, quiet: bool) -> anyhow::Result<DownReport> {
             }
             report.processes.push(pid);
         }
-        // 2. Daemons the supervisor could not stop (it crashed or was killed).
+        // 2. Kubernetes the supervisor could not stop: its recorded processes (their command lines name
+        //    the lab directory), then each node's pods, shims and cgroups.
+        if let Some(kube) = state::read_json::<LabState>(&state::state_path(&dir))
+            .ok()
+            .and_then(|s| s.kube)
+        {
+            for (name, pid) in kube.processes.iter().rev() {
+                let markers = [dir_text.as_str()];
+                if procs::is_ours(*pid, &markers) {
+                    procs::stop(*pid, &markers, Duration::from_secs(5));
+                    report.processes.push(*pid);
+                    tracing::info!(process = %name, pid, "stopped a leftover Kubernetes process");
+                }
+            }
+            for (node, rec) in &kube.nodes {
+                for e in crate::k8s::cluster::remove_node(rec, &dir_text) {
+                    report.errors.push(format!("node {node}: {e}"));
+                }
+            }
+        }
+        // 3. Daemons the supervisor could not stop (it crashed or was killed).
         for (node, d) in &st.daemons {
             let socket = plan
                 .as_ref()
@@ -92,7 +112,7 @@ pub fn down(name: &str, quiet: bool) -> anyhow::Result<DownReport> {
             }
         }
     }
-    // 3. Pod namespaces (named cni-<uuid>, recorded before creation).
+    // 4. Pod namespaces (named cni-<uuid>, recorded before creation).
     for pod in state::list_pods(&dir) {
         if Fabric::netns_exists(&pod.netns) {
             match Fabric::delete_netns(&pod.netns) {
@@ -101,7 +121,7 @@ pub fn down(name: &str, quiet: bool) -> anyhow::Result<DownReport> {
             }
         }
     }
-    // 4. The lab's own namespaces: recorded ones and anything else carrying the lab prefix.
+    // 5. The lab's own namespaces: recorded ones and anything else carrying the lab prefix.
     let mut names: Vec<String> = st.as_ref().map(|s| s.netns.clone()).unwrap_or_default();
     if let Some(p) = &plan {
         names.push(p.vpc_netns.clone());
@@ -120,7 +140,7 @@ pub fn down(name: &str, quiet: bool) -> anyhow::Result<DownReport> {
             Err(e) => report.errors.push(e.to_string()),
         }
     }
-    // 5. Files.
+    // 6. Files.
     if dir.exists() {
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => report.dir_removed = true,

@@ -13,6 +13,8 @@ mod daemons;
 mod demo;
 mod down;
 mod faults_cmd;
+mod k8s;
+mod kubectl_cmd;
 mod node_files;
 mod plan;
 mod pod;
@@ -62,6 +64,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run the emulated Alibaba Cloud (OpenAPI + metadata) alone, without the fabric.
     Cloud(cloud::CloudArgs),
+    /// Run the real kubectl against a Kubernetes lab (`up --k8s`): `terway-lab kubectl -- get pods -o wide`.
+    Kubectl(kubectl_cmd::KubectlArgs),
     /// Internal: the background process that owns a lab (started by `up`).
     #[command(hide = true)]
     ServeLab(supervisor::ServeArgs),
@@ -88,6 +92,7 @@ fn main() -> ExitCode {
         Command::Faults(a) => faults_cmd::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Cloud(a) => cloud::run(a),
+        Command::Kubectl(a) => kubectl_cmd::run(a),
         Command::ServeLab(a) => supervisor::serve(a),
     };
     match result {

@@ -119,6 +119,35 @@ pub struct LabPlan {
     pub attach_delay_ms: (u64, u64),
     /// Nodes.
     pub nodes: Vec<NodePlan>,
+    /// The lab's Kubernetes, when it has one (`up --k8s`).
+    #[serde(default)]
+    pub kubernetes: Option<KubePlan>,
+}
+
+/// Which CNI chain a Kubernetes lab's containerd runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeCni {
+    /// `terway` talking to the node's `terwayd` (what Terway installs).
+    Terway,
+    /// The reference chain `bridge` + `host-local` on a node-local bridge (benchmarks only).
+    Bridge,
+}
+
+/// The lab's Kubernetes control plane and the CNI its nodes run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KubePlan {
+    /// The API server's address in the VPC (port [`K8S_API_PORT`]), like a managed control-plane endpoint.
+    pub api_addr: Ipv4Addr,
+    /// CNI chain on every node.
+    pub cni: NodeCni,
+}
+
+impl KubePlan {
+    /// The API server URL as seen from the nodes and the VPC.
+    pub fn api_url(&self) -> String {
+        format!("https://{}:{}", self.api_addr, K8S_API_PORT)
+    }
 }
 
 impl LabPlan {
@@ -159,6 +188,8 @@ pub struct LabRequest {
     pub max_pool: u32,
     /// ENI attach delay range in ms.
     pub attach_delay_ms: (u64, u64),
+    /// Run Kubernetes (control plane in the VPC, containerd + kubelet per node) with this CNI.
+    pub kubernetes: Option<NodeCni>,
     /// First octets to try for the VPC, e.g. `10.240.0.0/16`; the plan moves on if it overlaps the machine.
     pub vpc_cidr: Option<Ipv4Net>,
 }
@@ -179,7 +210,7 @@ pub enum PlanError {
     #[error("no free address range: every candidate overlaps this machine's networks ({0}); pass --vpc-cidr")]
     NoFreeRange(String),
     /// A lab range (VPC, PodCIDRs, services, service addresses) overlaps the machine's own networks.
-    #[error("lab range {0} overlaps this machine's network {1}; pick another --vpc-cidr (the metadata/OpenAPI addresses 100.100.100.200 and 100.100.80.10 are fixed)")]
+    #[error("lab range {0} overlaps this machine's network {1}; pick another --vpc-cidr (the metadata, OpenAPI and Kubernetes API addresses 100.100.100.200, 100.100.80.10 and 100.100.80.20 are fixed)")]
     Overlap(Ipv4Net, Ipv4Net),
     /// The watermarks are inverted.
     #[error("--min-pool {0} is larger than --max-pool {1}")]
@@ -190,6 +221,10 @@ pub enum PlanError {
 pub const METADATA_ADDR: Ipv4Addr = Ipv4Addr::new(100, 100, 100, 200);
 /// The OpenAPI endpoint address inside the VPC (a VPC-internal endpoint).
 pub const API_ADDR: Ipv4Addr = Ipv4Addr::new(100, 100, 80, 10);
+/// The Kubernetes API server's address inside the VPC (a managed control plane's internal endpoint).
+pub const K8S_API_ADDR: Ipv4Addr = Ipv4Addr::new(100, 100, 80, 20);
+/// The Kubernetes API server's port.
+pub const K8S_API_PORT: u16 = 6443;
 
 /// Root of every lab's directory.
 pub fn labs_root() -> PathBuf {
@@ -297,7 +332,7 @@ pub fn make_plan(req: &LabRequest, host_nets: &[Ipv4Net]) -> Result<LabPlan, Pla
     };
     let [vpc_cidr, pod_block, service_cidr] = ranges;
     // The service addresses inside the vpc netns must not shadow one of the machine's networks either.
-    for svc in [METADATA_ADDR, API_ADDR] {
+    for svc in [METADATA_ADDR, API_ADDR, K8S_API_ADDR] {
         if let Some(h) = host_nets.iter().find(|h| h.contains(&svc)) {
             return Err(PlanError::Overlap(Ipv4Net::from(svc), *h));
         }
@@ -360,6 +395,10 @@ pub fn make_plan(req: &LabRequest, host_nets: &[Ipv4Net]) -> Result<LabPlan, Pla
         vswitches,
         service_cidr,
         nodes,
+        kubernetes: req.kubernetes.map(|cni| KubePlan {
+            api_addr: K8S_API_ADDR,
+            cni,
+        }),
     })
 }
 
@@ -403,6 +442,7 @@ mod tests {
             min_pool: 2,
             max_pool: 5,
             attach_delay_ms: (200, 600),
+            kubernetes: None,
             vpc_cidr: None,
         }
     }

@@ -22,6 +22,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::control::{self, Request};
 use crate::daemons::Daemons;
+use crate::k8s::api::Api;
+use crate::k8s::cluster::Cluster;
+use crate::k8s::Toolbox;
 use crate::plan::{LabPlan, NodeMode};
 use crate::state::{self, DaemonRecord, LabState, NodeRecord, Phase};
 
@@ -41,6 +44,9 @@ struct Lab {
     fabric: Arc<Fabric>,
     emulator: Mutex<Option<RunningEmulator>>,
     daemons: Mutex<Daemons>,
+    kube: Mutex<Option<Cluster>>,
+    kube_api: Mutex<Option<Api>>,
+    stop_mirror: tokio::sync::watch::Sender<bool>,
 }
 
 impl Lab {
@@ -55,6 +61,16 @@ impl Lab {
     fn phase(&self, phase: Phase) {
         tracing::info!(?phase, "lab phase");
         self.save(|s| s.phase = phase);
+    }
+
+    fn record_kube(&self) {
+        let rec = self
+            .kube
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+            .map(Cluster::record);
+        self.save(|s| s.kube = rec);
     }
 
     fn record_daemons(&self) {
@@ -92,6 +108,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         netns,
         daemons: BTreeMap::new(),
         nodes: BTreeMap::new(),
+        kube: None,
     };
     state::write_json_atomic(&state::state_path(&args.dir), &initial)?;
     let fail = |dir: &Path, e: &anyhow::Error| {
@@ -107,6 +124,18 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             return Err(e);
         }
     };
+    let toolbox = match plan
+        .kubernetes
+        .as_ref()
+        .map(|_| Toolbox::find())
+        .transpose()
+    {
+        Ok(t) => t,
+        Err(e) => {
+            fail(&args.dir, &e);
+            return Err(e);
+        }
+    };
     let fabric = match Fabric::create(FabricConfig {
         vpc_netns: plan.vpc_netns.clone(),
         vswitches: plan
@@ -114,7 +143,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .iter()
             .map(|v| (v.id.clone(), v.cidr))
             .collect(),
-        service_addrs: vec![plan.metadata_addr, plan.api_addr],
+        service_addrs: std::iter::once(plan.metadata_addr)
+            .chain([plan.api_addr])
+            .chain(plan.kubernetes.as_ref().map(|k| k.api_addr))
+            .collect(),
     }) {
         Ok(f) => Arc::new(f),
         Err(e) => {
@@ -136,6 +168,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         fabric,
         emulator: Mutex::new(None),
         daemons: Mutex::new(Daemons::new(binary, plan.clone())),
+        kube: Mutex::new(None),
+        kube_api: Mutex::new(None),
+        stop_mirror: tokio::sync::watch::channel(false).0,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -143,6 +178,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()?;
     let result = runtime.block_on(async {
         bring_up(&lab).await?;
+        if let Some(tb) = toolbox {
+            bring_up_kubernetes(&lab, tb).await?;
+        }
         lab.phase(Phase::Ready);
         control_loop(&lab).await
     });
@@ -282,6 +320,82 @@ async fn bring_up(lab: &Arc<Lab>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The control plane, then every node's containerd + kubelet; waits until every node is Ready and
+/// starts the pod mirror.
+async fn bring_up_kubernetes(lab: &Arc<Lab>, tb: Toolbox) -> anyhow::Result<()> {
+    let plan = &lab.plan;
+    let Some(kube) = plan.kubernetes.clone() else {
+        return Ok(());
+    };
+    lab.phase(Phase::Starting(
+        "starting the Kubernetes control plane".into(),
+    ));
+    let mut cluster = {
+        let (p, k) = (plan.clone(), kube.clone());
+        tokio::task::spawn_blocking(move || Cluster::prepare(&p, &k, tb)).await??
+    };
+    // Recorded as soon as anything runs, so a failure below still leaves `down` the PIDs.
+    let started = cluster.start_control_plane().await;
+    let api = cluster.api();
+    *lab.kube.lock().unwrap_or_else(|e| e.into_inner()) = Some(cluster);
+    lab.record_kube();
+    started?;
+    let api = api?;
+    *lab.kube_api.lock().unwrap_or_else(|e| e.into_inner()) = Some(api.clone());
+
+    lab.phase(Phase::Starting(
+        "starting containerd and kubelet on every node".into(),
+    ));
+    for node in &plan.nodes {
+        let ip = lab
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .nodes
+            .get(&node.name)
+            .map(|r| r.primary_ip)
+            .ok_or_else(|| anyhow::anyhow!("node {} has no primary IP", node.name))?;
+        let (lab2, name) = (lab.clone(), node.name.clone());
+        let r = tokio::task::spawn_blocking(move || {
+            let mut guard = lab2.kube.lock().unwrap_or_else(|e| e.into_inner());
+            match guard.as_mut() {
+                Some(c) => c.start_node(&name, ip),
+                None => Ok(()),
+            }
+        })
+        .await?;
+        lab.record_kube();
+        r?;
+    }
+    tokio::spawn(crate::k8s::mirror::run(
+        api.clone(),
+        lab.dir.clone(),
+        plan.clone(),
+        lab.stop_mirror.subscribe(),
+    ));
+
+    lab.phase(Phase::Starting("waiting for every node to be Ready".into()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let nodes = api.nodes().await.unwrap_or_default();
+        let ready = nodes
+            .iter()
+            .filter(|n| crate::k8s::api::node_ready(n))
+            .count();
+        if ready == plan.nodes.len() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "{ready} of {} Kubernetes nodes were Ready after 120 s; see the kubelet logs in {}",
+                plan.nodes.len(),
+                crate::k8s::LabPaths::new(&lab.dir).root.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// The admin API's unix socket, usable by root only. A socket file is the one place pods cannot reach
 /// over the network: everything bound in the vpc netns is routable from them.
 fn bind_admin_socket(path: &Path) -> anyhow::Result<UnixListener> {
@@ -412,6 +526,34 @@ fn handle(lab: &Arc<Lab>, req: Request) -> anyhow::Result<serde_json::Value> {
             lab.record_daemons();
             Ok(serde_json::json!({ "pid": pid }))
         }
+        Request::KubePods => {
+            let api = lab
+                .kube_api
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .ok_or_else(|| {
+                    anyhow::anyhow!("lab {} has no Kubernetes (up --k8s)", lab.plan.name)
+                })?;
+            let pods = tokio::runtime::Handle::current().block_on(api.pods())?;
+            Ok(serde_json::Value::Array(pods))
+        }
+        Request::KubeRuntime { node, start, crash } => {
+            let result = {
+                let mut guard = lab.kube.lock().unwrap_or_else(|e| e.into_inner());
+                let cluster = guard.as_mut().ok_or_else(|| {
+                    anyhow::anyhow!("lab {} has no Kubernetes (up --k8s)", lab.plan.name)
+                })?;
+                if start {
+                    cluster.start_runtime(&node)
+                } else {
+                    cluster.stop_runtime(&node, crash);
+                    Ok(())
+                }
+            };
+            lab.record_kube();
+            result.map(|()| serde_json::Value::Null)
+        }
         Request::Shutdown => Ok(serde_json::Value::Null),
     }
 }
@@ -436,6 +578,14 @@ fn audit_once(lab: &Arc<Lab>) -> anyhow::Result<Vec<String>> {
 /// Stop daemons, delete pod namespaces (their host sides die with the node netns), stop the emulator,
 /// destroy the fabric. Keeps going past errors.
 fn teardown(lab: &Arc<Lab>, runtime: &tokio::runtime::Runtime) {
+    // Kubernetes first: its pods use the daemons and the fabric.
+    let _ = lab.stop_mirror.send(true);
+    if let Some(mut cluster) = lab.kube.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        for e in cluster.shutdown() {
+            tracing::warn!(error = %e, "Kubernetes teardown");
+        }
+    }
+    lab.save(|s| s.kube = None);
     lab.daemons
         .lock()
         .unwrap_or_else(|e| e.into_inner())

@@ -56,6 +56,13 @@ pub struct UpArgs {
     /// Print the machine-readable description (see docs/lab.md).
     #[arg(long)]
     pub json: bool,
+    /// Run Kubernetes: the control plane in the VPC, containerd + kubelet on every node, the CNI called
+    /// by containerd (needs scripts/k8s-prereqs.sh once).
+    #[arg(long)]
+    pub k8s: bool,
+    /// The CNI chain the Kubernetes nodes run (`bridge` is the reference chain, for benchmarks).
+    #[arg(long, value_enum, default_value = "terway", requires = "k8s")]
+    pub cni: crate::plan::NodeCni,
 }
 
 fn parse_delay(s: &str) -> anyhow::Result<(u64, u64)> {
@@ -109,6 +116,7 @@ pub fn request(args: &UpArgs) -> anyhow::Result<LabRequest> {
         max_pool: args.max_pool,
         attach_delay_ms: parse_delay(&args.attach_delay_ms)?,
         vpc_cidr: args.vpc_cidr,
+        kubernetes: args.k8s.then_some(args.cni),
     })
 }
 
@@ -123,6 +131,12 @@ pub fn describe(plan: &LabPlan) -> serde_json::Value {
         "metadata_url": plan.metadata_url(),
         "emulator_admin_socket": plan.admin_socket(),
         "outside_host": { "netns": plan.outside.netns, "addr": plan.outside.addr },
+        "kubernetes": plan.kubernetes.as_ref().map(|k| json!({
+            "api_server": k.api_url(),
+            "cni": k.cni,
+            "admin_kubeconfig": crate::k8s::LabPaths::new(&plan.dir).admin_kubeconfig(),
+            "kubectl": format!("terway-lab kubectl --lab {} -- get pods -o wide", plan.name),
+        })),
         "nodes": plan.nodes.iter().map(|n| json!({
             "name": n.name,
             "netns": n.netns,
@@ -254,6 +268,12 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
                 n.mode.as_str(),
                 n.netns,
                 n.instance_type
+            );
+        }
+        if plan.kubernetes.is_some() {
+            println!(
+                "Kubernetes v1.20.2 is up: terway-lab kubectl --lab {} -- get nodes -o wide",
+                plan.name
             );
         }
         println!("next: terway-lab pod add --lab {} node0 web-0   |   terway-lab check --lab {}   |   terway-lab down {}", plan.name, plan.name, plan.name);

@@ -144,6 +144,7 @@ impl Env {
             state_dir: self.dir.path().join("state"),
             pods_file: Some(self.pods_file()),
             gc_period: Duration::from_secs(3600),
+            gc_grace: Duration::ZERO,
             alloc_timeout: Duration::from_secs(30),
             ..Default::default()
         };
