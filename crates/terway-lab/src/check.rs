@@ -305,8 +305,8 @@ fn cells(plan: &LabPlan, probes: &[Probe]) -> Vec<MatrixCell> {
     out
 }
 
-fn ip_cmd(args: &[&str]) -> anyhow::Result<()> {
-    let out = std::process::Command::new("ip").args(args).output()?;
+fn ip_cmd(netns: &str, args: &[&str]) -> anyhow::Result<()> {
+    let out = probe::command_in(netns, "ip").args(args).output()?;
     if !out.status.success() {
         anyhow::bail!(
             "ip {}: {}",
@@ -338,25 +338,15 @@ fn spoof_checks(plan: &LabPlan, pods: &[PodRecord], port: u16) -> anyhow::Result
         let sink = UdpSink::start(&plan.outside.netns, port)?;
         probe::udp_send(&attacker.netns, own, plan.outside.addr, port, 3)?;
         let forged_cidr = format!("{forged}/32");
-        ip_cmd(&[
-            "-n",
+        ip_cmd(
             &attacker.netns,
-            "addr",
-            "add",
-            &forged_cidr,
-            "dev",
-            "eth0",
-        ])?;
+            &["addr", "add", &forged_cidr, "dev", "eth0"],
+        )?;
         let sent = probe::udp_send(&attacker.netns, forged, plan.outside.addr, port, 3);
-        let removed = ip_cmd(&[
-            "-n",
+        let removed = ip_cmd(
             &attacker.netns,
-            "addr",
-            "del",
-            &forged_cidr,
-            "dev",
-            "eth0",
-        ]);
+            &["addr", "del", &forged_cidr, "dev", "eth0"],
+        );
         std::thread::sleep(Duration::from_millis(200));
         let seen = sink.seen();
         drop(sink);
@@ -379,7 +369,10 @@ fn spoof_checks(plan: &LabPlan, pods: &[PodRecord], port: u16) -> anyhow::Result
 pub fn check(lab: &str, sample: usize, spoof: bool) -> anyhow::Result<CheckReport> {
     let st = state::load(lab)?;
     let plan = st.plan.clone();
-    let pods = state::list_pods(&plan.dir);
+    let mut pods = state::list_pods(&plan.dir);
+    if plan.kubernetes.is_some() {
+        pods.extend(crate::k8s::pods::records(&st)?);
+    }
     let port = 20000 + (uuid::Uuid::new_v4().as_u128() % 20000) as u16;
     let mut servers = Vec::new();
     for p in pods.iter().filter(|p| p.ip.is_some()) {

@@ -1,6 +1,8 @@
 //! Traffic probes run inside lab namespaces: a small TCP echo server and client, a UDP sink for the
-//! anti-spoofing check, and ICMP via `ping` under `ip netns exec`. Each probe runs on its own thread that
-//! enters the namespace first, so nothing ever runs (or listens) in the root namespace.
+//! anti-spoofing check, and ICMP via `ping` under `nsenter --net`. Each probe runs on its own thread that
+//! enters the namespace first, so nothing ever runs (or listens) in the root namespace. A namespace is a
+//! name under `/run/netns` or, for a Kubernetes pod whose netns containerd keeps in its own mount
+//! namespace, an absolute path (`/proc/<pid>/root/…`).
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -13,9 +15,27 @@ use std::time::{Duration, Instant};
 
 use nix::sched::{setns, CloneFlags};
 
+/// The file of a namespace given by name (under `/run/netns`) or by absolute path.
+pub fn netns_file(name: &str) -> std::path::PathBuf {
+    if name.starts_with('/') {
+        std::path::PathBuf::from(name)
+    } else {
+        Path::new("/run/netns").join(name)
+    }
+}
+
+/// `program` to be run inside the namespace `netns` (name or path), mounts untouched.
+pub fn command_in(netns: &str, program: &str) -> std::process::Command {
+    let mut c = std::process::Command::new("nsenter");
+    c.arg(format!("--net={}", netns_file(netns).display()))
+        .arg("--")
+        .arg(program);
+    c
+}
+
 /// Enter the named namespace on the calling thread (call only on threads made for it).
 pub fn enter_netns(name: &str) -> std::io::Result<()> {
-    let file = File::open(Path::new("/run/netns").join(name))?;
+    let file = File::open(netns_file(name))?;
     setns(&file, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
 }
 
@@ -143,19 +163,8 @@ pub fn tcp_probe(netns: &str, dst: Ipv4Addr, port: u16, timeout: Duration) -> Pr
 /// `ping -c 1` from inside `netns`; the RTT is ping's own measurement.
 pub fn icmp_probe(netns: &str, dst: Ipv4Addr, timeout: Duration) -> ProbeResult {
     let wait = timeout.as_secs().max(1).to_string();
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            netns,
-            "ping",
-            "-n",
-            "-c",
-            "1",
-            "-W",
-            &wait,
-            &dst.to_string(),
-        ])
+    let out = command_in(netns, "ping")
+        .args(["-n", "-c", "1", "-W", &wait, &dst.to_string()])
         .output();
     match out {
         Ok(o) if o.status.success() => {

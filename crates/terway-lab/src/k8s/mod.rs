@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod mirror;
 pub mod node_files;
 pub mod pki;
+pub mod pods;
 pub mod procs;
 
 use std::path::{Path, PathBuf};
@@ -146,7 +147,7 @@ impl NodePaths {
     pub fn containerd_socket(&self) -> PathBuf {
         self.at("containerd/containerd.sock")
     }
-    /// containerd's state directory (pod network namespaces live in `netns/` below it).
+    /// containerd's state directory (the CRI keeps pod network namespaces in `io.containerd.grpc.v1.cri/netns/`).
     pub fn containerd_state(&self) -> PathBuf {
         self.at("containerd/state")
     }
