@@ -73,3 +73,24 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `terway-lab runtime stop|kill|start NODE`: a Kubernetes node's containerd and kubelet (its pods and
+/// shims stay, as when a runtime restarts on a real node).
+pub fn run_runtime(args: DaemonArgs) -> anyhow::Result<()> {
+    let lab = state::resolve_lab(args.lab.as_deref())?;
+    let (node, start, crash, what) = match &args.cmd {
+        DaemonCmd::Stop { node } => (node, false, false, "stopped"),
+        DaemonCmd::Kill { node } => (node, false, true, "killed"),
+        DaemonCmd::Start { node } => (node, true, false, "started"),
+    };
+    request(
+        &lab,
+        &Request::KubeRuntime {
+            node: node.clone(),
+            start,
+            crash,
+        },
+    )?;
+    println!("containerd and kubelet on {node} {what}");
+    Ok(())
+}

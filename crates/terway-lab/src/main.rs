@@ -56,6 +56,8 @@ enum Command {
     Status(status::StatusArgs),
     /// Stop, crash or start one node's terwayd.
     Daemon(daemon_cmd::DaemonArgs),
+    /// Stop, crash or start one Kubernetes node's containerd and kubelet (`up --k8s`).
+    Runtime(daemon_cmd::DaemonArgs),
     /// Up 3 nodes (one per mode), 30 pods, connectivity matrix, churn, down.
     Demo(demo::DemoArgs),
     /// Inject faults into a lab's emulated cloud (errors, lag, failed attaches).
@@ -88,6 +90,7 @@ fn main() -> ExitCode {
         Command::Check(a) => check::run(a),
         Command::Status(a) => status::run(a),
         Command::Daemon(a) => daemon_cmd::run(a),
+        Command::Runtime(a) => daemon_cmd::run_runtime(a),
         Command::Demo(a) => demo::run(a),
         Command::Faults(a) => faults_cmd::run(a),
         Command::Bench(a) => bench::run(a),

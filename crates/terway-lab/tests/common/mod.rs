@@ -45,6 +45,8 @@ pub struct Lab {
     pub name: String,
     /// `up --json` output.
     pub desc: Value,
+    /// Already taken down by the test.
+    down: bool,
 }
 
 impl Lab {
@@ -62,6 +64,7 @@ impl Lab {
         let lab = Lab {
             name: name.clone(),
             desc: serde_json::from_str(&out).unwrap_or(Value::Null),
+            down: false,
         };
         assert!(ok, "terway-lab up failed:\n{err}\n{out}");
         lab
@@ -160,8 +163,19 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// `down` now (the guard then does nothing); returns (success, stdout, stderr).
+    pub fn down(&mut self) -> (bool, String, String) {
+        self.down = true;
+        run(&["down", &self.name])
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
+        if self.down {
+            return;
+        }
         let (ok, out, err) = run(&["down", &self.name]);
         if !ok {
             eprintln!("down {} failed: {err}{out}", self.name);

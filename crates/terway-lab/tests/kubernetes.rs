@@ -1,0 +1,404 @@
+//! The lab as a real Kubernetes cluster: kube-apiserver, kube-scheduler, kubelet and containerd drive the
+//! `terway` CNI. A Deployment's pods get ENI addresses of their nodes, talk to each other, and give every
+//! address back when scaled to zero; a runtime killed mid-churn leaks nothing; `down` leaves the machine's
+//! root namespace as it found it.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+
+use common::{available_enis, check_failures, eventually, instance_ips, run, Lab};
+use serde_json::Value;
+
+/// What the machine's root namespace looks like (must be equal before a lab and after its `down`).
+#[derive(Debug, PartialEq, Eq)]
+struct RootState {
+    links: String,
+    rules: String,
+    routes: String,
+    nft: String,
+    iptables: String,
+    sysctls: BTreeMap<String, String>,
+}
+
+fn cmd(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+fn root_state() -> RootState {
+    let sysctls = [
+        "kernel/panic",
+        "kernel/panic_on_oops",
+        "kernel/keys/root_maxkeys",
+        "kernel/keys/root_maxbytes",
+        "vm/overcommit_memory",
+        "vm/panic_on_oom",
+        "net/ipv4/ip_forward",
+        "net/bridge/bridge-nf-call-iptables",
+    ]
+    .iter()
+    .map(|k| {
+        let v = std::fs::read_to_string(format!("/proc/sys/{k}")).unwrap_or_default();
+        (k.to_string(), v.trim().to_string())
+    })
+    .collect();
+    RootState {
+        // Link names and flags only: counters move.
+        links: cmd("ip", &["-o", "link", "show"])
+            .lines()
+            .map(|l| l.split("link/").next().unwrap_or(l).to_string())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        rules: cmd("ip", &["rule"]),
+        routes: cmd("ip", &["route", "show", "table", "all"]),
+        nft: cmd("nft", &["list", "ruleset"]),
+        iptables: cmd("iptables-save", &[])
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split(" [").next().unwrap_or(l).to_string())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        sysctls,
+    }
+}
+
+/// Namespace mounts (`/run/netns/<lab>-*`, pod namespaces under the lab directory) left by a lab; other
+/// tests' labs run beside this one, so only the lab's own count.
+fn lab_nsfs_mounts(lab: &str) -> Vec<String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    mountinfo
+        .lines()
+        .filter(|l| l.contains(" nsfs "))
+        .filter(|l| {
+            l.contains(&format!("/run/netns/{lab}-")) || l.contains(&format!("/terway-lab/{lab}/"))
+        })
+        .map(String::from)
+        .collect()
+}
+
+/// Cgroup directories of a lab in any hierarchy.
+fn lab_cgroups(lab: &str) -> Vec<String> {
+    let marker = format!("terway-lab.{lab}.");
+    let mut out = Vec::new();
+    for h in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for e in std::fs::read_dir(h.path()).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().starts_with(&marker) {
+                out.push(e.path().display().to_string());
+            }
+        }
+    }
+    out
+}
+
+fn processes_mentioning(text: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            e.file_name().to_str()?.parse::<u32>().ok()?;
+            let raw = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
+            cmd.contains(text).then_some(cmd)
+        })
+        .collect()
+}
+
+fn kubectl(lab: &Lab, args: &[&str]) -> String {
+    let mut full = vec!["kubectl", "--lab", &lab.name, "--"];
+    full.extend_from_slice(args);
+    let (ok, out, err) = run(&full);
+    assert!(ok, "kubectl {args:?}: {err}{out}");
+    out
+}
+
+fn apply(lab: &Lab, yaml: &str) {
+    let mut child = Command::new(common::lab_bin())
+        .args(["kubectl", "--lab", &lab.name, "--", "apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run terway-lab kubectl");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(yaml.as_bytes())
+        .expect("write manifest");
+    let out = child.wait_with_output().expect("kubectl apply");
+    assert!(
+        out.status.success(),
+        "kubectl apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn deployment(name: &str, replicas: u32) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  replicas: {replicas}\n  \
+         selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      \
+         terminationGracePeriodSeconds: 5\n      containers:\n      - name: main\n        image: terway-lab.local/workload:1\n        \
+         imagePullPolicy: Never\n"
+    )
+}
+
+/// Pods of the Deployment `app`: (name, node, ip, ready).
+fn app_pods(lab: &Lab, app: &str) -> Vec<(String, String, String, bool)> {
+    let out = kubectl(
+        lab,
+        &["get", "pods", "-l", &format!("app={app}"), "-o", "json"],
+    );
+    let list: Value = serde_json::from_str(&out).expect("pod list JSON");
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let ready = p["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            (
+                p["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                p["spec"]["nodeName"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                p["status"]["podIP"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                ready && p["metadata"]["deletionTimestamp"].is_null(),
+            )
+        })
+        .collect()
+}
+
+/// The daemon's view of a node: pod → IP, and every IP it holds on its ENIs.
+fn daemon_status(lab: &Lab, node: &str) -> (BTreeMap<String, String>, BTreeSet<String>) {
+    let socket = format!("/run/terway-lab/{}/nodes/{node}/eni.socket", lab.name);
+    let cli = common::lab_bin()
+        .parent()
+        .map(|d| d.join("terway-cli"))
+        .expect("bin dir");
+    let out = Command::new(cli)
+        .args(["--socket", &socket, "--json", "status", "--ips"])
+        .output()
+        .expect("run terway-cli");
+    assert!(
+        out.status.success(),
+        "terway-cli status on {node}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let pods = v["pods"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            (
+                p["pod"].as_str().unwrap_or_default().to_string(),
+                p["ipv4"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let ips = v["enis"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|e| e["ips"].as_array().cloned().unwrap_or_default())
+        .filter_map(|i| i["ip"].as_str().map(String::from))
+        .collect();
+    (pods, ips)
+}
+
+/// Every node's daemon holds exactly the Deployment's pods it runs, and the addresses it holds are the
+/// ones the emulator has on the node's ENIs.
+fn daemons_agree_with_kubernetes_and_cloud(lab: &Lab, app: &str) -> Result<(), String> {
+    let pods = app_pods(lab, app);
+    let world = lab.world();
+    for node in ["node0", "node1"] {
+        let (held, ips) = daemon_status(lab, node);
+        let want: BTreeMap<String, String> = pods
+            .iter()
+            .filter(|p| p.1 == node)
+            .map(|p| (format!("default/{}", p.0), p.2.clone()))
+            .collect();
+        if held != want {
+            return Err(format!(
+                "{node}: daemon holds {held:?}, Kubernetes runs {want:?}"
+            ));
+        }
+        let (cloud_ips, _) = instance_ips(&world, &lab.instance(node));
+        if ips != cloud_ips {
+            return Err(format!(
+                "{node}: daemon's ENIs hold {ips:?}, the emulator {cloud_ips:?}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_deployment_gets_eni_addresses_talks_and_gives_every_address_back() {
+    let before = root_state();
+    let mut lab = Lab::up(&[
+        "--k8s",
+        "--node",
+        "shared",
+        "--node",
+        "exclusive",
+        "--max-pool",
+        "5",
+    ]);
+    let nodes = kubectl(&lab, &["get", "nodes", "-o", "name"]);
+    assert_eq!(nodes.lines().count(), 2, "{nodes}");
+
+    apply(&lab, &deployment("web", 12));
+    let all_ready = eventually(180, || {
+        let p = app_pods(&lab, "web");
+        p.len() == 12 && p.iter().all(|p| p.3)
+    });
+    let pods = app_pods(&lab, "web");
+    assert!(all_ready, "not every pod was Ready: {pods:?}");
+
+    // Every pod has an address on an ENI of its own node, and no address is used twice.
+    let world = lab.world();
+    let mut seen = BTreeSet::new();
+    for (name, node, ip, _) in &pods {
+        let (node_ips, _) = instance_ips(&world, &lab.instance(node));
+        assert!(
+            node_ips.contains(ip),
+            "{name} on {node} has {ip}, not an ENI address of {node}: {node_ips:?}"
+        );
+        assert!(seen.insert(ip.clone()), "{ip} was given to two pods");
+    }
+    assert!(
+        pods.iter().any(|p| p.1 == "node0") && pods.iter().any(|p| p.1 == "node1"),
+        "{pods:?}"
+    );
+    if let Err(e) = daemons_agree_with_kubernetes_and_cloud(&lab, "web") {
+        panic!("{e}");
+    }
+
+    let report = lab.check(&[]);
+    assert_eq!(report["ok"], true, "{}", check_failures(&report));
+    assert!(
+        report["pods"].as_u64().unwrap_or(0) >= 12,
+        "the matrix missed pods: {}",
+        report["pods"]
+    );
+
+    kubectl(&lab, &["scale", "deployment", "web", "--replicas=0"]);
+    assert!(
+        eventually(120, || app_pods(&lab, "web").is_empty()),
+        "pods were not deleted"
+    );
+    let mut last = String::new();
+    let settled = eventually(60, || {
+        match daemons_agree_with_kubernetes_and_cloud(&lab, "web") {
+            Ok(()) => available_enis(&lab.world()).is_empty(),
+            Err(e) => {
+                last = e;
+                false
+            }
+        }
+    });
+    assert!(settled, "addresses were not given back: {last}");
+
+    let name = lab.name.clone();
+    let (ok, out, err) = lab.down();
+    assert!(ok, "down: {err}{out}");
+    assert_eq!(lab_cgroups(&name), Vec::<String>::new(), "cgroups left");
+    assert_eq!(
+        lab_nsfs_mounts(&name),
+        Vec::<String>::new(),
+        "namespace mounts left"
+    );
+    assert_eq!(
+        processes_mentioning(&format!("/run/terway-lab/{name}/")),
+        Vec::<String>::new(),
+        "processes left"
+    );
+    assert_eq!(root_state(), before, "the root namespace changed");
+}
+
+#[test]
+fn a_runtime_killed_mid_churn_comes_back_and_leaks_nothing() {
+    let lab = Lab::up(&[
+        "--k8s",
+        "--node",
+        "shared",
+        "--node",
+        "shared",
+        "--max-pool",
+        "5",
+    ]);
+    apply(&lab, &deployment("churn", 10));
+    // Kill node0's containerd and kubelet while its sandboxes are being created.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (ok, _, err) = run(&["runtime", "--lab", &lab.name, "kill", "node0"]);
+    assert!(ok, "runtime kill: {err}");
+    kubectl(&lab, &["scale", "deployment", "churn", "--replicas=6"]);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let (ok, _, err) = run(&["runtime", "--lab", &lab.name, "start", "node0"]);
+    assert!(ok, "runtime start: {err}");
+    kubectl(&lab, &["scale", "deployment", "churn", "--replicas=8"]);
+
+    let ready = eventually(180, || {
+        let p = app_pods(&lab, "churn");
+        p.len() == 8 && p.iter().all(|p| p.3)
+    });
+    assert!(
+        ready,
+        "pods did not come back: {:?}",
+        app_pods(&lab, "churn")
+    );
+    let pods = app_pods(&lab, "churn");
+    let ips: BTreeSet<&String> = pods.iter().map(|p| &p.2).collect();
+    assert_eq!(ips.len(), pods.len(), "an address is held twice: {pods:?}");
+    let mut last = String::new();
+    let agree = eventually(60, || {
+        match daemons_agree_with_kubernetes_and_cloud(&lab, "churn") {
+            Ok(()) => true,
+            Err(e) => {
+                last = e;
+                false
+            }
+        }
+    });
+    assert!(agree, "after the restart: {last}");
+    let report = lab.check(&["--no-spoof"]);
+    assert_eq!(report["ok"], true, "{}", check_failures(&report));
+
+    kubectl(&lab, &["scale", "deployment", "churn", "--replicas=0"]);
+    assert!(
+        eventually(120, || app_pods(&lab, "churn").is_empty()),
+        "pods were not deleted"
+    );
+    let settled = eventually(60, || {
+        match daemons_agree_with_kubernetes_and_cloud(&lab, "churn") {
+            Ok(()) => true,
+            Err(e) => {
+                last = e;
+                false
+            }
+        }
+    });
+    assert!(settled, "addresses were leaked: {last}");
+}
