@@ -38,7 +38,8 @@ fn catch_interrupts() {
     }
 }
 
-fn interrupted() -> anyhow::Result<()> {
+/// Stop with an error once Ctrl-C was pressed.
+pub fn interrupted() -> anyhow::Result<()> {
     if INTERRUPTED.load(Ordering::SeqCst) {
         anyhow::bail!("interrupted");
     }
@@ -63,6 +64,9 @@ pub struct DemoArgs {
     /// Print the final report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Without Kubernetes: the lab plays the kubelet and runs the CNI itself (no containerd/kubelet).
+    #[arg(long)]
+    pub no_k8s: bool,
 }
 
 fn bar(len: usize, what: &str, quiet: bool) -> ProgressBar {
@@ -158,13 +162,22 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         vpc_cidr: None,
         timeout: 180,
         json: false,
-        k8s: false,
+        k8s: !args.no_k8s,
         cni: crate::plan::NodeCni::Terway,
     };
+    if !args.no_k8s {
+        crate::k8s::Toolbox::find()?;
+    }
     if !quiet {
         println!(
-            "terway-lab demo: 3 nodes (shared, exclusive, vpc-route), {} pods, churn {}",
-            args.pods, args.churn
+            "terway-lab demo: 3 nodes (shared, exclusive, vpc-route){}, {} pods, churn {}",
+            if args.no_k8s {
+                ""
+            } else {
+                " running Kubernetes v1.20.2 (containerd + kubelet call terway)"
+            },
+            args.pods,
+            args.churn
         );
     }
     let plan = up::up(&up_args, quiet)?;
@@ -175,7 +188,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             started.elapsed().as_secs_f64()
         );
     }
-    let result = demo_steps(&plan, &args, quiet);
+    let result = if args.no_k8s {
+        demo_steps(&plan, &args, quiet)
+    } else {
+        crate::demo_k8s::steps(&plan, args.pods, args.churn, quiet)
+    };
     let down_result = if args.keep {
         Ok(())
     } else {

@@ -11,6 +11,7 @@ mod control;
 mod daemon_cmd;
 mod daemons;
 mod demo;
+mod demo_k8s;
 mod down;
 mod faults_cmd;
 mod k8s;
