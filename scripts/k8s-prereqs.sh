@@ -59,7 +59,7 @@ if ! have_servers; then
         *) echo "deb-src $u bookworm main"; echo "deb-src $u bookworm-updates main" ;;
         esac
     done >"$work/apt/sources/src.list"
-    apt_private=(-o Dir::Etc::SourceList=/dev/null -o "Dir::Etc::SourceParts=$work/apt/sources"
+    apt_private=(-o APT::Sandbox::User=root -o Dir::Etc::SourceList=/dev/null -o "Dir::Etc::SourceParts=$work/apt/sources"
         -o "Dir::State::Lists=$work/apt/lists" -o "Dir::Cache=$work/apt/cache")
 
     progress "fetch Debian's kubernetes $K8S_PKG_VERSION source package (~35 MB)"
@@ -69,7 +69,7 @@ if ! have_servers; then
     [ -d "$tree/vendor" ] || { echo "no vendor/ in $tree" >&2; exit 1; }
 
     progress "swap the vendored reflect2 1.0.1 for Debian's 1.0.2 (1.0.1 crashes under Go >= 1.18)"
-    (cd "$work" && apt-get download -qq golang-github-modern-go-reflect2-dev >/dev/null)
+    (cd "$work" && apt-get -o APT::Sandbox::User=root download -qq golang-github-modern-go-reflect2-dev >/dev/null)
     dpkg-deb -x "$work"/golang-github-modern-go-reflect2-dev_*.deb "$work/reflect2"
     r2="$work/reflect2/usr/share/gocode/src/github.com/modern-go/reflect2"
     [ -f "$r2/reflect2.go" ] || { echo "reflect2 sources not found in the Debian package" >&2; exit 1; }

@@ -29,3 +29,7 @@ if ! python3 -c 'import alibabacloud_ecs20140526, alibabacloud_vpc20160428' 2>/d
     python3 -m pip install -q --disable-pip-version-check "${sdk[@]}" 2>/dev/null ||
         python3 -m pip install -q --disable-pip-version-check --break-system-packages "${sdk[@]}"
 fi
+
+# The Kubernetes lab: etcd, containerd, runc from Debian and Kubernetes v1.20.2 built from Debian's source
+# package, cached outside the clone (~10 minutes the first time, skipped afterwards).
+"$(dirname "$0")/k8s-prereqs.sh" >/dev/null
