@@ -11,6 +11,7 @@ mod datapath;
 mod exec;
 mod floors;
 mod footprint;
+mod k8s;
 mod lab;
 mod plot;
 mod pool;
@@ -55,6 +56,8 @@ pub enum BenchCmd {
     Cloud(CloudOpts),
     /// Warm-path AllocIP latency over the unix socket; cloud calls per pod in a churn with pool 5/10.
     Pool(PoolOpts),
+    /// Pod creation → IP and → Ready through the real Kubernetes path: terway vs bridge+host-local.
+    K8s(k8s::K8sOpts),
     /// Everything above with the given sizes.
     All(AllOpts),
 }
@@ -212,6 +215,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCmd::Footprint(o) => push("footprint", footprint::bench(&opts, o)),
         BenchCmd::Cloud(o) => push("cloud", cloud::bench(&opts, o)),
         BenchCmd::Pool(o) => push("pool", pool::bench(&opts, o)),
+        BenchCmd::K8s(o) => push("k8s", k8s::bench(&opts, o)),
         BenchCmd::All(o) => {
             push(
                 "cloud",

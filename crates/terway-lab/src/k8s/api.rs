@@ -51,6 +51,39 @@ impl Api {
         serde_json::from_str(&body).with_context(|| format!("GET {url}: not JSON"))
     }
 
+    /// Send `method path` with an optional JSON body; the answer as JSON (404 on DELETE counts as done).
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self
+            .http
+            .request(method.clone(), &url)
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("{method} {url}"))?;
+        let status = resp.status();
+        let text = resp
+            .text()
+            .await
+            .with_context(|| format!("{method} {url}"))?;
+        if method == reqwest::Method::DELETE && status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(Value::Null);
+        }
+        if !status.is_success() {
+            anyhow::bail!("{method} {url}: {status}: {}", text.trim());
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
     /// Whether `/readyz` answers `ok`.
     pub async fn ready(&self) -> bool {
         let url = format!("{}/readyz", self.base);

@@ -265,12 +265,6 @@ impl Cluster {
             .ok_or_else(|| anyhow::anyhow!("no node {name:?} in lab {}", self.plan.name))
     }
 
-    /// The subnet the reference bridge chain hands out on the node with index `i`.
-    fn bridge_subnet(&self, i: usize) -> ipnet::Ipv4Net {
-        let base = u32::from(self.plan.vpc_cidr.network()) + (1 << 16) + ((128 + i as u32) << 8);
-        ipnet::Ipv4Net::new(Ipv4Addr::from(base), 24).unwrap_or(self.plan.vpc_cidr)
-    }
-
     /// Everything a node runs from: directories, cgroup root, configs, the mount-namespace script.
     fn write_node_files(
         &self,
@@ -319,7 +313,11 @@ impl Cluster {
         crate::state::write_json_atomic(
             &np.cni_conf_dir()
                 .join(node_files::conflist_name(self.kube.cni)),
-            &node_files::conflist(node, self.kube.cni, self.bridge_subnet(index)),
+            &node_files::conflist(
+                node,
+                self.kube.cni,
+                node_files::bridge_subnet(&self.plan, index),
+            ),
         )?;
         std::fs::write(
             np.at("mount-ns.sh"),

@@ -182,6 +182,32 @@ pub fn conflist(node: &NodePlan, cni: crate::plan::NodeCni, bridge_subnet: Ipv4N
     }
 }
 
+/// The subnet the reference bridge chain hands out on the node with index `i`: /24s high in the PodCIDR
+/// block, clear of the VPC-route nodes' PodCIDRs.
+pub fn bridge_subnet(plan: &LabPlan, i: usize) -> Ipv4Net {
+    let base = u32::from(plan.vpc_cidr.network()) + (1 << 16) + ((128 + i as u32) << 8);
+    Ipv4Net::new(Ipv4Addr::from(base), 24).unwrap_or(plan.vpc_cidr)
+}
+
+/// Make `cni` the chain of node `index`: containerd notices the changed directory and reloads it.
+pub fn switch_cni(plan: &LabPlan, index: usize, cni: crate::plan::NodeCni) -> anyhow::Result<()> {
+    let node = plan
+        .nodes
+        .get(index)
+        .ok_or_else(|| anyhow::anyhow!("lab {} has no node {index}", plan.name))?;
+    let dir = NodePaths::new(&node.dir).cni_conf_dir();
+    for other in [crate::plan::NodeCni::Terway, crate::plan::NodeCni::Bridge] {
+        if other != cni {
+            let _ = std::fs::remove_file(dir.join(conflist_name(other)));
+        }
+    }
+    crate::state::write_json_atomic(
+        &dir.join(conflist_name(cni)),
+        &conflist(node, cni, bridge_subnet(plan, index)),
+    )?;
+    Ok(())
+}
+
 /// The conflist's file name.
 pub fn conflist_name(cni: crate::plan::NodeCni) -> &'static str {
     match cni {
