@@ -28,15 +28,9 @@ fi
 
 progress "install etcd, containerd, runc, Go 1.19 and build tools from Debian"
 pkgs=(etcd-server etcd-client containerd runc golang-1.19-go dpkg-dev busybox-static gcc libc6-dev openssl rsync)
-missing=()
-for p in "${pkgs[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# shellcheck source=apt-lib.sh
+. "$(dirname "$0")/apt-lib.sh"
+apt_install_missing "${pkgs[@]}"
 
 have_servers() {
     for b in "${SERVERS[@]}" pause; do

@@ -13,15 +13,9 @@ fi
 
 pkgs=(iproute2 iputils-ping nftables iperf3 containernetworking-plugins)
 command -v python3 >/dev/null 2>&1 && python3 -m pip --version >/dev/null 2>&1 || pkgs+=(python3 python3-pip)
-missing=()
-for p in "${pkgs[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+# shellcheck source=apt-lib.sh
+. "$(dirname "$0")/apt-lib.sh"
+apt_install_missing "${pkgs[@]}"
 
 # The official Alibaba Cloud Python SDKs, unmodified, are driven against the emulator by a compatibility test.
 sdk=("alibabacloud_ecs20140526==7.11.8" "alibabacloud_vpc20160428==7.2.2")

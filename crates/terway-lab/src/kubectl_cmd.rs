@@ -42,6 +42,11 @@ pub fn kubectl(plan: &LabPlan, args: &[&str]) -> anyhow::Result<Output> {
         .args(args)
         .output()
         .context("run kubectl (is it installed?)")?;
+    succeeded(args, out)
+}
+
+/// kubectl's output, or an error carrying its stderr.
+fn succeeded(args: &[&str], out: Output) -> anyhow::Result<Output> {
     if !out.status.success() {
         anyhow::bail!(
             "kubectl {}: {}",
@@ -65,15 +70,7 @@ pub fn kubectl_stdin(plan: &LabPlan, args: &[&str], stdin: &str) -> anyhow::Resu
     if let Some(mut s) = child.stdin.take() {
         s.write_all(stdin.as_bytes())?;
     }
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "kubectl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(out)
+    succeeded(args, child.wait_with_output()?)
 }
 
 /// `terway-lab kubectl`.

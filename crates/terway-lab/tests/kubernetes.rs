@@ -254,6 +254,26 @@ fn daemons_agree_with_kubernetes_and_cloud(lab: &Lab, app: &str) -> Result<(), S
     Ok(())
 }
 
+/// Wait up to `secs` until the daemons agree with Kubernetes and the cloud and `also` holds; the last
+/// disagreement otherwise.
+fn settles(lab: &Lab, app: &str, secs: u64, also: impl Fn() -> bool) -> Result<(), String> {
+    let mut last = String::from("the extra condition never held");
+    let ok = eventually(secs, || {
+        match daemons_agree_with_kubernetes_and_cloud(lab, app) {
+            Ok(()) => also(),
+            Err(e) => {
+                last = e;
+                false
+            }
+        }
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(last)
+    }
+}
+
 #[test]
 fn a_deployment_gets_eni_addresses_talks_and_gives_every_address_back() {
     let before = root_state();
@@ -309,17 +329,9 @@ fn a_deployment_gets_eni_addresses_talks_and_gives_every_address_back() {
         eventually(120, || app_pods(&lab, "web").is_empty()),
         "pods were not deleted"
     );
-    let mut last = String::new();
-    let settled = eventually(60, || {
-        match daemons_agree_with_kubernetes_and_cloud(&lab, "web") {
-            Ok(()) => available_enis(&lab.world()).is_empty(),
-            Err(e) => {
-                last = e;
-                false
-            }
-        }
-    });
-    assert!(settled, "addresses were not given back: {last}");
+    if let Err(e) = settles(&lab, "web", 60, || available_enis(&lab.world()).is_empty()) {
+        panic!("addresses were not given back: {e}");
+    }
 
     let name = lab.name.clone();
     let (ok, out, err) = lab.down();
@@ -372,17 +384,9 @@ fn a_runtime_killed_mid_churn_comes_back_and_leaks_nothing() {
     let pods = app_pods(&lab, "churn");
     let ips: BTreeSet<&String> = pods.iter().map(|p| &p.2).collect();
     assert_eq!(ips.len(), pods.len(), "an address is held twice: {pods:?}");
-    let mut last = String::new();
-    let agree = eventually(60, || {
-        match daemons_agree_with_kubernetes_and_cloud(&lab, "churn") {
-            Ok(()) => true,
-            Err(e) => {
-                last = e;
-                false
-            }
-        }
-    });
-    assert!(agree, "after the restart: {last}");
+    if let Err(e) = settles(&lab, "churn", 60, || true) {
+        panic!("after the restart: {e}");
+    }
     let report = lab.check(&["--no-spoof"]);
     assert_eq!(report["ok"], true, "{}", check_failures(&report));
 
@@ -391,14 +395,7 @@ fn a_runtime_killed_mid_churn_comes_back_and_leaks_nothing() {
         eventually(120, || app_pods(&lab, "churn").is_empty()),
         "pods were not deleted"
     );
-    let settled = eventually(60, || {
-        match daemons_agree_with_kubernetes_and_cloud(&lab, "churn") {
-            Ok(()) => true,
-            Err(e) => {
-                last = e;
-                false
-            }
-        }
-    });
-    assert!(settled, "addresses were leaked: {last}");
+    if let Err(e) = settles(&lab, "churn", 60, || true) {
+        panic!("addresses were leaked: {e}");
+    }
 }
