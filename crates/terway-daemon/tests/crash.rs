@@ -17,6 +17,24 @@ use rand::Rng;
 use terway_daemon::store::Store;
 use terway_rpc::v1 as pb;
 
+/// The `terwayd` binary (package `terwayd`), built next to this test's target directory by
+/// `cargo build --workspace --bins` (scripts/test.sh does that first).
+fn terwayd_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target directory")
+        .to_path_buf();
+    let bin = dir.join("terwayd");
+    assert!(
+        bin.is_file(),
+        "{} is not built: run `cargo build -p terwayd` first",
+        bin.display()
+    );
+    bin
+}
+
 /// The terwayd child; killed on drop so a failing test leaves no process behind.
 struct Terwayd {
     child: Option<Child>,
@@ -30,7 +48,7 @@ impl Terwayd {
             .append(true)
             .open(log_path())
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_terwayd"))
+        let child = Command::new(terwayd_binary())
             .arg("--config")
             .arg(conf)
             .arg("--socket")

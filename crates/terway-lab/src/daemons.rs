@@ -43,8 +43,20 @@ pub fn daemon_args(plan: &LabPlan, node: &NodePlan) -> Vec<String> {
         crate::node_files::REGION.into(),
         "--node-name".into(),
         node.name.clone(),
-        "--pods-file".into(),
-        node.dir.join("pods.json").display().to_string(),
+        // The pod source: the API server in a Kubernetes lab, else the pods file the lab writes.
+        if plan.kubernetes.is_some() {
+            "--kubeconfig"
+        } else {
+            "--pods-file"
+        }
+        .into(),
+        if plan.kubernetes.is_some() {
+            crate::k8s::NodePaths::new(&node.dir).at("terwayd.kubeconfig")
+        } else {
+            node.dir.join("pods.json")
+        }
+        .display()
+        .to_string(),
         // GC every 15 s instead of Terway's 5 min, like the short pool sync period: leftovers of a failed
         // rollback (e.g. under injected cloud faults) are removed within a test's patience.
         "--gc-period-secs".into(),

@@ -204,6 +204,16 @@ pub fn add(
     let node = plan
         .node(node_name)
         .ok_or_else(|| anyhow::anyhow!("no node {node_name:?} in lab {}", plan.name))?;
+    if plan.kubernetes.is_some() {
+        // terwayd learns pods from the API server there: a pod Kubernetes does not know would be
+        // collected by its GC.
+        anyhow::bail!(
+            "lab {} runs Kubernetes: create pods through it (`terway-lab kubectl --lab {} -- run {pod} --image={} --image-pull-policy=Never`)",
+            plan.name,
+            plan.name,
+            crate::k8s::WORKLOAD_IMAGE
+        );
+    }
     let path = state::pod_path(&plan.dir, node_name, pod);
     if path.exists() {
         anyhow::bail!("pod {pod} already exists on {node_name}; delete it first");

@@ -188,11 +188,6 @@ pub fn node_pods_path(dir: &Path, node: &str) -> PathBuf {
     dir.join("nodes").join(node).join("pods.json")
 }
 
-/// The API server's pods of `node`, as the Kubernetes lab's mirror last saw them.
-pub fn api_pods_path(dir: &Path, node: &str) -> PathBuf {
-    dir.join("nodes").join(node).join("api-pods.json")
-}
-
 /// Rewrite a node's pods file from the pod records, as the kubelet's view of "pods on this node": a pod is
 /// listed from before its ADD until its DEL succeeded, so the daemon's GC only releases what is really gone.
 /// Writers (several `pod add` processes or threads) take turns on a lock file, so none drops another's pod.
@@ -205,14 +200,10 @@ pub fn publish_node_pods(dir: &Path, node: &str) -> std::io::Result<()> {
         .open(path.with_extension("lock"))?;
     let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| std::io::Error::from(e))?;
-    let mut pods: Vec<serde_json::Value> = list_pods(dir)
+    let pods: Vec<serde_json::Value> = list_pods(dir)
         .into_iter()
         .filter(|p| p.node == node)
         .map(|p| serde_json::json!({ "namespace": p.namespace, "name": p.pod, "uid": p.uid }))
         .collect();
-    // In a Kubernetes lab the API server's pods of this node count too (mirrored by the supervisor).
-    if let Ok(serde_json::Value::Array(api)) = read_json(&api_pods_path(dir, node)) {
-        pods.extend(api);
-    }
     write_json_atomic(&path, &serde_json::json!({ "pods": pods }))
 }

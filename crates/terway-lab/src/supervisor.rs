@@ -46,7 +46,6 @@ struct Lab {
     daemons: Mutex<Daemons>,
     kube: Mutex<Option<Cluster>>,
     kube_api: Mutex<Option<Api>>,
-    stop_mirror: tokio::sync::watch::Sender<bool>,
 }
 
 impl Lab {
@@ -170,7 +169,6 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         daemons: Mutex::new(Daemons::new(binary, plan.clone())),
         kube: Mutex::new(None),
         kube_api: Mutex::new(None),
-        stop_mirror: tokio::sync::watch::channel(false).0,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -178,8 +176,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()?;
     let result = runtime.block_on(async {
         bring_up(&lab).await?;
-        if let Some(tb) = toolbox {
-            bring_up_kubernetes(&lab, tb).await?;
+        match toolbox {
+            // terwayd watches the API server there: the control plane comes first.
+            Some(tb) => bring_up_kubernetes(&lab, tb).await?,
+            None => start_daemons(&lab).await?,
         }
         lab.phase(Phase::Ready);
         control_loop(&lab).await
@@ -304,8 +304,13 @@ async fn bring_up(lab: &Arc<Lab>) -> anyhow::Result<()> {
         }
     }
 
+    Ok(())
+}
+
+/// One terwayd per node, each waited for.
+async fn start_daemons(lab: &Arc<Lab>) -> anyhow::Result<()> {
     lab.phase(Phase::Starting("starting terwayd on every node".into()));
-    for node in &plan.nodes {
+    for node in &lab.plan.nodes {
         let lab2 = lab.clone();
         let name = node.name.clone();
         tokio::task::spawn_blocking(move || {
@@ -320,8 +325,8 @@ async fn bring_up(lab: &Arc<Lab>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The control plane, then every node's containerd + kubelet; waits until every node is Ready and
-/// starts the pod mirror.
+/// The control plane, every node's terwayd (watching the API server), then every node's containerd +
+/// kubelet; waits until every node is Ready.
 async fn bring_up_kubernetes(lab: &Arc<Lab>, tb: Toolbox) -> anyhow::Result<()> {
     let plan = &lab.plan;
     let Some(kube) = plan.kubernetes.clone() else {
@@ -342,6 +347,7 @@ async fn bring_up_kubernetes(lab: &Arc<Lab>, tb: Toolbox) -> anyhow::Result<()> 
     started?;
     let api = api?;
     *lab.kube_api.lock().unwrap_or_else(|e| e.into_inner()) = Some(api.clone());
+    start_daemons(lab).await?;
 
     lab.phase(Phase::Starting(
         "starting containerd and kubelet on every node".into(),
@@ -367,13 +373,6 @@ async fn bring_up_kubernetes(lab: &Arc<Lab>, tb: Toolbox) -> anyhow::Result<()> 
         lab.record_kube();
         r?;
     }
-    tokio::spawn(crate::k8s::mirror::run(
-        api.clone(),
-        lab.dir.clone(),
-        plan.clone(),
-        lab.stop_mirror.subscribe(),
-    ));
-
     lab.phase(Phase::Starting("waiting for every node to be Ready".into()));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
@@ -579,7 +578,6 @@ fn audit_once(lab: &Arc<Lab>) -> anyhow::Result<Vec<String>> {
 /// destroy the fabric. Keeps going past errors.
 fn teardown(lab: &Arc<Lab>, runtime: &tokio::runtime::Runtime) {
     // Kubernetes first: its pods use the daemons and the fabric.
-    let _ = lab.stop_mirror.send(true);
     if let Some(mut cluster) = lab.kube.lock().unwrap_or_else(|e| e.into_inner()).take() {
         for e in cluster.shutdown() {
             tracing::warn!(error = %e, "Kubernetes teardown");

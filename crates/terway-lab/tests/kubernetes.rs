@@ -399,3 +399,43 @@ fn a_runtime_killed_mid_churn_comes_back_and_leaks_nothing() {
         panic!("addresses were leaked: {e}");
     }
 }
+
+#[test]
+fn a_pod_deleted_while_its_node_is_down_is_released_once_the_api_server_says_it_is_gone() {
+    let lab = Lab::up(&["--k8s", "--node", "shared", "--max-pool", "5"]);
+    apply(&lab, &deployment("gone", 2));
+    assert!(
+        eventually(120, || {
+            let p = app_pods(&lab, "gone");
+            p.len() == 2 && p.iter().all(|p| p.3)
+        }),
+        "pods not Ready: {:?}",
+        app_pods(&lab, "gone")
+    );
+    let pods = app_pods(&lab, "gone");
+    let (victim, survivor) = (&pods[0], &pods[1]);
+    // The node is down (daemon, containerd, kubelet): nothing runs a CNI DEL for the victim.
+    lab.daemon("stop", "node0");
+    let (ok, _, err) = run(&["runtime", "--lab", &lab.name, "kill", "node0"]);
+    assert!(ok, "runtime kill: {err}");
+    kubectl(
+        &lab,
+        &["delete", "pod", &victim.0, "--force", "--grace-period=0"],
+    );
+    // Pin the Deployment at the survivor so no replacement is counted.
+    kubectl(&lab, &["scale", "deployment", "gone", "--replicas=1"]);
+    lab.daemon("start", "node0");
+    // Only the API server can say the victim is gone: the daemon's GC releases it, the survivor stays.
+    let released = eventually(90, || {
+        let (held, _) = daemon_status(&lab, "node0");
+        !held.contains_key(&format!("default/{}", victim.0))
+            && held.get(&format!("default/{}", survivor.0)) == Some(&survivor.2)
+    });
+    assert!(
+        released,
+        "the daemon still holds {:?}",
+        daemon_status(&lab, "node0").0
+    );
+    let (ok, _, err) = run(&["runtime", "--lab", &lab.name, "start", "node0"]);
+    assert!(ok, "runtime start: {err}");
+}

@@ -85,6 +85,16 @@ impl Cluster {
                 pki::kubeconfig(&server, &pki.ca(), user, token_of(&ids, user)),
             )?;
         }
+        // terwayd watches its node's pods with the node's identity (the Node authorizer allows it).
+        for node in &plan.nodes {
+            let np = NodePaths::new(&node.dir);
+            std::fs::create_dir_all(&np.root)?;
+            let user = format!("system:node:{}", node.name);
+            std::fs::write(
+                np.at("terwayd.kubeconfig"),
+                pki::kubeconfig(&server, &pki.ca(), &user, token_of(&ids, &user)),
+            )?;
+        }
         // One CNI directory for every node: our plugin, and the reference plugins for `bench k8s`.
         let bin = paths.cni_bin();
         std::fs::create_dir_all(&bin)?;

@@ -6,7 +6,6 @@
 pub mod api;
 pub mod cgroups;
 pub mod cluster;
-pub mod mirror;
 pub mod node_files;
 pub mod pki;
 pub mod pods;

@@ -30,9 +30,15 @@ struct Args {
     /// Node name (defaults to the instance id).
     #[arg(long, env = "NODE_NAME")]
     node_name: Option<String>,
-    /// JSON file listing the node's pods (local pod source).
-    #[arg(long)]
+    /// JSON file listing the node's pods (local pod source, without Kubernetes).
+    #[arg(long, conflicts_with_all = ["kubeconfig", "in_cluster"])]
     pods_file: Option<PathBuf>,
+    /// Learn pods from the Kubernetes API server with this kubeconfig (needs --node-name).
+    #[arg(long, env = "TERWAY_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Learn pods from the API server with the in-cluster service account (needs --node-name).
+    #[arg(long, conflicts_with = "kubeconfig")]
+    in_cluster: bool,
     /// OpenAPI endpoint override for ECS and VPC (e.g. the emulator, `http://127.0.0.1:8080`).
     #[arg(long)]
     cloud_endpoint: Option<String>,
@@ -124,6 +130,27 @@ async fn shutdown_signal() {
     }
 }
 
+/// Run with the pod source the flags name: the API server (kubeconfig or in-cluster) or the local file.
+async fn serve(args: &Args, cfg: DaemonConfig) -> Result<(), String> {
+    if args.kubeconfig.is_none() && !args.in_cluster {
+        return terway_daemon::run(cfg, shutdown_signal())
+            .await
+            .map_err(|e| e.to_string());
+    }
+    let node = cfg
+        .node_name
+        .clone()
+        .ok_or("--kubeconfig/--in-cluster need --node-name (the Kubernetes node name; NODE_NAME in a DaemonSet)")?;
+    let client = terway_k8s::KubePodSource::client(args.kubeconfig.as_deref())
+        .await
+        .map_err(|e| e.to_string())?;
+    let pods = terway_k8s::KubePodSource::start(client, &node);
+    let (cloud, meta) = cfg.cloud.connect().await.map_err(|e| e.to_string())?;
+    terway_daemon::run_with(cfg, cloud, meta, pods, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
@@ -153,7 +180,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(terway_daemon::run(cfg, shutdown_signal())) {
+    match rt.block_on(serve(&args, cfg)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("terwayd: {e}");

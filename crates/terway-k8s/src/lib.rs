@@ -1,0 +1,6 @@
+//! The Kubernetes implementations of terwayd's traits, on kube-rs. terway-daemon knows only the traits;
+//! the `terwayd` binary wires these in when it is given a kubeconfig (or runs in a cluster).
+
+pub mod pods;
+
+pub use pods::{KubeError, KubePodSource};
