@@ -133,6 +133,10 @@ failSwapOn: false
 # Otherwise kubelet edits iptables (in the node namespace, but nothing here needs those chains).
 makeIPTablesUtilChains: false
 nodeStatusUpdateFrequency: 2s
+# kubelet's default API budget (5 requests/s, burst 10) throttles the status updates of a burst of pods:
+# 30 pods took 24 s to Ready with it, 8.7 s with this (`bench k8s`).
+kubeAPIQPS: 50
+kubeAPIBurst: 100
 serializeImagePulls: false
 maxPods: {max_pods}
 resolvConf: ""
