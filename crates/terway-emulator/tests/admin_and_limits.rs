@@ -113,14 +113,7 @@ async fn admin_api_is_served_on_its_own_loopback_listener() {
     };
     post_faults(&http, &admin, &faults).await;
     assert_eq!(emu.faults(), faults);
-    let listed: Value = http
-        .get(format!("{admin}/_emulator/faults"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = get_faults(&http, &admin).await;
     assert_eq!(listed["config"], serde_json::to_value(&faults).unwrap());
     // The admin listener serves nothing but the admin API.
     let other = http.get(format!("{admin}/")).send().await.unwrap();

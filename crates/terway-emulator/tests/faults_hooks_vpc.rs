@@ -199,14 +199,7 @@ async fn injected_errors_latency_and_after_commit_failures() {
         .contains_key(replay["NetworkInterfaceId"].as_str().unwrap()));
     assert_eq!(emu.state().enis.len(), 2);
 
-    let listed: serde_json::Value = http
-        .get(format!("{admin}/_emulator/faults"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = get_faults(&http, &admin).await;
     let kinds: Vec<&str> = listed["fired"]
         .as_array()
         .unwrap()

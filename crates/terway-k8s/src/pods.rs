@@ -54,7 +54,7 @@ pub fn pod_meta(pod: &Pod) -> PodMeta {
 pub struct KubePodSource {
     client: Client,
     store: Store<Pod>,
-    synced: Arc<tokio::sync::watch::Receiver<bool>>,
+    synced: tokio::sync::watch::Receiver<bool>,
 }
 
 impl KubePodSource {
@@ -106,7 +106,7 @@ impl KubePodSource {
         KubePodSource {
             client,
             store,
-            synced: Arc::new(rx),
+            synced: rx,
         }
     }
 
@@ -141,8 +141,10 @@ impl PodSource for KubePodSource {
                 .state()
                 .iter()
                 .map(|p| {
-                    let m = pod_meta(p);
-                    PodKey::new(&m.namespace, &m.name)
+                    PodKey::new(
+                        p.metadata.namespace.as_deref().unwrap_or_default(),
+                        p.metadata.name.as_deref().unwrap_or_default(),
+                    )
                 })
                 .collect(),
         )

@@ -61,8 +61,8 @@ pub fn daemon_args(plan: &LabPlan, node: &NodePlan) -> Vec<String> {
         // rollback (e.g. under injected cloud faults) are removed within a test's patience.
         "--gc-period-secs".into(),
         "15".into(),
-        // The lab's pod lists are at most ~1 s behind (the Kubernetes lab mirrors the API server's
-        // pods every second); 5 s of grace covers that without slowing the GC tests.
+        // A pod source lags a moment behind its pods (the lab's file is written before ADD, the Kubernetes
+        // lab's watch trails the API server); 5 s of grace covers that without slowing the GC tests.
         "--gc-grace-secs".into(),
         "5".into(),
         "--log-level".into(),

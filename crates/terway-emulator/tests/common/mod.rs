@@ -298,3 +298,14 @@ pub async fn post_faults(
         .unwrap();
     assert!(resp.status().is_success(), "{}", resp.status());
 }
+
+/// The fault configuration and the fired faults, as the admin API at `admin` lists them.
+pub async fn get_faults(http: &reqwest::Client, admin: &str) -> serde_json::Value {
+    http.get(format!("{admin}/_emulator/faults"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}

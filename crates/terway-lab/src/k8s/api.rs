@@ -35,20 +35,7 @@ impl Api {
 
     /// GET `path` (with its query) as JSON.
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let url = format!("{}{path}", self.base);
-        let resp = self
-            .http
-            .get(&url)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .with_context(|| format!("GET {url}"))?;
-        let status = resp.status();
-        let body = resp.text().await.with_context(|| format!("GET {url}"))?;
-        if !status.is_success() {
-            anyhow::bail!("GET {url}: {status}: {}", body.trim());
-        }
-        serde_json::from_str(&body).with_context(|| format!("GET {url}: not JSON"))
+        self.send(reqwest::Method::GET, path, None).await
     }
 
     /// Send `method path` with an optional JSON body; the answer as JSON (404 on DELETE counts as done).
@@ -81,7 +68,7 @@ impl Api {
         if !status.is_success() {
             anyhow::bail!("{method} {url}: {status}: {}", text.trim());
         }
-        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+        serde_json::from_str(&text).with_context(|| format!("{method} {url}: not JSON"))
     }
 
     /// Whether `/readyz` answers `ok`.

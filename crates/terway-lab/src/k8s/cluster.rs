@@ -27,6 +27,9 @@ pub struct KubeNodeRecord {
     pub mount_ns: u64,
     /// The node's cgroup root (in every hierarchy).
     pub cgroup_root: String,
+    /// The node's primary IP: kubelet's `--node-ip` and serving address.
+    #[serde(default)]
+    pub node_ip: Option<Ipv4Addr>,
 }
 
 /// The Kubernetes part of `state.json`.
@@ -140,7 +143,7 @@ impl Cluster {
 
     /// A log's path and last lines, for error messages (the lab directory is gone after a failed `up`).
     fn see(&self, component: &str) -> String {
-        let path = self.paths.log(&component.replace('/', "-"));
+        let path = self.log_of(component);
         format!(
             "{}, which ends:\n{}",
             path.display(),
@@ -148,8 +151,13 @@ impl Cluster {
         )
     }
 
+    /// The log file of the process called `name` (`node0/kubelet` → `node0-kubelet.log`).
+    fn log_of(&self, name: &str) -> PathBuf {
+        self.paths.log(&name.replace('/', "-"))
+    }
+
     fn spawn(&mut self, name: &str, cmd: Command) -> anyhow::Result<u32> {
-        let log = self.paths.log(&name.replace('/', "-"));
+        let log = self.log_of(name);
         self.children.spawn(name, cmd, &log)
     }
 
@@ -302,7 +310,7 @@ impl Cluster {
         )?;
         std::fs::write(
             np.at("kubelet.yaml"),
-            node_files::kubelet_yaml(&self.plan, node, node_ip, &self.pki.ca(), &cgroup_root),
+            node_files::kubelet_yaml(node, node_ip, &self.pki.ca(), &cgroup_root),
         )?;
         let user = format!("system:node:{}", node.name);
         std::fs::write(
@@ -335,6 +343,7 @@ impl Cluster {
         )?;
         Ok(KubeNodeRecord {
             cgroup_root,
+            node_ip: Some(node_ip),
             ..Default::default()
         })
     }
@@ -395,6 +404,12 @@ impl Cluster {
     pub fn start_runtime(&mut self, name: &str) -> anyhow::Result<()> {
         let node = self.node_plan(name)?;
         let np = NodePaths::new(&node.dir);
+        let node_ip = self
+            .record
+            .nodes
+            .get(name)
+            .and_then(|r| r.node_ip)
+            .ok_or_else(|| anyhow::anyhow!("node {name} is not prepared (no node IP recorded)"))?;
         let mut containerd = self.in_node(name, std::path::Path::new("containerd"))?;
         containerd.arg("--config").arg(np.at("containerd.toml"));
         self.spawn(&format!("{name}/containerd"), containerd)?;
@@ -438,7 +453,7 @@ impl Cluster {
             .arg(format!("--root-dir={}", np.at("kubelet").display()))
             .arg(format!("--cert-dir={}", np.at("certs").display()))
             .arg(format!("--hostname-override={name}"))
-            .arg(format!("--node-ip={}", node_ip_of(&np)?))
+            .arg(format!("--node-ip={node_ip}"))
             .arg("--container-runtime=remote")
             .arg(format!(
                 "--container-runtime-endpoint=unix://{}",
@@ -490,15 +505,6 @@ impl Cluster {
         }
         errors
     }
-}
-
-/// The node's primary IP, as `write_node_files` put it in the KubeletConfiguration.
-fn node_ip_of(np: &NodePaths) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(np.at("kubelet.yaml"))?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("address: "))
-        .map(|s| s.trim().to_string())
-        .ok_or_else(|| anyhow::anyhow!("no address in {}", np.at("kubelet.yaml").display()))
 }
 
 /// Remove what a node left: its pods' processes (by cgroup), every process of its mount namespace whose

@@ -100,14 +100,7 @@ pub fn max_pods(mode: NodeMode, instance_type: &str) -> u32 {
 }
 
 /// The KubeletConfiguration of a node.
-pub fn kubelet_yaml(
-    plan: &LabPlan,
-    node: &NodePlan,
-    node_ip: Ipv4Addr,
-    ca: &Path,
-    cgroup_root: &str,
-) -> String {
-    let _ = plan;
+pub fn kubelet_yaml(node: &NodePlan, node_ip: Ipv4Addr, ca: &Path, cgroup_root: &str) -> String {
     format!(
         r#"apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration

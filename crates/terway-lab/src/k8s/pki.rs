@@ -100,25 +100,12 @@ impl Pki {
         let pki = Pki {
             dir: dir.to_path_buf(),
         };
-        openssl(
+        req_with_new_key(
             &pki.dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.crt",
-                "-days",
-                "30",
-                "-subj",
-                "/CN=terway-lab-ca",
-            ],
+            &["-x509", "-days", "30"],
+            "ca.key",
+            "ca.crt",
+            "/CN=terway-lab-ca",
         )?;
         let san = format!(
             "subjectAltName=IP:{api_addr},IP:{service_ip},IP:127.0.0.1,DNS:kubernetes,DNS:kubernetes.default,\
@@ -157,23 +144,7 @@ impl Pki {
             format!("{name}.csr"),
             format!("{name}.crt"),
         );
-        openssl(
-            &self.dir,
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-                "-subj",
-                subject,
-            ],
-        )?;
+        req_with_new_key(&self.dir, &[], &key, &csr, subject)?;
         openssl(
             &self.dir,
             &[
@@ -197,6 +168,33 @@ impl Pki {
         let _ = std::fs::remove_file(self.dir.join(&csr));
         Ok(())
     }
+}
+
+/// `openssl req` with a fresh P-256 key written to `key`: a request in `out`, or with `-x509` among `extra`
+/// a self-signed certificate.
+fn req_with_new_key(
+    dir: &Path,
+    extra: &[&str],
+    key: &str,
+    out: &str,
+    subject: &str,
+) -> anyhow::Result<()> {
+    let mut args = vec!["req"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        key,
+        "-out",
+        out,
+        "-subj",
+        subject,
+    ]);
+    openssl(dir, &args)
 }
 
 fn openssl(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
