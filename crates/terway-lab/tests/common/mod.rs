@@ -20,7 +20,7 @@ pub fn require_binaries() {
     for b in ["terwayd", "terway"] {
         assert!(
             dir.join(b).is_file() || std::env::var_os("TERWAY_BIN_DIR").is_some(),
-            "{b} is not built in {}: run `cargo build -p terway-daemon -p terway-cni` first",
+            "{b} is not built in {}: run `cargo build -p terwayd -p terway-cni` first",
             dir.display()
         );
     }
