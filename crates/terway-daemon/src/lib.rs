@@ -27,10 +27,12 @@ pub mod config;
 pub mod error;
 pub mod gc;
 pub mod metrics;
+pub mod node_state;
 pub mod podsource;
 pub mod pool;
 pub mod reconciler;
 pub mod record;
+pub mod report;
 pub mod server;
 mod startup;
 pub mod status;
@@ -57,6 +59,10 @@ pub use error::{DaemonError, Result};
 pub use podsource::{LocalPodSource, PodMeta, PodSource, PodsFile};
 pub use pool::{EniPoolKind, Pool};
 pub use record::{AllocKey, Allocation, PodKey, ResourceKind};
+pub use report::{CniOp, Event, EventTarget, EventType, IpSufficiency, LogReporter, Reporter};
+
+/// How often the node's IP sufficiency is looked at (cheap: no cloud call).
+const NODE_STATE_PERIOD: Duration = Duration::from_secs(5);
 
 /// What one full GC round did (pods, then the ENIs of the ENI pool).
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
@@ -144,8 +150,19 @@ fn build_backends<C: Cloud, M: Metadata>(
 
 impl<C: Cloud, M: Metadata, P: PodSource> Daemon<C, M, P> {
     /// Recover state, start the backends, the reconcilers, metrics and the gRPC server. Returns once
-    /// the socket accepts requests.
+    /// the socket accepts requests. Reports go to the log.
     pub async fn start(cfg: DaemonConfig, cloud: C, meta: M, pods: P) -> Result<Self> {
+        Self::start_reporting(cfg, cloud, meta, pods, Arc::new(LogReporter)).await
+    }
+
+    /// [`Daemon::start`], reporting events, node state and CNI progress to `reporter`.
+    pub async fn start_reporting(
+        cfg: DaemonConfig,
+        cloud: C,
+        meta: M,
+        pods: P,
+        reporter: Arc<dyn Reporter>,
+    ) -> Result<Self> {
         cfg.validate().map_err(DaemonError::Config)?;
         let metrics = Arc::new(metrics::Metrics::new());
         let store = store::Store::open(&cfg.db_path())?;
@@ -176,7 +193,13 @@ impl<C: Cloud, M: Metadata, P: PodSource> Daemon<C, M, P> {
             )
             .with_grace(cfg.gc_grace),
         );
-        let mut reconcilers: Vec<Arc<dyn reconciler::Reconciler>> = vec![pod_gc.clone()];
+        let node_state = Arc::new(node_state::NodeState::new(
+            backends.clone(),
+            reporter.clone(),
+            NODE_STATE_PERIOD,
+        ));
+        let mut reconcilers: Vec<Arc<dyn reconciler::Reconciler>> =
+            vec![pod_gc.clone(), node_state];
         for b in backends.all() {
             reconcilers.extend(b.reconcilers());
         }
@@ -202,6 +225,7 @@ impl<C: Cloud, M: Metadata, P: PodSource> Daemon<C, M, P> {
             Arc::new(cfg.clone()),
             Arc::new(node),
             metrics.clone(),
+            reporter,
         );
         let mut rx = stop_rx;
         let server = tokio::spawn(
@@ -296,9 +320,10 @@ pub async fn run_with<C: Cloud, M: Metadata, P: PodSource>(
     cloud: C,
     meta: M,
     pods: P,
+    reporter: Arc<dyn Reporter>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
-    let d = Daemon::start(cfg, cloud, meta, pods).await?;
+    let d = Daemon::start_reporting(cfg, cloud, meta, pods, reporter).await?;
     shutdown.await;
     d.stop().await
 }
@@ -308,5 +333,5 @@ pub async fn run_with<C: Cloud, M: Metadata, P: PodSource>(
 pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
     let (cloud, meta) = cfg.cloud.connect().await?;
     let pods = LocalPodSource::new(cfg.pods_file.clone());
-    run_with(cfg, cloud, meta, pods, shutdown).await
+    run_with(cfg, cloud, meta, pods, Arc::new(LogReporter), shutdown).await
 }

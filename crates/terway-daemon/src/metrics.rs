@@ -68,6 +68,13 @@ pub struct InhibitLabel {
     pub kind: String,
 }
 
+/// Label: an event reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// PascalCase reason.
+    pub reason: String,
+}
+
 /// All metrics of the daemon.
 pub struct Metrics {
     registry: Registry,
@@ -85,6 +92,8 @@ pub struct Metrics {
     pub reconciles: Family<ReconcileLabel, Counter>,
     /// Reconciler pass duration.
     pub reconcile_seconds: Family<ReconcilerLabel, Histogram>,
+    /// Events recorded by reason.
+    pub events: Family<ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -130,6 +139,8 @@ impl Metrics {
             "Cloud API calls by action and result",
             cloud_calls.clone(),
         );
+        let events = Family::<ReasonLabel, Counter>::default();
+        registry.register("events", "Events recorded by reason", events.clone());
         registry.register(
             "inhibit_active",
             "Active allocation inhibits by kind",
@@ -144,7 +155,17 @@ impl Metrics {
             inhibits,
             reconciles,
             reconcile_seconds,
+            events,
         }
+    }
+
+    /// Count one recorded event.
+    pub fn event(&self, reason: &str) {
+        self.events
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc();
     }
 
     /// Count one reconciler pass.

@@ -30,12 +30,33 @@ pub struct PodMeta {
     /// Labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The pod shares the node's network namespace (terway never allocates for it).
+    #[serde(default)]
+    pub host_network: bool,
 }
 
 impl PodMeta {
     /// Key of the pod.
     pub fn key(&self) -> PodKey {
         PodKey::new(&self.namespace, &self.name)
+    }
+
+    /// Why terway must not network this pod, if it must not: hostNetwork pods use the node's network,
+    /// and pods labelled `k8s.aliyun.com/ignore-by-terway=true` belong to another network provider.
+    pub fn not_ours(&self) -> Option<String> {
+        let key = self.key();
+        if self.host_network {
+            return Some(format!(
+                "pod {key} has hostNetwork: true and uses the node's network; terway allocates nothing for it"
+            ));
+        }
+        let label = terway_core::annotations::LABEL_IGNORE_BY_TERWAY;
+        if self.labels.get(label).is_some_and(|v| v == "true") {
+            return Some(format!(
+                "pod {key} carries the label {label}=true, so terway does not network it; remove the label, or attach the pod with another CNI"
+            ));
+        }
+        None
     }
 
     /// Whether the pod should keep its IP across restarts (StatefulSet-like owner or the annotation).
@@ -54,8 +75,9 @@ impl PodMeta {
 
 /// Pod metadata and liveness for the daemon.
 pub trait PodSource: Send + Sync + 'static {
-    /// Metadata of one pod, if known.
-    fn pod(&self, key: &PodKey) -> impl Future<Output = Option<PodMeta>> + Send;
+    /// Metadata of one pod, if known. With a non-empty `uid`, a cached copy of another incarnation of
+    /// the pod (deleted and recreated under the same name) is not trusted: the source looks again.
+    fn pod(&self, key: &PodKey, uid: &str) -> impl Future<Output = Option<PodMeta>> + Send;
     /// The pods that currently exist on this node; `None` when that is unknown (GC then keeps all).
     fn live_pods(&self) -> impl Future<Output = Option<HashSet<PodKey>>> + Send;
 }
@@ -101,7 +123,7 @@ impl LocalPodSource {
 }
 
 impl PodSource for LocalPodSource {
-    async fn pod(&self, key: &PodKey) -> Option<PodMeta> {
+    async fn pod(&self, key: &PodKey, _uid: &str) -> Option<PodMeta> {
         self.read()
             .await?
             .pods
@@ -138,6 +160,25 @@ mod tests {
         assert!(p.wants_sticky_ip(&[]));
     }
 
+    #[test]
+    fn host_network_and_ignored_pods_are_not_ours() {
+        let mut p = PodMeta {
+            namespace: "a".into(),
+            name: "b".into(),
+            ..Default::default()
+        };
+        assert_eq!(p.not_ours(), None);
+        p.labels
+            .insert("k8s.aliyun.com/ignore-by-terway".into(), "false".into());
+        assert_eq!(p.not_ours(), None);
+        p.labels
+            .insert("k8s.aliyun.com/ignore-by-terway".into(), "true".into());
+        assert!(p.not_ours().unwrap().contains("ignore-by-terway=true"));
+        p.labels.clear();
+        p.host_network = true;
+        assert!(p.not_ours().unwrap().contains("hostNetwork"));
+    }
+
     #[tokio::test]
     async fn local_source_reads_the_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -154,7 +195,7 @@ mod tests {
         .unwrap();
         let live = src.live_pods().await.unwrap();
         assert!(live.contains(&PodKey::new("ns", "web-0")) && live.len() == 2);
-        let meta = src.pod(&PodKey::new("ns", "web-0")).await.unwrap();
+        let meta = src.pod(&PodKey::new("ns", "web-0"), "").await.unwrap();
         assert!(meta.wants_sticky_ip(&[]));
         std::fs::write(&path, "garbage").unwrap();
         assert_eq!(

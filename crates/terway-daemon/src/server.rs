@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::podsource::{PodMeta, PodSource};
 use crate::pool::{now_ms, NodeInfo};
 use crate::record::{AllocKey, Allocation, PodKey, QosAnswer, ResourceKind};
+use crate::report::{reasons, CniOp, Event, EventTarget, EventType, Reporter};
 
 /// Serves both services; cheap to clone.
 pub struct Service<P: PodSource> {
@@ -27,6 +28,7 @@ pub struct Service<P: PodSource> {
     cfg: Arc<DaemonConfig>,
     node: Arc<NodeInfo>,
     metrics: Arc<Metrics>,
+    reporter: Arc<dyn Reporter>,
     events: Arc<Mutex<VecDeque<String>>>,
 }
 
@@ -39,6 +41,7 @@ impl<P: PodSource> Clone for Service<P> {
             cfg: self.cfg.clone(),
             node: self.node.clone(),
             metrics: self.metrics.clone(),
+            reporter: self.reporter.clone(),
             events: self.events.clone(),
         }
     }
@@ -95,7 +98,7 @@ pub fn network_mode(kind: ResourceKind) -> pb::NetworkMode {
 }
 
 impl<P: PodSource> Service<P> {
-    /// Serve `backends` with pod metadata from `pods`.
+    /// Serve `backends` with pod metadata from `pods`, reporting to `reporter`.
     pub fn new(
         backends: Backends,
         pods: Arc<P>,
@@ -103,6 +106,7 @@ impl<P: PodSource> Service<P> {
         cfg: Arc<DaemonConfig>,
         node: Arc<NodeInfo>,
         metrics: Arc<Metrics>,
+        reporter: Arc<dyn Reporter>,
     ) -> Self {
         Service {
             backends,
@@ -111,8 +115,23 @@ impl<P: PodSource> Service<P> {
             cfg,
             node,
             metrics,
+            reporter,
             events: Arc::new(Mutex::new(VecDeque::new())),
         }
+    }
+
+    /// Keep the event for terway-cli's status and hand it to the reporter.
+    fn emit(&self, ev: Event) {
+        self.push_event(format!(
+            "{} {} {} {}: {}",
+            now_ms(),
+            ev.kind.as_str(),
+            ev.target,
+            ev.reason,
+            ev.message
+        ));
+        self.metrics.event(&ev.reason);
+        self.reporter.event(ev);
     }
 
     /// The datapath description of a record: exactly what was recorded at allocation.
@@ -157,6 +176,40 @@ impl<P: PodSource> Service<P> {
         }
     }
 
+    /// AllocIP, reporting a failure as `AllocIPFailed` on the pod (and on the node when the node is out
+    /// of addresses): the CNI reports only what fails after the daemon answered.
+    async fn alloc_reported(
+        &self,
+        req: pb::AllocIpRequest,
+    ) -> Result<pb::AllocIpReply, DaemonError> {
+        let target = req.pod.as_ref().and_then(|p| {
+            PodKey::validated(&p.namespace, &p.name)
+                .ok()
+                .map(|key| EventTarget::Pod {
+                    key,
+                    uid: p.uid.clone(),
+                })
+        });
+        let res = self.alloc(req).await;
+        if let (Err(e), Some(target)) = (&res, target) {
+            if matches!(e, DaemonError::Exhausted { .. }) {
+                self.emit(Event {
+                    target: EventTarget::Node,
+                    kind: EventType::Warning,
+                    reason: reasons::ALLOC_IP_FAILED.into(),
+                    message: format!("{target}: {e}"),
+                });
+            }
+            self.emit(Event {
+                target,
+                kind: EventType::Warning,
+                reason: reasons::ALLOC_IP_FAILED.into(),
+                message: e.to_string(),
+            });
+        }
+        res
+    }
+
     async fn alloc(&self, req: pb::AllocIpRequest) -> Result<pb::AllocIpReply, DaemonError> {
         let started = Instant::now();
         let (pod, container_id, uid) = pod_key(&req.pod)?;
@@ -167,15 +220,27 @@ impl<P: PodSource> Service<P> {
             )));
         }
         let _claim = self.claims.claim(&pod)?;
-        let meta = self.pods.pod(&pod).await;
+        let meta = self.pods.pod(&pod, &uid).await;
+        if let Some(m) = &meta {
+            if let Some(why) = m.not_ours() {
+                return Err(DaemonError::InvalidRequest(why));
+            }
+            if !uid.is_empty() && !m.uid.is_empty() && m.uid != uid {
+                return Err(DaemonError::InvalidRequest(format!(
+                    "pod {pod}: this sandbox is for pod UID {uid}, but the API server has UID {} under that name (the pod was deleted and recreated); the kubelet tears this sandbox down and sets up one for the new pod",
+                    m.uid
+                )));
+            }
+        }
         if let Some(existing) = self.backends.lookup(&key) {
-            if existing.container_id == container_id {
+            let same_pod = uid.is_empty() || existing.uid.is_empty() || existing.uid == uid;
+            if existing.container_id == container_id && same_pod {
                 self.metrics.allocation("ok");
                 self.metrics
                     .latency("existing", started.elapsed().as_secs_f64());
                 return Ok(self.reply(&existing));
             }
-            tracing::info!(old = %existing.container_id, "new sandbox for the pod; releasing the old one first");
+            tracing::info!(old = %existing.container_id, old_uid = %existing.uid, "new sandbox or new pod incarnation; releasing the old record first");
             if let Some(b) = self.backends.get(existing.backend) {
                 b.release(&key, &existing.container_id).await?;
             }
@@ -202,6 +267,7 @@ impl<P: PodSource> Service<P> {
                 self.metrics
                     .latency(path.label(), started.elapsed().as_secs_f64());
                 tracing::info!(ip = %a.ip, eni = %a.eni_id, backend = %kind, path = path.label(), ms = started.elapsed().as_millis() as u64, "allocated");
+                self.reporter.cni_done(&pod, &areq.uid, CniOp::Added);
                 Ok(self.reply(&a))
             }
             Err(e) => {
@@ -280,7 +346,9 @@ impl<P: PodSource> pb::terway_backend_server::TerwayBackend for Service<P> {
     ) -> Result<Response<pb::AllocIpReply>, Status> {
         let req = request.into_inner();
         let span = span_for("AllocIP", &req.pod);
-        Ok(Response::new(self.alloc(req).instrument(span).await?))
+        Ok(Response::new(
+            self.alloc_reported(req).instrument(span).await?,
+        ))
     }
 
     async fn release_ip(
@@ -290,7 +358,7 @@ impl<P: PodSource> pb::terway_backend_server::TerwayBackend for Service<P> {
         let req = request.into_inner();
         let span = span_for("ReleaseIP", &req.pod);
         async move {
-            let (pod, container_id, _) = pod_key(&req.pod)?;
+            let (pod, container_id, uid) = pod_key(&req.pod)?;
             let key = alloc_key(pod.clone(), &req.if_name)?;
             let _claim = self.claims.claim(&pod)?;
             let released = match self.backends.lookup(&key) {
@@ -301,6 +369,11 @@ impl<P: PodSource> pb::terway_backend_server::TerwayBackend for Service<P> {
                 None => false,
             };
             tracing::info!(released, reason = %req.reason, "release");
+            // Nothing of this pod incarnation is held any more once its record is gone, whether this
+            // call released it or an earlier one did (DEL is retried).
+            if self.backends.lookup(&key).is_none() {
+                self.reporter.cni_done(&pod, &uid, CniOp::Deleted);
+            }
             Ok::<_, DaemonError>(pb::ReleaseIpReply { released })
         }
         .instrument(span)
@@ -341,24 +414,32 @@ impl<P: PodSource> pb::terway_backend_server::TerwayBackend for Service<P> {
         request: Request<pb::EventRequest>,
     ) -> Result<Response<pb::EventReply>, Status> {
         let req = request.into_inner();
-        let target = req
-            .pod
-            .as_ref()
-            .filter(|p| !p.name.is_empty())
-            .map(|p| format!("pod {}/{}", p.namespace, p.name))
-            .unwrap_or_else(|| "node".into());
-        let kind = if req.event_type == pb::EventType::Warning as i32 {
-            "Warning"
-        } else {
-            "Normal"
+        let target = match req.pod.as_ref().filter(|p| !p.name.is_empty()) {
+            Some(p) => EventTarget::Pod {
+                key: PodKey::validated(&p.namespace, &p.name).map_err(|e| {
+                    Status::invalid_argument(format!("event for an invalid pod: {e}"))
+                })?,
+                uid: p.uid.clone(),
+            },
+            None => EventTarget::Node,
         };
-        tracing::info!(%target, kind, reason = %req.reason, message = %req.message, "event");
-        self.push_event(format!(
-            "{} {kind} {target} {}: {}",
-            now_ms(),
-            req.reason,
-            req.message
-        ));
+        let kind = if req.event_type == pb::EventType::Warning as i32 {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        if req.reason.is_empty() || req.reason.len() > 128 {
+            return Err(Status::invalid_argument(
+                "event reason must be 1..=128 characters (PascalCase, e.g. AllocIPSucceed)",
+            ));
+        }
+        tracing::info!(%target, kind = kind.as_str(), reason = %req.reason, message = %req.message, "event");
+        self.emit(Event {
+            target,
+            kind,
+            reason: req.reason,
+            message: req.message,
+        });
         Ok(Response::new(pb::EventReply {}))
     }
 }

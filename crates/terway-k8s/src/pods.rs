@@ -46,6 +46,11 @@ pub fn pod_meta(pod: &Pod) -> PodMeta {
         owner_kind,
         annotations: m.annotations.clone().unwrap_or_default(),
         labels: m.labels.clone().unwrap_or_default(),
+        host_network: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false),
     }
 }
 
@@ -110,6 +115,11 @@ impl KubePodSource {
         }
     }
 
+    /// The UID of the cached pod `key`, if the watch has it.
+    pub fn uid_of(&self, key: &PodKey) -> Option<String> {
+        self.cached(key).and_then(|p| p.metadata.uid.clone())
+    }
+
     fn cached(&self, key: &PodKey) -> Option<Arc<Pod>> {
         self.store
             .get(&ObjectRef::new(&key.name).within(&key.namespace))
@@ -117,11 +127,15 @@ impl KubePodSource {
 }
 
 impl PodSource for KubePodSource {
-    async fn pod(&self, key: &PodKey) -> Option<PodMeta> {
+    async fn pod(&self, key: &PodKey, uid: &str) -> Option<PodMeta> {
         if let Some(p) = self.cached(key) {
-            return Some(pod_meta(&p));
+            let cached_uid = p.metadata.uid.as_deref().unwrap_or_default();
+            if uid.is_empty() || cached_uid == uid {
+                return Some(pod_meta(&p));
+            }
+            tracing::info!(pod = %key, cached_uid, uid, "cached pod is another incarnation; reading it again");
         }
-        // Created a moment ago: the watch may not have delivered it yet.
+        // Created a moment ago (or recreated): the watch may not have delivered it yet.
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
         match api.get_opt(&key.name).await {
             Ok(p) => p.as_ref().map(pod_meta),

@@ -144,11 +144,15 @@ async fn serve(args: &Args, cfg: DaemonConfig) -> Result<(), String> {
     let client = terway_k8s::KubePodSource::client(args.kubeconfig.as_deref())
         .await
         .map_err(|e| e.to_string())?;
-    let pods = terway_k8s::KubePodSource::start(client, &node);
+    let pods = terway_k8s::KubePodSource::start(client.clone(), &node);
+    let (reporter, reports) = terway_k8s::KubeReporter::start(client, &node, pods.clone());
     let (cloud, meta) = cfg.cloud.connect().await.map_err(|e| e.to_string())?;
-    terway_daemon::run_with(cfg, cloud, meta, pods, shutdown_signal())
+    let res = terway_daemon::run_with(cfg, cloud, meta, pods, reporter, shutdown_signal())
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string());
+    // The daemon has dropped its handles: what is still queued goes out, briefly.
+    reports.finish(std::time::Duration::from_secs(3)).await;
+    res
 }
 
 fn main() -> ExitCode {

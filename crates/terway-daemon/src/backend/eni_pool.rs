@@ -27,6 +27,10 @@ impl<C: Cloud, M: Metadata> ResourceBackend for Pool<C, M> {
         Pool::kind(self).resource_kind()
     }
 
+    fn ip_shortage(&self) -> Option<String> {
+        Pool::ip_shortage(self)
+    }
+
     fn recover<'a>(&'a self, snap: &'a Snapshot) -> BoxFuture<'a, Result<()>> {
         Box::pin(Pool::recover(self, snap))
     }

@@ -70,6 +70,10 @@ pub trait ResourceBackend: Send + Sync + 'static {
     fn sticky_pods(&self) -> Vec<PodKey>;
     /// End the sticky reservations of a pod that is gone.
     fn drop_sticky<'a>(&'a self, pod: &'a PodKey) -> BoxFuture<'a, Result<()>>;
+    /// Why this backend cannot get new addresses right now (`None`: it can, or it never asks the cloud).
+    fn ip_shortage(&self) -> Option<String> {
+        None
+    }
     /// This backend's reconcilers (e.g. the ENI GC against the cloud).
     fn reconcilers(&self) -> Vec<Arc<dyn Reconciler>>;
     /// Add this backend's part to the status reply.

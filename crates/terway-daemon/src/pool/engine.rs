@@ -73,6 +73,32 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
         })
     }
 
+    /// Why the node cannot get new addresses right now, if it cannot: every vSwitch it may use
+    /// reported no free address (condition `SufficientIP=False`).
+    pub fn ip_shortage(&self) -> Option<String> {
+        let now = now_ms();
+        let st = self.lock();
+        if self.vswitch_usable(&st, now) {
+            return None;
+        }
+        let ids = self.candidate_ids();
+        let blocked: Vec<String> = ids
+            .iter()
+            .map(|id| match st.inhibits.vswitch_blocked_until_ms.get(id) {
+                Some(t) if *t > now => format!(
+                    "{id}: IpNotEnough, retried in {} s",
+                    (t - now).div_ceil(1000)
+                ),
+                _ => format!("{id}: 0 free addresses"),
+            })
+            .collect();
+        Some(format!(
+            "no vSwitch of node {} has a free address ({}); pods that need a new address wait; add vSwitches with free addresses to eni_conf vswitches, or free addresses in these",
+            self.inner.node.name,
+            blocked.join("; ")
+        ))
+    }
+
     /// The manager loop: runs until `stop` turns true.
     pub async fn run_manager(&self, mut stop: watch::Receiver<bool>) {
         let cfg = &self.inner.cfg.pool;
@@ -241,6 +267,28 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
                 }
                 st.last_error = Some(e.to_string());
             }
+        }
+    }
+
+    /// Addresses went back to the VPC: a vSwitch that had none may have some again, so its inhibit
+    /// ends and the next allocation asks the cloud afresh (Terway lifts it on the next release too).
+    pub(crate) fn addresses_returned(&self) {
+        let had = {
+            let mut st = self.lock();
+            let had = !st.inhibits.vswitch_blocked_until_ms.is_empty();
+            st.inhibits.clear_vswitches();
+            had
+        };
+        if let Ok(mut c) = self.inner.vswitches.lock() {
+            c.available.retain(|_, n| *n != Some(0));
+            if had {
+                c.fetched = None;
+            }
+        }
+        if had {
+            tracing::info!(
+                "addresses returned to the VPC; vSwitches that had none are tried again"
+            );
         }
     }
 

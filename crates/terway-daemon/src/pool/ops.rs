@@ -451,6 +451,7 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
         self.persist(changes).await?;
         if res.is_ok() {
             tracing::info!(eni = eni_id, count = ips.len(), "unassigned idle IPs");
+            self.addresses_returned();
         }
         res
     }
@@ -476,6 +477,7 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
                 ])
                 .await?;
                 tracing::info!(eni = eni_id, "ENI deleted");
+                self.addresses_returned();
                 Ok(())
             }
             Err(e) => {

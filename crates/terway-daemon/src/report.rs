@@ -1,0 +1,152 @@
+//! What the daemon tells the cluster: events on pods and on its node, whether the node can still get
+//! addresses (the `SufficientIP` condition), and when CNI ADD/DEL finished for a pod UID. The daemon
+//! knows only the [`Reporter`] trait; the `terwayd` binary wires in the Kubernetes implementation, and
+//! without Kubernetes [`LogReporter`] writes the same facts to the log.
+//!
+//! Every method is called on the request path, so implementations queue and return at once: a slow
+//! or unreachable API server must never delay a pod's network.
+
+use crate::record::PodKey;
+
+/// Severity of an event, as Kubernetes has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventType {
+    /// Something worked.
+    Normal,
+    /// Something the user may need to act on.
+    Warning,
+}
+
+impl EventType {
+    /// `Normal` or `Warning`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Normal => "Normal",
+            EventType::Warning => "Warning",
+        }
+    }
+}
+
+/// The object an event is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum EventTarget {
+    /// A pod, with its UID when known (events then attach to this incarnation only).
+    Pod {
+        /// Namespace and name.
+        key: PodKey,
+        /// UID, may be empty.
+        uid: String,
+    },
+    /// The daemon's node.
+    Node,
+}
+
+impl std::fmt::Display for EventTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EventTarget::Pod { key, .. } => write!(f, "pod {key}"),
+            EventTarget::Node => f.write_str("node"),
+        }
+    }
+}
+
+/// Event reasons Terway users search for (`kubectl get events --field-selector reason=…`).
+pub mod reasons {
+    /// An address was given to a pod ("Alloc IP … took …").
+    pub const ALLOC_IP_SUCCEED: &str = "AllocIPSucceed";
+    /// A pod (or the node) could not get an address.
+    pub const ALLOC_IP_FAILED: &str = "AllocIPFailed";
+    /// The datapath the configuration asked for is not available; another one is used.
+    pub const VIRTUAL_MODE_CHANGED: &str = "VirtualModeChanged";
+    /// The CNI failed to set up the pod's network.
+    pub const CNI_POD_CREATE_ERROR: &str = "CniPodCreateError";
+    /// The CNI failed to tear down the pod's network.
+    pub const CNI_POD_DELETE_ERROR: &str = "CniPodDeleteError";
+    /// The daemon's configuration was refused.
+    pub const CONFIG_ERROR: &str = "ConfigError";
+}
+
+/// One event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// What it is about.
+    pub target: EventTarget,
+    /// Severity.
+    pub kind: EventType,
+    /// PascalCase reason (see [`reasons`]).
+    pub reason: String,
+    /// What happened and, for warnings, what the user can do.
+    pub message: String,
+}
+
+/// Whether the node can still get addresses from the cloud (condition `SufficientIP`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpSufficiency {
+    /// False while the vSwitches are out of addresses or the instance is at its quota.
+    pub sufficient: bool,
+    /// `SufficientIP` or `InsufficientIP`.
+    pub reason: String,
+    /// What is short and what the user can do.
+    pub message: String,
+}
+
+impl IpSufficiency {
+    /// The node can get addresses.
+    pub fn ok() -> Self {
+        IpSufficiency {
+            sufficient: true,
+            reason: "SufficientIP".into(),
+            message: "the node's vSwitches have free addresses".into(),
+        }
+    }
+
+    /// The node cannot get addresses, because of `why`.
+    pub fn short(why: impl Into<String>) -> Self {
+        IpSufficiency {
+            sufficient: false,
+            reason: "InsufficientIP".into(),
+            message: why.into(),
+        }
+    }
+}
+
+/// Which CNI operation finished for a pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CniOp {
+    /// ADD finished: the pod has its network.
+    Added,
+    /// DEL finished: nothing of the pod is left on the node.
+    Deleted,
+}
+
+/// How the daemon reports to the cluster. Implementations must return without waiting on the network.
+pub trait Reporter: Send + Sync + 'static {
+    /// Record an event (may be dropped under a flood: events are rate-limited per object and reason).
+    fn event(&self, ev: Event);
+    /// The node's IP sufficiency changed.
+    fn ip_sufficiency(&self, state: &IpSufficiency);
+    /// CNI ADD or DEL finished for the pod with `uid`.
+    fn cni_done(&self, pod: &PodKey, uid: &str, op: CniOp);
+}
+
+/// Writes everything to the log (no Kubernetes).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogReporter;
+
+impl Reporter for LogReporter {
+    fn event(&self, ev: Event) {
+        tracing::info!(target_object = %ev.target, kind = ev.kind.as_str(), reason = %ev.reason, message = %ev.message, "event");
+    }
+
+    fn ip_sufficiency(&self, state: &IpSufficiency) {
+        if state.sufficient {
+            tracing::info!(reason = %state.reason, "the node can get addresses again");
+        } else {
+            tracing::warn!(reason = %state.reason, message = %state.message, "the node cannot get addresses");
+        }
+    }
+
+    fn cni_done(&self, pod: &PodKey, uid: &str, op: CniOp) {
+        tracing::debug!(pod = %pod, uid, op = ?op, "cni done");
+    }
+}

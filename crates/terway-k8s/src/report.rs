@@ -1,0 +1,433 @@
+//! The daemon's reports written to the API server: events (events.k8s.io/v1) on pods and on the node,
+//! and the node condition `SufficientIP`. The daemon's calls only queue; one publisher task owns the
+//! API traffic, so a slow API server delays reports, never a pod's network.
+//!
+//! Events are rate-limited per object and reason (a crash-looping pod must not flood etcd), and an
+//! event repeating within a few minutes becomes a series (`count`) on the first one, as kubelet does.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Node, ObjectReference};
+use k8s_openapi::api::events::v1::{Event as K8sEvent, EventSeries};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use terway_daemon::report::{CniOp, Event, EventTarget, IpSufficiency, Reporter};
+use terway_daemon::PodKey;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::KubePodSource;
+
+/// `reportingController` of every event terwayd writes.
+pub const REPORTING_CONTROLLER: &str = "terway.alibabacloud.com/terwayd";
+/// Namespace of the events about the node.
+pub const NODE_EVENT_NAMESPACE: &str = "kube-system";
+/// Node condition type for IP sufficiency.
+pub const CONDITION_SUFFICIENT_IP: &str = "SufficientIP";
+
+/// Queued events beyond this are dropped (and counted): the API server is far behind.
+const QUEUE: usize = 512;
+/// Events per object and reason in a burst, then one more per [`REFILL`].
+const BURST: f64 = 10.0;
+/// Time to earn back one event of the burst.
+const REFILL: Duration = Duration::from_secs(30);
+/// A repeat within this time becomes a series on the earlier event.
+const SERIES_WINDOW: Duration = Duration::from_secs(5 * 60);
+/// Per-request bound, so one hung request cannot stall the queue for long.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A token bucket per (object, reason).
+#[derive(Debug, Clone)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn take(&mut self, now: Instant) -> bool {
+        let earned = now.duration_since(self.at).as_secs_f64() / REFILL.as_secs_f64();
+        self.tokens = (self.tokens + earned).min(BURST);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Reports to the API server; cheap to share.
+pub struct KubeReporter {
+    events: mpsc::Sender<Event>,
+    sufficiency: watch::Sender<Option<IpSufficiency>>,
+    dropped: AtomicU64,
+}
+
+impl Reporter for KubeReporter {
+    fn event(&self, ev: Event) {
+        if self.events.try_send(ev).is_err() {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(
+                    dropped = n,
+                    "event queue full: the API server is not keeping up; events are dropped"
+                );
+            }
+        }
+    }
+
+    fn ip_sufficiency(&self, state: &IpSufficiency) {
+        self.sufficiency.send_replace(Some(state.clone()));
+    }
+
+    fn cni_done(&self, pod: &PodKey, uid: &str, op: CniOp) {
+        tracing::debug!(pod = %pod, uid, op = ?op, "cni done");
+    }
+}
+
+/// The publisher task; ends once every [`KubeReporter`] handle is dropped and the queue is drained.
+pub struct ReporterTask(JoinHandle<()>);
+
+impl ReporterTask {
+    /// Wait for the queue to drain, at most `limit`.
+    pub async fn finish(self, limit: Duration) {
+        let abort = self.0.abort_handle();
+        if tokio::time::timeout(limit, self.0).await.is_err() {
+            tracing::warn!("reports still queued at shutdown were dropped");
+            abort.abort();
+        }
+    }
+}
+
+impl KubeReporter {
+    /// Start publishing for node `node`; `pods` fills in pod UIDs the CNI did not send.
+    pub fn start(
+        client: Client,
+        node: &str,
+        pods: KubePodSource,
+    ) -> (Arc<KubeReporter>, ReporterTask) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let (stx, srx) = watch::channel(None);
+        let publisher = Publisher {
+            client,
+            node: node.to_string(),
+            pods,
+            buckets: HashMap::new(),
+            recent: HashMap::new(),
+            warned: false,
+        };
+        let task = tokio::spawn(publisher.run(rx, srx));
+        let reporter = Arc::new(KubeReporter {
+            events: tx,
+            sufficiency: stx,
+            dropped: AtomicU64::new(0),
+        });
+        (reporter, ReporterTask(task))
+    }
+}
+
+/// Key of a series: the same message about the same object.
+type SeriesKey = (EventTarget, String, String);
+
+struct Publisher {
+    client: Client,
+    node: String,
+    pods: KubePodSource,
+    buckets: HashMap<(EventTarget, String), Bucket>,
+    recent: HashMap<SeriesKey, (K8sEvent, Instant)>,
+    warned: bool,
+}
+
+impl Publisher {
+    async fn run(
+        mut self,
+        mut events: mpsc::Receiver<Event>,
+        mut sufficiency: watch::Receiver<Option<IpSufficiency>>,
+    ) {
+        let mut condition_open = true;
+        let mut pending: Option<IpSufficiency> = None;
+        let mut retry = Duration::from_secs(1);
+        loop {
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Some(ev) => self.publish(ev).await,
+                    None => break,
+                },
+                changed = sufficiency.changed(), if condition_open => match changed {
+                    Ok(()) => pending = sufficiency.borrow_and_update().clone(),
+                    Err(_) => condition_open = false,
+                },
+                _ = tokio::time::sleep(retry), if pending.is_some() => {}
+            }
+            if let Some(state) = pending.take() {
+                match self.set_condition(&state).await {
+                    Ok(()) => retry = Duration::from_secs(1),
+                    Err(Failure::NoNode) => {
+                        // terwayd may start before kubelet registers the node.
+                        tracing::info!(node = %self.node, "node not registered yet; SufficientIP is set once it is");
+                        retry = (retry * 2).min(Duration::from_secs(30));
+                        pending = Some(state);
+                    }
+                    Err(Failure::Other(e)) => {
+                        tracing::warn!(node = %self.node, error = %e, "cannot set the node condition SufficientIP; retrying");
+                        retry = (retry * 2).min(Duration::from_secs(30));
+                        pending = Some(state);
+                    }
+                }
+            }
+        }
+    }
+
+    fn allowed(&mut self, ev: &Event, now: Instant) -> bool {
+        self.buckets
+            .retain(|_, b| now.duration_since(b.at) < REFILL.mul_f64(BURST));
+        self.buckets
+            .entry((ev.target.clone(), ev.reason.clone()))
+            .or_insert(Bucket {
+                tokens: BURST,
+                at: now,
+            })
+            .take(now)
+    }
+
+    fn regarding(&self, target: &EventTarget) -> ObjectReference {
+        match target {
+            EventTarget::Pod { key, uid } => {
+                let uid = if uid.is_empty() {
+                    self.pods.uid_of(key)
+                } else {
+                    Some(uid.clone())
+                };
+                ObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Pod".into()),
+                    namespace: Some(key.namespace.clone()),
+                    name: Some(key.name.clone()),
+                    uid,
+                    ..Default::default()
+                }
+            }
+            // kubelet's convention (and what `kubectl describe node` looks for): UID = node name.
+            EventTarget::Node => ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Node".into()),
+                name: Some(self.node.clone()),
+                uid: Some(self.node.clone()),
+                ..Default::default()
+            },
+        }
+    }
+
+    async fn publish(&mut self, ev: Event) {
+        let now = Instant::now();
+        if !self.allowed(&ev, now) {
+            tracing::debug!(target_object = %ev.target, reason = %ev.reason, "event rate-limited");
+            return;
+        }
+        self.recent
+            .retain(|_, (_, at)| now.duration_since(*at) < SERIES_WINDOW);
+        let key: SeriesKey = (ev.target.clone(), ev.reason.clone(), ev.message.clone());
+        let regarding = self.regarding(&ev.target);
+        let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), &event_namespace(&regarding));
+        let stamp = MicroTime(Timestamp::now());
+        let res = match self.recent.get(&key) {
+            Some((earlier, _)) => {
+                let mut e = earlier.clone();
+                let count = e.series.as_ref().map_or(2, |s| s.count + 1);
+                e.series = Some(EventSeries {
+                    count,
+                    last_observed_time: stamp,
+                });
+                let name = e.metadata.name.clone().unwrap_or_default();
+                let patch = serde_json::json!({ "series": e.series });
+                with_timeout(api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)))
+                    .await
+                    .map(|_| e)
+            }
+            None => {
+                let e = new_event(&ev, regarding, &self.node, stamp);
+                with_timeout(api.create(&PostParams::default(), &e)).await
+            }
+        };
+        match res {
+            Ok(e) => {
+                self.recent.insert(key, (e, now));
+            }
+            Err(msg) => {
+                // Logged loudly once: a missing RBAC rule would otherwise fill the log per pod.
+                if !self.warned {
+                    tracing::warn!(target_object = %ev.target, reason = %ev.reason, error = %msg, "cannot write an event to the API server (further failures are logged at debug)");
+                    self.warned = true;
+                } else {
+                    tracing::debug!(target_object = %ev.target, reason = %ev.reason, error = %msg, "event not written");
+                }
+            }
+        }
+    }
+
+    async fn set_condition(&self, state: &IpSufficiency) -> Result<(), Failure> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let now = Timestamp::now().to_string();
+        // Strategic merge on `type`: kubelet's own conditions are left as they are.
+        let patch = serde_json::json!({
+            "status": { "conditions": [{
+                "type": CONDITION_SUFFICIENT_IP,
+                "status": if state.sufficient { "True" } else { "False" },
+                "reason": state.reason,
+                "message": state.message,
+                "lastHeartbeatTime": now,
+                "lastTransitionTime": now,
+            }]}
+        });
+        let res = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            api.patch_status(
+                &self.node,
+                &PatchParams::default(),
+                &Patch::Strategic(&patch),
+            ),
+        )
+        .await;
+        match res {
+            Ok(Ok(_)) => {}
+            Ok(Err(kube::Error::Api(s))) if s.is_not_found() => return Err(Failure::NoNode),
+            Ok(Err(e)) => return Err(Failure::Other(e.to_string())),
+            Err(_) => {
+                return Err(Failure::Other(format!(
+                    "no answer from the API server in {REQUEST_TIMEOUT:?}"
+                )))
+            }
+        }
+        tracing::info!(node = %self.node, sufficient = state.sufficient, reason = %state.reason, "node condition SufficientIP set");
+        Ok(())
+    }
+}
+
+/// Why the node condition could not be set.
+enum Failure {
+    /// The Node object does not exist (yet).
+    NoNode,
+    /// Anything else, as text.
+    Other(String),
+}
+
+async fn with_timeout<T>(
+    f: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "no answer from the API server in {REQUEST_TIMEOUT:?}"
+        )),
+    }
+}
+
+/// The events.k8s.io/v1 object for `ev`. Names are unique per object and time, as kubelet makes them.
+fn new_event(ev: &Event, regarding: ObjectReference, node: &str, stamp: MicroTime) -> K8sEvent {
+    let base = regarding.name.clone().unwrap_or_else(|| node.to_string());
+    let nanos = stamp.0.as_nanosecond();
+    // The API server refuses notes over 1 kB.
+    let mut note = ev.message.clone();
+    if note.len() > 1024 {
+        let mut cut = 1021;
+        while !note.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        note.truncate(cut);
+        note.push_str("...");
+    }
+    K8sEvent {
+        metadata: ObjectMeta {
+            name: Some(format!("{base}.{nanos:x}")),
+            namespace: Some(event_namespace(&regarding)),
+            ..Default::default()
+        },
+        event_time: Some(stamp),
+        action: Some(action_of(&ev.reason).into()),
+        reason: Some(ev.reason.clone()),
+        note: Some(note),
+        regarding: Some(regarding),
+        reporting_controller: Some(REPORTING_CONTROLLER.into()),
+        reporting_instance: Some(format!("terwayd-{node}")),
+        type_: Some(ev.kind.as_str().into()),
+        ..Default::default()
+    }
+}
+
+/// Where an event about `regarding` lives: its namespace, or `kube-system` for cluster-scoped objects
+/// (the API server refuses events.k8s.io events about them anywhere else).
+fn event_namespace(regarding: &ObjectReference) -> String {
+    regarding
+        .namespace
+        .clone()
+        .unwrap_or_else(|| NODE_EVENT_NAMESPACE.into())
+}
+
+/// The `action` of an event (required by events.k8s.io/v1): what the daemon was doing.
+fn action_of(reason: &str) -> &'static str {
+    match reason {
+        "AllocIPSucceed" | "AllocIPFailed" => "AllocIP",
+        "CniPodDeleteError" => "ReleaseIP",
+        "ConfigError" => "LoadConfig",
+        _ => "SetupNetwork",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use terway_daemon::report::EventType;
+
+    #[test]
+    fn a_burst_is_allowed_then_one_per_refill() {
+        let t0 = Instant::now();
+        let mut b = Bucket {
+            tokens: BURST,
+            at: t0,
+        };
+        let allowed = (0..20).filter(|_| b.take(t0)).count();
+        assert_eq!(allowed, BURST as usize);
+        assert!(!b.take(t0 + REFILL / 2));
+        assert!(b.take(t0 + REFILL + REFILL / 2));
+        assert!(!b.take(t0 + REFILL + REFILL / 2));
+    }
+
+    #[test]
+    fn events_carry_what_the_api_server_requires() {
+        let ev = Event {
+            target: EventTarget::Pod {
+                key: PodKey::new("default", "web-1"),
+                uid: "u1".into(),
+            },
+            kind: EventType::Warning,
+            reason: "AllocIPFailed".into(),
+            message: "x".repeat(2000),
+        };
+        let r = ObjectReference {
+            namespace: Some("default".into()),
+            name: Some("web-1".into()),
+            ..Default::default()
+        };
+        let e = new_event(&ev, r, "node-a", MicroTime(Timestamp::now()));
+        assert!(e.metadata.name.as_deref().unwrap().starts_with("web-1."));
+        assert_eq!(e.metadata.namespace.as_deref(), Some("default"));
+        assert_eq!(e.action.as_deref(), Some("AllocIP"));
+        assert_eq!(e.type_.as_deref(), Some("Warning"));
+        assert!(e.note.as_ref().unwrap().len() <= 1024);
+        assert!(e.reporting_instance.as_deref() == Some("terwayd-node-a"));
+        let node = ObjectReference {
+            kind: Some("Node".into()),
+            name: Some("node-a".into()),
+            ..Default::default()
+        };
+        let e = new_event(&ev, node, "node-a", MicroTime(Timestamp::now()));
+        assert_eq!(e.metadata.namespace.as_deref(), Some("kube-system"));
+    }
+}
