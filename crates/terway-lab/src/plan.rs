@@ -173,6 +173,9 @@ impl LabPlan {
     }
 }
 
+/// vSwitch size unless asked otherwise: a /20.
+pub const DEFAULT_VSWITCH_PREFIX: u8 = 20;
+
 /// What the user asked `up` for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LabRequest {
@@ -182,6 +185,8 @@ pub struct LabRequest {
     pub nodes: Vec<(NodeMode, String)>,
     /// Number of vSwitches (nodes are spread over them).
     pub vswitches: usize,
+    /// Prefix length of each vSwitch (20..=28).
+    pub vswitch_prefix: u8,
     /// Idle-IP low watermark per node.
     pub min_pool: u32,
     /// Idle-IP high watermark per node.
@@ -293,6 +298,12 @@ pub fn make_plan(req: &LabRequest, host_nets: &[Ipv4Net]) -> Result<LabPlan, Pla
             req.vswitches
         )));
     }
+    if !(20..=28).contains(&req.vswitch_prefix) {
+        return Err(PlanError::TooBig(format!(
+            "vSwitch prefix /{}: 20 to 28 (each vSwitch sits in its own /20 of the VPC)",
+            req.vswitch_prefix
+        )));
+    }
     if req.min_pool > req.max_pool {
         return Err(PlanError::Pool(req.min_pool, req.max_pool));
     }
@@ -342,8 +353,13 @@ pub fn make_plan(req: &LabRequest, host_nets: &[Ipv4Net]) -> Result<LabPlan, Pla
         .map(|k| VSwitchPlan {
             id: format!("vsw-{name}{k:02}"),
             zone_id: format!("cn-hangzhou-{}", (b'h' + k as u8) as char),
-            // /20 each (4093 usable addresses): 200 pods per node never exhaust one by accident.
-            cidr: Ipv4Net::new(Ipv4Addr::from(base + ((k as u32) << 12)), 20).unwrap_or(vpc_cidr),
+            // Each in its own /20; a /20 (4093 usable addresses) is never exhausted by accident, a
+            // smaller one is asked for to exhaust it.
+            cidr: Ipv4Net::new(
+                Ipv4Addr::from(base + ((k as u32) << 12)),
+                req.vswitch_prefix,
+            )
+            .unwrap_or(vpc_cidr),
         })
         .collect();
     let outside_cidr = Ipv4Net::new(Ipv4Addr::from(base + (250 << 8)), 24).unwrap_or(vpc_cidr);
@@ -439,6 +455,7 @@ mod tests {
                 .map(|m| (*m, "ecs.g7.xlarge".to_string()))
                 .collect(),
             vswitches: 2,
+            vswitch_prefix: DEFAULT_VSWITCH_PREFIX,
             min_pool: 2,
             max_pool: 5,
             attach_delay_ms: (200, 600),

@@ -336,7 +336,11 @@ pub fn run(args: PodArgs) -> anyhow::Result<()> {
             }
         }
         PodCmd::List => {
-            let pods = state::list_pods(&plan.dir);
+            let mut pods = state::list_pods(&plan.dir);
+            // On a Kubernetes lab the running Kubernetes pods too, with their netns paths.
+            if plan.kubernetes.is_some() {
+                pods.extend(crate::k8s::pods::records(&state::load(&plan.name)?)?);
+            }
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&pods)?);
             } else {

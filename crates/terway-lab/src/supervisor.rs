@@ -347,6 +347,13 @@ async fn bring_up_kubernetes(lab: &Arc<Lab>, tb: Toolbox) -> anyhow::Result<()> 
     started?;
     let api = api?;
     *lab.kube_api.lock().unwrap_or_else(|e| e.into_inner()) = Some(api.clone());
+    lab.phase(Phase::Starting(
+        "installing terway-rs' CRDs and RBAC (deploy/)".into(),
+    ));
+    let p = plan.clone();
+    tokio::task::spawn_blocking(move || crate::k8s::install::apply(&p))
+        .await?
+        .context("apply deploy/ (CRDs, RBAC) to the lab's API server")?;
     start_daemons(lab).await?;
 
     lab.phase(Phase::Starting(

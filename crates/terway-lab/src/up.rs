@@ -38,6 +38,9 @@ pub struct UpArgs {
     /// Number of vSwitches (nodes are spread over them).
     #[arg(long, default_value_t = 2)]
     pub vswitches: usize,
+    /// Prefix length of each vSwitch (20 = 4093 addresses; 27 = 28, to run a vSwitch out of addresses).
+    #[arg(long, default_value_t = crate::plan::DEFAULT_VSWITCH_PREFIX)]
+    pub vswitch_prefix: u8,
     /// Idle-IP low watermark per node (`min_pool_size`).
     #[arg(long, default_value_t = 0)]
     pub min_pool: u32,
@@ -112,6 +115,7 @@ pub fn request(args: &UpArgs) -> anyhow::Result<LabRequest> {
         name: args.name.clone(),
         nodes,
         vswitches: args.vswitches,
+        vswitch_prefix: args.vswitch_prefix,
         min_pool: args.min_pool,
         max_pool: args.max_pool,
         attach_delay_ms: parse_delay(&args.attach_delay_ms)?,

@@ -8,8 +8,10 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
+use common::k8s::{
+    app_pods, apply, daemon_status, deployment, kubectl, node_condition, pod_events, pod_uids,
+};
 use common::{available_enis, check_failures, eventually, instance_ips, run, Lab};
-use serde_json::Value;
 
 /// What the machine's root namespace looks like (must be equal before a lab and after its `down`).
 #[derive(Debug, PartialEq, Eq)]
@@ -113,120 +115,6 @@ fn processes_mentioning(text: &str) -> Vec<String> {
         .collect()
 }
 
-fn kubectl(lab: &Lab, args: &[&str]) -> String {
-    let mut full = vec!["kubectl", "--lab", &lab.name, "--"];
-    full.extend_from_slice(args);
-    let (ok, out, err) = run(&full);
-    assert!(ok, "kubectl {args:?}: {err}{out}");
-    out
-}
-
-fn apply(lab: &Lab, yaml: &str) {
-    let mut child = Command::new(common::lab_bin())
-        .args(["kubectl", "--lab", &lab.name, "--", "apply", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run terway-lab kubectl");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(yaml.as_bytes())
-        .expect("write manifest");
-    let out = child.wait_with_output().expect("kubectl apply");
-    assert!(
-        out.status.success(),
-        "kubectl apply: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn deployment(name: &str, replicas: u32) -> String {
-    format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  replicas: {replicas}\n  \
-         selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      \
-         terminationGracePeriodSeconds: 5\n      containers:\n      - name: main\n        image: terway-lab.local/workload:1\n        \
-         imagePullPolicy: Never\n"
-    )
-}
-
-/// Pods of the Deployment `app`: (name, node, ip, ready).
-fn app_pods(lab: &Lab, app: &str) -> Vec<(String, String, String, bool)> {
-    let out = kubectl(
-        lab,
-        &["get", "pods", "-l", &format!("app={app}"), "-o", "json"],
-    );
-    let list: Value = serde_json::from_str(&out).expect("pod list JSON");
-    list["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|p| {
-            let ready = p["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True");
-            (
-                p["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                p["spec"]["nodeName"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                p["status"]["podIP"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                ready && p["metadata"]["deletionTimestamp"].is_null(),
-            )
-        })
-        .collect()
-}
-
-/// The daemon's view of a node: pod → IP, and every IP it holds on its ENIs.
-fn daemon_status(lab: &Lab, node: &str) -> (BTreeMap<String, String>, BTreeSet<String>) {
-    let socket = format!("/run/terway-lab/{}/nodes/{node}/eni.socket", lab.name);
-    let cli = common::lab_bin()
-        .parent()
-        .map(|d| d.join("terway-cli"))
-        .expect("bin dir");
-    let out = Command::new(cli)
-        .args(["--socket", &socket, "--json", "status", "--ips"])
-        .output()
-        .expect("run terway-cli");
-    assert!(
-        out.status.success(),
-        "terway-cli status on {node}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
-    let pods = v["pods"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|p| {
-            (
-                p["pod"].as_str().unwrap_or_default().to_string(),
-                p["ipv4"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
-    let ips = v["enis"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|e| e["ips"].as_array().cloned().unwrap_or_default())
-        .filter_map(|i| i["ip"].as_str().map(String::from))
-        .collect();
-    (pods, ips)
-}
-
 /// Every node's daemon holds exactly the Deployment's pods it runs, and the addresses it holds are the
 /// ones the emulator has on the node's ENIs.
 fn daemons_agree_with_kubernetes_and_cloud(lab: &Lab, app: &str) -> Result<(), String> {
@@ -314,6 +202,30 @@ fn a_deployment_gets_eni_addresses_talks_and_gives_every_address_back() {
     );
     if let Err(e) = daemons_agree_with_kubernetes_and_cloud(&lab, "web") {
         panic!("{e}");
+    }
+
+    // Each pod has its "Alloc IP <ip> took <duration>" event, on this incarnation (UID), and each node
+    // says it can get addresses.
+    let uids = pod_uids(&lab, "default");
+    for (name, _, ip, _) in &pods {
+        let want = format!("Alloc IP {ip} took ");
+        let got = eventually(30, || {
+            pod_events(&lab, "default", name, "AllocIPSucceed")
+                .iter()
+                .any(|(uid, note)| Some(uid) == uids.get(name) && note.starts_with(&want))
+        });
+        assert!(
+            got,
+            "{name}: no AllocIPSucceed event for {ip}: {:?}",
+            pod_events(&lab, "default", name, "AllocIPSucceed")
+        );
+    }
+    for node in ["node0", "node1"] {
+        let c = node_condition(&lab, node, "SufficientIP");
+        assert!(
+            matches!(&c, Some((s, r, _)) if s == "True" && r == "SufficientIP"),
+            "{node}: {c:?}"
+        );
     }
 
     let report = lab.check(&[]);

@@ -88,14 +88,15 @@ impl Cluster {
                 pki::kubeconfig(&server, &pki.ca(), user, token_of(&ids, user)),
             )?;
         }
-        // terwayd watches its node's pods with the node's identity (the Node authorizer allows it).
+        // terwayd is the `terway` ServiceAccount, granted what it does by deploy/rbac.yaml (the node
+        // identity may not write events.k8s.io events or Terway's CRs).
+        let user = super::install::TERWAYD_USER;
         for node in &plan.nodes {
             let np = NodePaths::new(&node.dir);
             std::fs::create_dir_all(&np.root)?;
-            let user = format!("system:node:{}", node.name);
             std::fs::write(
                 np.at("terwayd.kubeconfig"),
-                pki::kubeconfig(&server, &pki.ca(), &user, token_of(&ids, &user)),
+                pki::kubeconfig(&server, &pki.ca(), user, token_of(&ids, user)),
             )?;
         }
         // One CNI directory for every node: our plugin, and the reference plugins for `bench k8s`.

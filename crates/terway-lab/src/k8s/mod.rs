@@ -6,6 +6,7 @@
 pub mod api;
 pub mod cgroups;
 pub mod cluster;
+pub mod install;
 pub mod node_files;
 pub mod pki;
 pub mod pods;

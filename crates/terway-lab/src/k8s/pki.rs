@@ -27,6 +27,10 @@ pub fn identities(nodes: &[String]) -> Vec<Identity> {
         identity("terway-lab-admin", &["system:masters"]),
         identity("system:kube-controller-manager", &[]),
         identity("system:kube-scheduler", &[]),
+        identity(
+            super::install::TERWAYD_USER,
+            &super::install::TERWAYD_GROUPS,
+        ),
     ];
     ids.extend(
         nodes
@@ -227,11 +231,14 @@ mod tests {
                 "terway-lab-admin",
                 "system:kube-controller-manager",
                 "system:kube-scheduler",
+                "system:serviceaccount:kube-system:terway",
                 "system:node:node0"
             ]
         );
         let text = token_file(&ids);
-        let node_line = text.lines().nth(3).unwrap_or_default();
+        let sa_line = text.lines().nth(3).unwrap_or_default();
+        assert!(sa_line.ends_with("\"system:serviceaccounts,system:serviceaccounts:kube-system\""));
+        let node_line = text.lines().nth(4).unwrap_or_default();
         assert!(node_line.ends_with(",system:node:node0,system:node:node0,\"system:nodes\""));
         assert_ne!(ids[0].token, ids[1].token);
     }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod k8s;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Command;

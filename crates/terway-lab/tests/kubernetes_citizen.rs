@@ -1,0 +1,224 @@
+//! terwayd as a Kubernetes citizen, against the lab's real API server and kubelet: it networks each
+//! pod as the API server describes it (hostNetwork, ignore label, StatefulSet identity, bandwidth
+//! annotations), tells users what happened through events, and says through the node condition
+//! `SufficientIP` when its vSwitch runs out of addresses and when they are back.
+
+mod common;
+
+use std::process::Command;
+
+use common::k8s::{
+    app_pods, apply, daemon_status, deployment, events, kubectl, node_condition, pod_events,
+    pod_uids,
+};
+use common::{eventually, Lab};
+use serde_json::Value;
+
+/// A pod of the lab's workload image with extra `metadata` and `spec` lines (YAML, indented by 2).
+fn pod(name: &str, metadata: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n{metadata}spec:\n{spec}  \
+         terminationGracePeriodSeconds: 5\n  containers:\n  - name: main\n    image: terway-lab.local/workload:1\n    \
+         imagePullPolicy: Never\n"
+    )
+}
+
+/// (node, podIP, ready, uid) of pod `name` in `default`, if it exists.
+fn pod_state(lab: &Lab, name: &str) -> Option<(String, String, bool, String)> {
+    let (ok, out, _) = common::run(&[
+        "kubectl", "--lab", &lab.name, "--", "get", "pod", name, "-o", "json",
+    ]);
+    if !ok {
+        return None;
+    }
+    let p: Value = serde_json::from_str(&out).ok()?;
+    let ready = p["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True");
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    Some((
+        s(&p["spec"]["nodeName"]),
+        s(&p["status"]["podIP"]),
+        ready && p["metadata"]["deletionTimestamp"].is_null(),
+        s(&p["metadata"]["uid"]),
+    ))
+}
+
+/// The root qdisc of `dev` in the network namespace at `netns` (a path), as `tc -j` prints it.
+fn root_qdisc(netns: &str, dev: &str) -> Value {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={netns}"))
+        .args(["--", "tc", "-j", "qdisc", "show", "dev", dev])
+        .output()
+        .expect("run tc");
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .find(|q| q["root"] == true)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn each_pod_is_networked_as_the_api_server_describes_it() {
+    let lab = Lab::up(&["--k8s", "--node", "shared", "--max-pool", "5"]);
+    apply(
+        &lab,
+        &[
+            pod("hostnet", "", "  hostNetwork: true\n"),
+            pod(
+                "ignored",
+                "  labels: {k8s.aliyun.com/ignore-by-terway: \"true\"}\n",
+                "",
+            ),
+            pod(
+                "shaped",
+                "  annotations: {k8s.aliyun.com/ingress-bandwidth: 1M, k8s.aliyun.com/egress-bandwidth: 2M}\n",
+                "",
+            ),
+            "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db}\nspec:\n  serviceName: db\n  replicas: 1\n  \
+             selector: {matchLabels: {app: db}}\n  template:\n    metadata: {labels: {app: db}}\n    spec:\n      \
+             terminationGracePeriodSeconds: 5\n      containers:\n      - name: main\n        image: terway-lab.local/workload:1\n        \
+             imagePullPolicy: Never\n"
+                .to_string(),
+        ]
+        .join("---\n"),
+    );
+    let up = eventually(120, || {
+        ["hostnet", "shaped", "db-0"]
+            .iter()
+            .all(|p| pod_state(&lab, p).is_some_and(|s| s.2))
+    });
+    assert!(
+        up,
+        "pods not Ready: hostnet {:?} shaped {:?} db-0 {:?}",
+        pod_state(&lab, "hostnet"),
+        pod_state(&lab, "shaped"),
+        pod_state(&lab, "db-0")
+    );
+
+    // The ignored pod is refused with a reason naming the label; nothing is held for it.
+    let refused = eventually(60, || {
+        pod_events(&lab, "default", "ignored", "AllocIPFailed")
+            .iter()
+            .any(|(_, note)| note.contains("k8s.aliyun.com/ignore-by-terway=true"))
+    });
+    assert!(
+        refused,
+        "no AllocIPFailed naming the label: {:?}",
+        pod_events(&lab, "default", "ignored", "AllocIPFailed")
+    );
+    assert!(!pod_state(&lab, "ignored").is_some_and(|s| s.2));
+
+    // hostNetwork: the node's address, and the daemon holds nothing for it.
+    let node_ip = kubectl(
+        &lab,
+        &[
+            "get",
+            "node",
+            "node0",
+            "-o",
+            "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}",
+        ],
+    );
+    let host = pod_state(&lab, "hostnet").unwrap_or_default();
+    assert_eq!(host.1, node_ip, "hostNetwork pod: {host:?}");
+    let (held, _) = daemon_status(&lab, "node0");
+    assert_eq!(
+        held.keys().cloned().collect::<Vec<_>>(),
+        ["default/db-0", "default/shaped"],
+        "the daemon holds {held:?}"
+    );
+
+    // Bandwidth annotations (bytes/s, binary units) become tbf on the pod side (egress).
+    let shaped_ip = pod_state(&lab, "shaped").unwrap_or_default().1;
+    let netns = lab
+        .pods()
+        .iter()
+        .find(|p| p["ip"] == shaped_ip.as_str())
+        .and_then(|p| p["netns"].as_str().map(String::from))
+        .expect("the shaped pod's netns");
+    let q = root_qdisc(&netns, "eth0");
+    assert_eq!(q["kind"], "tbf", "pod eth0 root qdisc: {q}");
+    assert_eq!(q["options"]["rate"].as_u64(), Some(2 << 20), "{q}");
+
+    // A StatefulSet pod deleted and recreated (new UID) gets its address back.
+    let (_, db_ip, _, db_uid) = pod_state(&lab, "db-0").unwrap_or_default();
+    kubectl(&lab, &["delete", "pod", "db-0", "--wait=false"]);
+    let back = eventually(120, || {
+        pod_state(&lab, "db-0").is_some_and(|s| s.2 && s.3 != db_uid)
+    });
+    let again = pod_state(&lab, "db-0").unwrap_or_default();
+    assert!(back, "db-0 did not come back: {again:?}");
+    assert_eq!(
+        again.1, db_ip,
+        "the recreated StatefulSet pod got another address"
+    );
+    let uids = pod_uids(&lab, "default");
+    let events_of_new = pod_events(&lab, "default", "db-0", "AllocIPSucceed");
+    assert!(
+        events_of_new
+            .iter()
+            .any(|(uid, note)| Some(uid) == uids.get("db-0") && note.contains(&db_ip)),
+        "no AllocIPSucceed on the new db-0: {events_of_new:?}"
+    );
+}
+
+#[test]
+fn sufficient_ip_turns_false_when_the_vswitch_runs_dry_and_true_when_addresses_return() {
+    // One /27 vSwitch: 28 addresses for the node, its ENIs and every pod.
+    let lab = Lab::up(&[
+        "--k8s",
+        "--node",
+        "shared",
+        "--vswitches",
+        "1",
+        "--vswitch-prefix",
+        "27",
+        "--max-pool",
+        "2",
+    ]);
+    let condition = || node_condition(&lab, "node0", "SufficientIP");
+    assert!(
+        eventually(30, || condition().is_some_and(|c| c.0 == "True")),
+        "{:?}",
+        condition()
+    );
+    apply(&lab, &deployment("fill", 35));
+    let dry = eventually(120, || {
+        condition().is_some_and(|c| c.0 == "False" && c.1 == "InsufficientIP")
+    });
+    let c = condition();
+    assert!(dry, "SufficientIP did not turn False: {c:?}");
+    let message = c.map(|c| c.2).unwrap_or_default();
+    assert!(message.contains("vsw-"), "{message}");
+
+    // The pods left without an address say why, and so does the node.
+    let pods = app_pods(&lab, "fill");
+    let waiting: Vec<&String> = pods.iter().filter(|p| !p.3).map(|p| &p.0).collect();
+    assert!(!waiting.is_empty(), "every pod got an address: {pods:?}");
+    let told = eventually(60, || {
+        waiting.iter().any(|name| {
+            pod_events(&lab, "default", name, "AllocIPFailed")
+                .iter()
+                .any(|(_, note)| note.contains("IpNotEnough"))
+        })
+    });
+    assert!(told, "no pod has an AllocIPFailed event naming IpNotEnough");
+    assert!(
+        events(&lab, "kube-system")
+            .iter()
+            .any(|e| e["regarding"]["kind"] == "Node" && e["reason"] == "AllocIPFailed"),
+        "no AllocIPFailed event on the node"
+    );
+
+    // Scaled down, the pool returns what it does not keep; the node can get addresses again.
+    kubectl(&lab, &["scale", "deployment", "fill", "--replicas=3"]);
+    let back = eventually(90, || {
+        condition().is_some_and(|c| c.0 == "True" && c.1 == "SufficientIP")
+    });
+    assert!(back, "SufficientIP did not come back: {:?}", condition());
+}
