@@ -15,6 +15,7 @@ use crate::podsource::PodSource;
 use crate::pool::now_ms;
 use crate::reconciler::Reconciler;
 use crate::record::{AllocKey, Allocation, PodKey, ResourceKind};
+use crate::report::{CniOp, LogReporter, Reporter};
 
 /// What the pod GC should do.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
@@ -66,6 +67,7 @@ pub struct PodGc<P: PodSource> {
     claims: Claims,
     period: Duration,
     grace: Duration,
+    reporter: Arc<dyn Reporter>,
 }
 
 impl<P: PodSource> PodGc<P> {
@@ -77,7 +79,14 @@ impl<P: PodSource> PodGc<P> {
             claims,
             period,
             grace: Duration::ZERO,
+            reporter: Arc::new(LogReporter),
         }
+    }
+
+    /// Report what the GC releases as torn down (the pod is gone and so is its address).
+    pub fn with_reporter(mut self, reporter: Arc<dyn Reporter>) -> Self {
+        self.reporter = reporter;
+        self
     }
 
     /// Leave allocations younger than `grace` alone (the pod source may not list their pod yet).
@@ -116,9 +125,13 @@ impl<P: PodSource> PodGc<P> {
                 report.deferred += 1;
                 continue;
             };
+            let uid = b.lookup(&key).map(|a| a.uid).unwrap_or_default();
             if b.release(&key, &container_id).await? {
                 tracing::info!(pod = %key, backend = %kind, "GC released the address of a pod that no longer exists");
                 report.released_pods += 1;
+                if !uid.is_empty() {
+                    self.reporter.cni_done(&key.pod, &uid, CniOp::Deleted);
+                }
             }
         }
         for (kind, pod) in plan.drop_sticky {

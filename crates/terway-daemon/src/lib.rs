@@ -191,7 +191,8 @@ impl<C: Cloud, M: Metadata, P: PodSource> Daemon<C, M, P> {
                 claims.clone(),
                 cfg.gc_period,
             )
-            .with_grace(cfg.gc_grace),
+            .with_grace(cfg.gc_grace)
+            .with_reporter(reporter.clone()),
         );
         let node_state = Arc::new(node_state::NodeState::new(
             backends.clone(),

@@ -2,6 +2,7 @@
 //! the `terwayd` binary wires these in when it is given a kubeconfig (or runs in a cluster).
 
 pub mod pods;
+pub mod node_runtime;
 pub mod report;
 
 pub use pods::{KubeError, KubePodSource};

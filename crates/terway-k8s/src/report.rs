@@ -1,5 +1,5 @@
 //! The daemon's reports written to the API server: events (events.k8s.io/v1) on pods and on the node,
-//! and the node condition `SufficientIP`. The daemon's calls only queue; one publisher task owns the
+//! the node condition `SufficientIP`, and CNI progress per pod UID in the `NodeRuntime` CR. The daemon's calls only queue; one publisher task owns the
 //! API traffic, so a slow API server delays reports, never a pod's network.
 //!
 //! Events are rate-limited per object and reason (a crash-looping pod must not flood etcd), and an
@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node, ObjectReference};
@@ -21,7 +21,11 @@ use terway_daemon::PodKey;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::node_runtime::{NodeRuntimeBook, FLUSH_PERIOD, PRUNE_PERIOD};
 use crate::KubePodSource;
+
+/// A CNI mark waiting for the NodeRuntime writer: (pod UID, `namespace/name`, what finished).
+type Mark = (String, String, terway_apis::CniStatus);
 
 /// `reportingController` of every event terwayd writes.
 pub const REPORTING_CONTROLLER: &str = "terway.alibabacloud.com/terwayd";
@@ -66,6 +70,9 @@ impl Bucket {
 pub struct KubeReporter {
     events: mpsc::Sender<Event>,
     sufficiency: watch::Sender<Option<IpSufficiency>>,
+    // Never dropped, unlike events: the NodeRuntime record is what makes address reuse safe.
+    marks: Arc<Mutex<Vec<Mark>>>,
+    pods: KubePodSource,
     dropped: AtomicU64,
 }
 
@@ -87,7 +94,22 @@ impl Reporter for KubeReporter {
     }
 
     fn cni_done(&self, pod: &PodKey, uid: &str, op: CniOp) {
-        tracing::debug!(pod = %pod, uid, op = ?op, "cni done");
+        let uid = match uid {
+            "" => self.pods.uid_of(pod),
+            u => Some(u.to_string()),
+        };
+        let Some(uid) = uid else {
+            tracing::debug!(pod = %pod, "pod UID unknown; NodeRuntime not updated");
+            return;
+        };
+        let status = match op {
+            CniOp::Added => terway_apis::CniStatus::Initial,
+            CniOp::Deleted => terway_apis::CniStatus::Deleted,
+        };
+        self.marks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((uid, pod.to_string(), status));
     }
 }
 
@@ -114,18 +136,23 @@ impl KubeReporter {
     ) -> (Arc<KubeReporter>, ReporterTask) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (stx, srx) = watch::channel(None);
+        let marks = Arc::new(Mutex::new(Vec::new()));
         let publisher = Publisher {
             client,
             node: node.to_string(),
-            pods,
+            pods: pods.clone(),
             buckets: HashMap::new(),
             recent: HashMap::new(),
             warned: false,
+            marks: marks.clone(),
+            book: NodeRuntimeBook::default(),
         };
         let task = tokio::spawn(publisher.run(rx, srx));
         let reporter = Arc::new(KubeReporter {
             events: tx,
             sufficiency: stx,
+            marks,
+            pods,
             dropped: AtomicU64::new(0),
         });
         (reporter, ReporterTask(task))
@@ -142,6 +169,8 @@ struct Publisher {
     buckets: HashMap<(EventTarget, String), Bucket>,
     recent: HashMap<SeriesKey, (K8sEvent, Instant)>,
     warned: bool,
+    marks: Arc<Mutex<Vec<Mark>>>,
+    book: NodeRuntimeBook,
 }
 
 impl Publisher {
@@ -153,19 +182,35 @@ impl Publisher {
         let mut condition_open = true;
         let mut pending: Option<IpSufficiency> = None;
         let mut retry = Duration::from_secs(1);
+        let mut next_try = Instant::now();
+        let mut flush = tokio::time::interval(FLUSH_PERIOD);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_prune = Instant::now();
         loop {
             tokio::select! {
                 ev = events.recv() => match ev {
                     Some(ev) => self.publish(ev).await,
                     None => break,
                 },
+                _ = flush.tick() => {
+                    self.flush_marks().await;
+                    if last_prune.elapsed() >= PRUNE_PERIOD {
+                        last_prune = Instant::now();
+                        match self.book.prune(&self.client, &self.node).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(node = %self.node, pruned = n, "NodeRuntime: forgot pods deleted long ago"),
+                            Err(e) => tracing::warn!(node = %self.node, error = %e, "NodeRuntime prune failed"),
+                        }
+                    }
+                }
                 changed = sufficiency.changed(), if condition_open => match changed {
                     Ok(()) => pending = sufficiency.borrow_and_update().clone(),
                     Err(_) => condition_open = false,
                 },
-                _ = tokio::time::sleep(retry), if pending.is_some() => {}
+                _ = tokio::time::sleep_until(next_try.into()), if pending.is_some() => {}
             }
-            if let Some(state) = pending.take() {
+            if pending.is_some() && Instant::now() >= next_try {
+                let Some(state) = pending.take() else { continue };
                 match self.set_condition(&state).await {
                     Ok(()) => retry = Duration::from_secs(1),
                     Err(Failure::NoNode) => {
@@ -180,7 +225,23 @@ impl Publisher {
                         pending = Some(state);
                     }
                 }
+                next_try = Instant::now() + retry;
             }
+        }
+        // Shutting down: what finished last still gets recorded.
+        self.flush_marks().await;
+    }
+
+    /// Move queued CNI marks into the book and write them.
+    async fn flush_marks(&mut self) {
+        let marks = std::mem::take(&mut *self.marks.lock().unwrap_or_else(|e| e.into_inner()));
+        for (uid, pod_id, status) in marks {
+            self.book.mark(&uid, &pod_id, status);
+        }
+        match self.book.flush(&self.client, &self.node).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(node = %self.node, pods = n, "NodeRuntime updated"),
+            Err(e) => tracing::warn!(node = %self.node, error = %e, "cannot update NodeRuntime; retrying"),
         }
     }
 

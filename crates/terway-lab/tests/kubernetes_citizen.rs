@@ -165,6 +165,24 @@ fn each_pod_is_networked_as_the_api_server_describes_it() {
             .any(|(uid, note)| Some(uid) == uids.get("db-0") && note.contains(&db_ip)),
         "no AllocIPSucceed on the new db-0: {events_of_new:?}"
     );
+
+    // NodeRuntime records the old incarnation's DEL and the new one's ADD, by UID.
+    let new_uid = again.3.clone();
+    let node_runtime = || -> Value {
+        let out = kubectl(
+            &lab,
+            &["get", "noderuntimes.network.alibabacloud.com", "node0", "-o", "json"],
+        );
+        serde_json::from_str(&out).unwrap_or(Value::Null)
+    };
+    let recorded = eventually(30, || {
+        let v = node_runtime();
+        let pods = &v["status"]["pods"];
+        pods[&db_uid]["status"]["deleted"].is_object()
+            && pods[&db_uid]["podID"] == "default/db-0"
+            && pods[&new_uid]["status"]["initial"].is_object()
+    });
+    assert!(recorded, "NodeRuntime: {}", node_runtime()["status"]);
 }
 
 #[test]
