@@ -92,6 +92,7 @@ pub struct Daemon<C: Cloud, M: Metadata, P: PodSource> {
     server: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
     tasks: Vec<JoinHandle<()>>,
     socket_path: PathBuf,
+    node: Arc<pool::NodeInfo>,
 }
 
 /// The backends of this node from its configuration: the ENI pool (shared IPs or exclusive ENIs) or
@@ -219,12 +220,13 @@ impl<C: Cloud, M: Metadata, P: PodSource> Daemon<C, M, P> {
             tasks.push(h);
         }
         let listener = startup::bind_socket(&cfg.socket_path)?;
+        let node = Arc::new(node);
         let svc = server::Service::new(
             backends.clone(),
             pods.clone(),
             claims,
             Arc::new(cfg.clone()),
-            Arc::new(node),
+            node.clone(),
             metrics.clone(),
             reporter,
         );
@@ -251,12 +253,18 @@ impl<C: Cloud, M: Metadata, P: PodSource> Daemon<C, M, P> {
             server,
             tasks,
             socket_path: cfg.socket_path.clone(),
+            node,
         })
     }
 
     /// The ENI pool, on nodes whose backends use ENIs (tests and benchmarks inspect it).
     pub fn pool(&self) -> Option<&Pool<C, M>> {
         self.eni_pool.as_ref()
+    }
+
+    /// What the daemon learned about its node at start (instance, quotas).
+    pub fn node(&self) -> &pool::NodeInfo {
+        &self.node
     }
 
     /// The registered backends.

@@ -1,8 +1,10 @@
 //! The Kubernetes implementations of terwayd's traits, on kube-rs. terway-daemon knows only the traits;
 //! the `terwayd` binary wires these in when it is given a kubeconfig (or runs in a cluster).
 
-pub mod pods;
+pub mod authority_shim;
+pub mod device_plugin;
 pub mod node_runtime;
+pub mod pods;
 pub mod report;
 
 pub use pods::{KubeError, KubePodSource};

@@ -46,7 +46,9 @@ pub fn stale(status: &NodeRuntimeStatus, now: Timestamp) -> Vec<String> {
         .pods
         .iter()
         .filter_map(|(uid, p)| match p.final_status() {
-            Some((CniStatus::Deleted, info)) if now.duration_since(info.last_update_time.0) > KEEP_DELETED => {
+            Some((CniStatus::Deleted, info))
+                if now.duration_since(info.last_update_time.0) > KEEP_DELETED =>
+            {
                 Some(uid.clone())
             }
             _ => None,
@@ -152,7 +154,8 @@ mod tests {
         let now = Timestamp::now();
         let mut st = NodeRuntimeStatus::default();
         let long_ago = Time(now - SignedDuration::from_hours(2));
-        st.mark("gone", "ns/a", CniStatus::Initial, long_ago.clone());
+        let earlier = Time(now - SignedDuration::from_hours(3));
+        st.mark("gone", "ns/a", CniStatus::Initial, earlier);
         st.mark("gone", "", CniStatus::Deleted, long_ago.clone());
         st.mark("running", "ns/b", CniStatus::Initial, long_ago);
         st.mark("just-deleted", "ns/c", CniStatus::Deleted, Time(now));

@@ -210,7 +210,9 @@ impl Publisher {
                 _ = tokio::time::sleep_until(next_try.into()), if pending.is_some() => {}
             }
             if pending.is_some() && Instant::now() >= next_try {
-                let Some(state) = pending.take() else { continue };
+                let Some(state) = pending.take() else {
+                    continue;
+                };
                 match self.set_condition(&state).await {
                     Ok(()) => retry = Duration::from_secs(1),
                     Err(Failure::NoNode) => {
@@ -241,7 +243,9 @@ impl Publisher {
         match self.book.flush(&self.client, &self.node).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(node = %self.node, pods = n, "NodeRuntime updated"),
-            Err(e) => tracing::warn!(node = %self.node, error = %e, "cannot update NodeRuntime; retrying"),
+            Err(e) => {
+                tracing::warn!(node = %self.node, error = %e, "cannot update NodeRuntime; retrying")
+            }
         }
     }
 

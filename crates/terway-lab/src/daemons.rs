@@ -28,7 +28,7 @@ pub struct Daemons {
 
 /// The `terwayd` command line for a node (after `ip netns exec <netns>`).
 pub fn daemon_args(plan: &LabPlan, node: &NodePlan) -> Vec<String> {
-    vec![
+    let mut args = vec![
         "--config".into(),
         node.dir.join("eni_conf.json").display().to_string(),
         "--socket".into(),
@@ -67,7 +67,18 @@ pub fn daemon_args(plan: &LabPlan, node: &NodePlan) -> Vec<String> {
         "5".into(),
         "--log-level".into(),
         std::env::var("TERWAY_LAB_DAEMON_LOG").unwrap_or_else(|_| "info".into()),
-    ]
+    ];
+    if plan.kubernetes.is_some() {
+        // The node's kubelet sees this directory as /var/lib/kubelet/device-plugins (mount-ns.sh).
+        args.push("--device-plugin-dir".into());
+        args.push(
+            crate::k8s::NodePaths::new(&node.dir)
+                .at("device-plugins")
+                .display()
+                .to_string(),
+        );
+    }
+    args
 }
 
 impl Daemons {

@@ -171,7 +171,13 @@ fn each_pod_is_networked_as_the_api_server_describes_it() {
     let node_runtime = || -> Value {
         let out = kubectl(
             &lab,
-            &["get", "noderuntimes.network.alibabacloud.com", "node0", "-o", "json"],
+            &[
+                "get",
+                "noderuntimes.network.alibabacloud.com",
+                "node0",
+                "-o",
+                "json",
+            ],
         );
         serde_json::from_str(&out).unwrap_or(Value::Null)
     };
@@ -239,4 +245,82 @@ fn sufficient_ip_turns_false_when_the_vswitch_runs_dry_and_true_when_addresses_r
         condition().is_some_and(|c| c.0 == "True" && c.1 == "SufficientIP")
     });
     assert!(back, "SufficientIP did not come back: {:?}", condition());
+}
+
+/// A pod asking for `enis` of the node's `aliyun/eni` devices.
+fn eni_pod(name: &str, enis: u32) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 5\n  containers:\n  \
+         - name: main\n    image: terway-lab.local/workload:1\n    imagePullPolicy: Never\n    \
+         resources: {{limits: {{aliyun/eni: \"{enis}\"}}}}\n"
+    )
+}
+
+/// The scheduler's reason a pod is not scheduled, if it says one.
+fn unschedulable_reason(lab: &Lab, name: &str) -> String {
+    kubectl(
+        lab,
+        &[
+            "get",
+            "pod",
+            name,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].message}",
+        ],
+    )
+}
+
+#[test]
+fn the_scheduler_keeps_exclusive_eni_pods_within_the_nodes_enis_across_a_kubelet_restart() {
+    // ecs.g7.4xlarge: 8 ENIs, the primary included, so 7 aliyun/eni devices.
+    let lab = Lab::up(&["--k8s", "--node", "exclusive"]);
+    let allocatable = || {
+        kubectl(
+            &lab,
+            &[
+                "get",
+                "node",
+                "node0",
+                "-o",
+                "jsonpath={.status.allocatable.aliyun/eni}",
+            ],
+        )
+    };
+    assert!(
+        eventually(60, || allocatable() == "7"),
+        "aliyun/eni allocatable: {:?}",
+        allocatable()
+    );
+    apply(&lab, &eni_pod("big", 7));
+    assert!(
+        eventually(120, || pod_state(&lab, "big").is_some_and(|s| s.2)),
+        "big: {:?}",
+        pod_state(&lab, "big")
+    );
+    apply(&lab, &eni_pod("small", 1));
+    // Pending by the scheduler, with its reason: never bound to the node to fail in the CNI.
+    let held = eventually(30, || {
+        unschedulable_reason(&lab, "small").contains("Insufficient aliyun/eni")
+    });
+    assert!(held, "small: {:?}", unschedulable_reason(&lab, "small"));
+    assert_eq!(
+        pod_state(&lab, "small").map(|s| s.0),
+        Some(String::new()),
+        "small was bound to a node"
+    );
+
+    // A restarted kubelet forgets its device plugins; terwayd registers again, so the kubelet admits
+    // the waiting pod once the devices are free (it rejects pods whose devices it does not know).
+    let (ok, _, err) = common::run(&["runtime", "--lab", &lab.name, "stop", "node0"]);
+    assert!(ok, "runtime stop: {err}");
+    let (ok, _, err) = common::run(&["runtime", "--lab", &lab.name, "start", "node0"]);
+    assert!(ok, "runtime start: {err}");
+    kubectl(&lab, &["delete", "pod", "big", "--wait=false"]);
+    let admitted = eventually(120, || pod_state(&lab, "small").is_some_and(|s| s.2));
+    assert!(
+        admitted,
+        "small after the kubelet restart: {:?} ({})",
+        pod_state(&lab, "small"),
+        unschedulable_reason(&lab, "small")
+    );
 }

@@ -63,6 +63,9 @@ struct Args {
     /// Seconds an allocation is safe from the pod GC after it was made (the pod source may lag).
     #[arg(long, default_value_t = 30)]
     gc_grace_secs: u64,
+    /// The kubelet's device-plugin directory (`aliyun/eni` on exclusive-ENI nodes; with the API server).
+    #[arg(long, default_value = terway_k8s::device_plugin::DEFAULT_DIR)]
+    device_plugin_dir: PathBuf,
     /// Log filter (tracing EnvFilter syntax), e.g. `info,terway_daemon=debug`.
     #[arg(long, env = "TERWAY_LOG", default_value = "info")]
     log_level: String,
@@ -147,9 +150,34 @@ async fn serve(args: &Args, cfg: DaemonConfig) -> Result<(), String> {
     let pods = terway_k8s::KubePodSource::start(client.clone(), &node);
     let (reporter, reports) = terway_k8s::KubeReporter::start(client, &node, pods.clone());
     let (cloud, meta) = cfg.cloud.connect().await.map_err(|e| e.to_string())?;
-    let res = terway_daemon::run_with(cfg, cloud, meta, pods, reporter, shutdown_signal())
+    let exclusive = cfg.mode == terway_daemon::Mode::Exclusive;
+    let d = terway_daemon::Daemon::start_reporting(cfg, cloud, meta, pods, reporter)
         .await
-        .map_err(|e| e.to_string());
+        .map_err(|e| e.to_string())?;
+    let (stop_plugins, plugins_stop) = tokio::sync::watch::channel(false);
+    let specs = d
+        .node()
+        .limits
+        .as_ref()
+        .map(|l| {
+            // aliyun/member-eni waits for the trunk datapath: advertising member ENIs before terwayd
+            // can wire them would let the scheduler place pods that then fail in the CNI.
+            terway_k8s::device_plugin::resources(
+                exclusive,
+                false,
+                l.eni_quantity,
+                l.eni_total_quantity,
+            )
+        })
+        .unwrap_or_default();
+    let plugins =
+        terway_k8s::device_plugin::start(args.device_plugin_dir.clone(), specs, plugins_stop);
+    shutdown_signal().await;
+    let _ = stop_plugins.send(true);
+    for p in plugins {
+        let _ = p.await;
+    }
+    let res = d.stop().await.map_err(|e| e.to_string());
     // The daemon has dropped its handles: what is still queued goes out, briefly.
     reports.finish(std::time::Duration::from_secs(3)).await;
     res

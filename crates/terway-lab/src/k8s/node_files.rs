@@ -142,6 +142,8 @@ evictionHard:
   nodefs.available: "1%"
   nodefs.inodesFree: "1%"
   imagefs.available: "1%"
+# A pressure that has passed (another job filled the disk for a while) lifts in 30 s, not 5 min.
+evictionPressureTransitionPeriod: 30s
 "#,
         ca = ca.display(),
         max_pods = max_pods(node.mode, &node.instance_type),
@@ -230,6 +232,14 @@ pub fn mount_ns_script(lab_dir: &Path, node: &NodePaths) -> String {
     // overlays whose writes land in the node's directory.
     s.push_str(&ov("lib"));
     s.push_str(&ov("log"));
+    // kubelet 1.20 keeps device-plugin sockets in /var/lib/kubelet/device-plugins whatever its root
+    // dir: bound to a node directory, terwayd (outside this namespace) serves and registers there.
+    s.push_str(&format!(
+        "mkdir -p {dp} /var/lib/kubelet/device-plugins
+mount --bind {dp} /var/lib/kubelet/device-plugins
+",
+        dp = node.at("device-plugins").display()
+    ));
     // /run/containerd is hard-coded by containerd 1.6 (shim sockets, runc root): a fresh /run, with the
     // lab's directory bound back where it was (the open descriptor keeps the real one reachable).
     s.push_str(&format!(
