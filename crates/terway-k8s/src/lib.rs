@@ -2,6 +2,7 @@
 //! the `terwayd` binary wires these in when it is given a kubeconfig (or runs in a cluster).
 
 pub mod authority_shim;
+pub mod config_watch;
 pub mod device_plugin;
 pub mod node_runtime;
 pub mod pods;
@@ -9,3 +10,6 @@ pub mod report;
 
 pub use pods::{KubeError, KubePodSource};
 pub use report::{KubeReporter, ReporterTask};
+
+/// The Kubernetes client type the constructors here take.
+pub use kube::Client;

@@ -324,3 +324,73 @@ fn the_scheduler_keeps_exclusive_eni_pods_within_the_nodes_enis_across_a_kubelet
         unschedulable_reason(&lab, "small")
     );
 }
+
+/// `ConfigError` events on node0 (they live in kube-system), as notes.
+fn config_errors(lab: &Lab) -> Vec<String> {
+    events(lab, "kube-system")
+        .iter()
+        .filter(|e| e["regarding"]["kind"] == "Node" && e["reason"] == "ConfigError")
+        .filter_map(|e| e["note"].as_str().map(String::from))
+        .collect()
+}
+
+#[test]
+fn a_bad_eni_config_is_reported_by_key_and_the_node_keeps_serving() {
+    let lab = Lab::up(&["--k8s", "--node", "shared", "--max-pool", "5"]);
+    // A cluster-wide eni-config that would not load: reported as it is written.
+    kubectl(
+        &lab,
+        &[
+            "create",
+            "configmap",
+            "-n",
+            "kube-system",
+            "eni-config",
+            "--from-literal=eni_conf={\"version\":\"1\",\"max_pool_size\":\"lots\"}",
+        ],
+    );
+    let reported = eventually(30, || {
+        config_errors(&lab).iter().any(|n| {
+            n.contains("kube-system/eni-config key eni_conf") && n.contains("max_pool_size")
+        })
+    });
+    assert!(reported, "ConfigError events: {:?}", config_errors(&lab));
+
+    // A per-node override whose merge is invalid: refused at start, by ConfigMap and key, and the
+    // daemon serves with the cluster-wide configuration.
+    kubectl(
+        &lab,
+        &[
+            "create",
+            "configmap",
+            "-n",
+            "kube-system",
+            "node0-conf",
+            "--from-literal=eni_conf={\"min_pool_size\":50}",
+        ],
+    );
+    kubectl(
+        &lab,
+        &["label", "node", "node0", "terway-config=node0-conf"],
+    );
+    lab.daemon("stop", "node0");
+    lab.daemon("start", "node0");
+    let refused = eventually(30, || {
+        config_errors(&lab).iter().any(|n| {
+            n.contains("kube-system/node0-conf key eni_conf")
+                && n.contains("min_pool_size")
+                && n.contains("without this per-node override")
+        })
+    });
+    assert!(refused, "ConfigError events: {:?}", config_errors(&lab));
+    apply(&lab, &deployment("after", 2));
+    let served = eventually(120, || {
+        let p = app_pods(&lab, "after");
+        p.len() == 2 && p.iter().all(|p| p.3)
+    });
+    assert!(
+        served,
+        "pods after the bad config: {:?}",
+        app_pods(&lab, "after")
+    );
+}

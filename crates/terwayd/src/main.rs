@@ -74,16 +74,19 @@ struct Args {
     log_json: bool,
 }
 
-fn build_config(a: &Args) -> Result<DaemonConfig, String> {
+/// The configuration from the flags and files; `cluster_patch` (the node's `terway-config` ConfigMap)
+/// replaces `--node-config` when given.
+fn build_config(a: &Args, cluster_patch: Option<&str>) -> Result<DaemonConfig, String> {
     let mut cfg = DaemonConfig::default();
     if let Some(path) = &a.config {
         let base =
             std::fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
-        let patch = match &a.node_config {
-            Some(p) => {
+        let patch = match (cluster_patch, &a.node_config) {
+            (Some(p), _) => Some(p.to_string()),
+            (None, Some(p)) => {
                 Some(std::fs::read_to_string(p).map_err(|e| format!("read {}: {e}", p.display()))?)
             }
-            None => None,
+            (None, None) => None,
         };
         let conf = terway_core::EniConf::from_json_with_override(&base, patch.as_deref())
             .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -133,6 +136,48 @@ async fn shutdown_signal() {
     }
 }
 
+/// The configuration with the node's `terway-config` ConfigMap merged in. An override that cannot be
+/// read or would not load is reported as a `ConfigError` event on the node, and terwayd runs without it
+/// (the cluster-wide configuration still serves pods). Also returns the override's ConfigMap name.
+async fn with_node_override(
+    args: &Args,
+    cfg: DaemonConfig,
+    client: &terway_k8s::Client,
+    node: &str,
+    reporter: &dyn terway_daemon::Reporter,
+) -> (DaemonConfig, Option<String>) {
+    let refuse = |why: String| {
+        tracing::error!("{why}");
+        reporter.event(terway_daemon::Event {
+            target: terway_daemon::EventTarget::Node,
+            kind: terway_daemon::EventType::Warning,
+            reason: terway_daemon::report::reasons::CONFIG_ERROR.into(),
+            message: why,
+        });
+    };
+    match terway_k8s::config_watch::node_override(client, node).await {
+        Ok(None) => (cfg, None),
+        Ok(Some((name, patch))) => match build_config(args, Some(&patch)) {
+            Ok(merged) => {
+                tracing::info!(configmap = %name, "per-node eni_conf override applied");
+                (merged, Some(name))
+            }
+            Err(e) => {
+                refuse(format!(
+                    "ConfigMap {}/{name} key {}: {e}; terwayd runs without this per-node override",
+                    terway_k8s::config_watch::NAMESPACE,
+                    terway_k8s::config_watch::ENI_CONF_KEY
+                ));
+                (cfg, Some(name))
+            }
+        },
+        Err(e) => {
+            refuse(format!("{e}; terwayd runs without a per-node override"));
+            (cfg, None)
+        }
+    }
+}
+
 /// Run with the pod source the flags name: the API server (kubeconfig or in-cluster) or the local file.
 async fn serve(args: &Args, cfg: DaemonConfig) -> Result<(), String> {
     if args.kubeconfig.is_none() && !args.in_cluster {
@@ -148,9 +193,12 @@ async fn serve(args: &Args, cfg: DaemonConfig) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let pods = terway_k8s::KubePodSource::start(client.clone(), &node);
-    let (reporter, reports) = terway_k8s::KubeReporter::start(client, &node, pods.clone());
+    let (reporter, reports) = terway_k8s::KubeReporter::start(client.clone(), &node, pods.clone());
+    let (cfg, override_name) =
+        with_node_override(args, cfg, &client, &node, reporter.as_ref()).await;
     let (cloud, meta) = cfg.cloud.connect().await.map_err(|e| e.to_string())?;
     let exclusive = cfg.mode == terway_daemon::Mode::Exclusive;
+    let reporter_handle: std::sync::Arc<dyn terway_daemon::Reporter> = reporter.clone();
     let d = terway_daemon::Daemon::start_reporting(cfg, cloud, meta, pods, reporter)
         .await
         .map_err(|e| e.to_string())?;
@@ -170,13 +218,24 @@ async fn serve(args: &Args, cfg: DaemonConfig) -> Result<(), String> {
             )
         })
         .unwrap_or_default();
-    let plugins =
-        terway_k8s::device_plugin::start(args.device_plugin_dir.clone(), specs, plugins_stop);
+    let plugins = terway_k8s::device_plugin::start(
+        args.device_plugin_dir.clone(),
+        specs,
+        plugins_stop.clone(),
+    );
+    let config_watch = terway_k8s::config_watch::watch_config(
+        client,
+        override_name,
+        args.config.clone(),
+        reporter_handle,
+        plugins_stop,
+    );
     shutdown_signal().await;
     let _ = stop_plugins.send(true);
     for p in plugins {
         let _ = p.await;
     }
+    let _ = config_watch.await;
     let res = d.stop().await.map_err(|e| e.to_string());
     // The daemon has dropped its handles: what is still queued goes out, briefly.
     reports.finish(std::time::Duration::from_secs(3)).await;
@@ -195,7 +254,7 @@ fn main() -> ExitCode {
     } else {
         builder.init();
     }
-    let cfg = match build_config(&args) {
+    let cfg = match build_config(&args, None) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("terwayd: configuration error: {e}");
