@@ -2,6 +2,7 @@
 //! an instance type can hold (`maxpods`).
 
 mod maxpods;
+mod pod;
 mod status;
 
 use std::path::PathBuf;
@@ -34,6 +35,11 @@ enum Cmd {
     },
     /// Pod limits of an instance type, from quotas given as flags or the daemon's node.
     Maxpods(maxpods::MaxpodsArgs),
+    /// One pod: its addresses, their ENIs and the daemon's recent events about it.
+    Pod {
+        /// `NAMESPACE/NAME`, as Kubernetes names it.
+        pod: String,
+    },
 }
 
 async fn status_client(socket: &std::path::Path) -> anyhow::Result<terway_rpc::v1::StatusReply> {
@@ -55,6 +61,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             } else {
                 print!("{}", status::render(&reply, ips));
+            }
+        }
+        Cmd::Pod { pod } => {
+            let key: terway_core::PodKey = pod
+                .parse()
+                .map_err(|e| anyhow::anyhow!("{e} (expected NAMESPACE/NAME)"))?;
+            terway_core::PodKey::validated(&key.namespace, &key.name)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let reply = status_client(&cli.socket).await?;
+            let Some(view) = pod::find(&reply, &key) else {
+                anyhow::bail!(
+                    "terwayd on node {} ({}) holds nothing for pod {key} and has no recent event about it; is the pod on this node?",
+                    reply.node,
+                    cli.socket.display()
+                );
+            };
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&pod::to_json(&view))?);
+            } else {
+                print!("{}", pod::render(&view));
             }
         }
         Cmd::Maxpods(args) => {

@@ -8,8 +8,8 @@ mod common;
 use std::process::Command;
 
 use common::k8s::{
-    app_pods, apply, daemon_status, deployment, events, kubectl, node_condition, pod_events,
-    pod_uids,
+    app_pods, apply, cli_pod, daemon_status, deployment, events, kubectl, node_condition,
+    pod_events, pod_uids,
 };
 use common::{eventually, Lab};
 use serde_json::Value;
@@ -189,6 +189,27 @@ fn each_pod_is_networked_as_the_api_server_describes_it() {
             && pods[&new_uid]["status"]["initial"].is_object()
     });
     assert!(recorded, "NodeRuntime: {}", node_runtime()["status"]);
+
+    // terway-cli shows the pod by namespace/name: its address, ENI and the daemon's events.
+    let (ok, view, err) = cli_pod(&lab, "node0", "default/db-0");
+    assert!(ok, "terway-cli pod: {err}");
+    assert_eq!(view["interfaces"][0]["ipv4"], db_ip.as_str(), "{view}");
+    assert!(view["interfaces"][0]["eni"]["id"].is_string(), "{view}");
+    assert!(
+        view["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e.as_str().is_some_and(|e| e.contains("AllocIPSucceed"))),
+        "{view}"
+    );
+    let (ok, _, err) = cli_pod(&lab, "node0", "default/never-was");
+    assert!(
+        !ok && err.contains("holds nothing for pod default/never-was"),
+        "{err}"
+    );
+    let (ok, _, err) = cli_pod(&lab, "node0", "not-a-pod-name");
+    assert!(!ok && err.contains("NAMESPACE/NAME"), "{err}");
 }
 
 #[test]

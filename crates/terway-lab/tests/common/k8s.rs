@@ -197,3 +197,21 @@ pub fn node_condition(lab: &Lab, node: &str, kind: &str) -> Option<(String, Stri
             (s("status"), s("reason"), s("message"))
         })
 }
+
+/// `terway-cli pod NS/NAME --json` against node's daemon: (success, JSON or stderr).
+pub fn cli_pod(lab: &Lab, node: &str, pod: &str) -> (bool, Value, String) {
+    let socket = format!("/run/terway-lab/{}/nodes/{node}/eni.socket", lab.name);
+    let cli = super::lab_bin()
+        .parent()
+        .map(|d| d.join("terway-cli"))
+        .expect("bin dir");
+    let out = Command::new(cli)
+        .args(["--socket", &socket, "--json", "pod", pod])
+        .output()
+        .expect("run terway-cli");
+    (
+        out.status.success(),
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
