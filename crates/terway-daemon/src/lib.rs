@@ -178,6 +178,14 @@ impl<C: Cloud, M: Metadata, P: PodSource> Daemon<C, M, P> {
             let recovery = backend::Recovery::new(b.clone(), snapshot.clone());
             reconciler::run_once(&recovery, &metrics).await?;
         }
+        let max_ips: Vec<u32> = backends
+            .all()
+            .iter()
+            .filter_map(|b| b.max_pod_ips())
+            .collect();
+        if !max_ips.is_empty() {
+            reporter.node_capacity(max_ips.iter().sum());
+        }
         let pods = Arc::new(pods);
         let claims = claims::Claims::default();
         let (stop, stop_rx) = watch::channel(false);

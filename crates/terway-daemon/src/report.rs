@@ -127,6 +127,8 @@ pub trait Reporter: Send + Sync + 'static {
     fn ip_sufficiency(&self, state: &IpSufficiency);
     /// CNI ADD or DEL finished for the pod with `uid`.
     fn cni_done(&self, pod: &PodKey, uid: &str, op: CniOp);
+    /// How many pod addresses this node can hold at most (node annotation `max-available-ip`).
+    fn node_capacity(&self, max_pod_ips: u32);
 }
 
 /// Writes everything to the log (no Kubernetes).
@@ -148,5 +150,9 @@ impl Reporter for LogReporter {
 
     fn cni_done(&self, pod: &PodKey, uid: &str, op: CniOp) {
         tracing::debug!(pod = %pod, uid, op = ?op, "cni done");
+    }
+
+    fn node_capacity(&self, max_pod_ips: u32) {
+        tracing::info!(max_pod_ips, "node capacity");
     }
 }

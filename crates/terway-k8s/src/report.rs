@@ -66,10 +66,20 @@ impl Bucket {
     }
 }
 
+/// What the daemon says about its Node object: the `SufficientIP` condition and the capacity
+/// annotation, each once known. Applied as a whole, so a retry never loses either.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeReport {
+    /// Condition `SufficientIP`.
+    pub sufficiency: Option<IpSufficiency>,
+    /// Annotation `k8s.aliyun.com/max-available-ip`.
+    pub max_pod_ips: Option<u32>,
+}
+
 /// Reports to the API server; cheap to share.
 pub struct KubeReporter {
     events: mpsc::Sender<Event>,
-    sufficiency: watch::Sender<Option<IpSufficiency>>,
+    sufficiency: watch::Sender<NodeReport>,
     // Never dropped, unlike events: the NodeRuntime record is what makes address reuse safe.
     marks: Arc<Mutex<Vec<Mark>>>,
     pods: KubePodSource,
@@ -90,7 +100,13 @@ impl Reporter for KubeReporter {
     }
 
     fn ip_sufficiency(&self, state: &IpSufficiency) {
-        self.sufficiency.send_replace(Some(state.clone()));
+        self.sufficiency
+            .send_modify(|r| r.sufficiency = Some(state.clone()));
+    }
+
+    fn node_capacity(&self, max_pod_ips: u32) {
+        self.sufficiency
+            .send_modify(|r| r.max_pod_ips = Some(max_pod_ips));
     }
 
     fn cni_done(&self, pod: &PodKey, uid: &str, op: CniOp) {
@@ -135,7 +151,7 @@ impl KubeReporter {
         pods: KubePodSource,
     ) -> (Arc<KubeReporter>, ReporterTask) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let (stx, srx) = watch::channel(None);
+        let (stx, srx) = watch::channel(NodeReport::default());
         let marks = Arc::new(Mutex::new(Vec::new()));
         let publisher = Publisher {
             client,
@@ -177,10 +193,10 @@ impl Publisher {
     async fn run(
         mut self,
         mut events: mpsc::Receiver<Event>,
-        mut sufficiency: watch::Receiver<Option<IpSufficiency>>,
+        mut sufficiency: watch::Receiver<NodeReport>,
     ) {
         let mut condition_open = true;
-        let mut pending: Option<IpSufficiency> = None;
+        let mut pending: Option<NodeReport> = None;
         let mut retry = Duration::from_secs(1);
         let mut next_try = Instant::now();
         let mut flush = tokio::time::interval(FLUSH_PERIOD);
@@ -204,7 +220,7 @@ impl Publisher {
                     }
                 }
                 changed = sufficiency.changed(), if condition_open => match changed {
-                    Ok(()) => pending = sufficiency.borrow_and_update().clone(),
+                    Ok(()) => pending = Some(sufficiency.borrow_and_update().clone()),
                     Err(_) => condition_open = false,
                 },
                 _ = tokio::time::sleep_until(next_try.into()), if pending.is_some() => {}
@@ -213,16 +229,16 @@ impl Publisher {
                 let Some(state) = pending.take() else {
                     continue;
                 };
-                match self.set_condition(&state).await {
+                match self.set_node(&state).await {
                     Ok(()) => retry = Duration::from_secs(1),
                     Err(Failure::NoNode) => {
                         // terwayd may start before kubelet registers the node.
-                        tracing::info!(node = %self.node, "node not registered yet; SufficientIP is set once it is");
+                        tracing::info!(node = %self.node, "node not registered yet; its condition and annotations are set once it is");
                         retry = (retry * 2).min(Duration::from_secs(30));
                         pending = Some(state);
                     }
                     Err(Failure::Other(e)) => {
-                        tracing::warn!(node = %self.node, error = %e, "cannot set the node condition SufficientIP; retrying");
+                        tracing::warn!(node = %self.node, error = %e, "cannot update the Node object; retrying");
                         retry = (retry * 2).min(Duration::from_secs(30));
                         pending = Some(state);
                     }
@@ -336,6 +352,27 @@ impl Publisher {
         }
     }
 
+    /// Apply the whole report to the Node object.
+    async fn set_node(&self, report: &NodeReport) -> Result<(), Failure> {
+        if let Some(n) = report.max_pod_ips {
+            let patch = serde_json::json!({ "metadata": { "annotations": {
+                terway_core::annotations::MAX_AVAILABLE_IP: n.to_string(),
+            }}});
+            let api: Api<Node> = Api::all(self.client.clone());
+            classify(
+                tokio::time::timeout(
+                    REQUEST_TIMEOUT,
+                    api.patch(&self.node, &PatchParams::default(), &Patch::Merge(&patch)),
+                )
+                .await,
+            )?;
+        }
+        if let Some(state) = &report.sufficiency {
+            self.set_condition(state).await?;
+        }
+        Ok(())
+    }
+
     async fn set_condition(&self, state: &IpSufficiency) -> Result<(), Failure> {
         let api: Api<Node> = Api::all(self.client.clone());
         let now = Timestamp::now().to_string();
@@ -350,31 +387,37 @@ impl Publisher {
                 "lastTransitionTime": now,
             }]}
         });
-        let res = tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            api.patch_status(
-                &self.node,
-                &PatchParams::default(),
-                &Patch::Strategic(&patch),
-            ),
-        )
-        .await;
-        match res {
-            Ok(Ok(_)) => {}
-            Ok(Err(kube::Error::Api(s))) if s.is_not_found() => return Err(Failure::NoNode),
-            Ok(Err(e)) => return Err(Failure::Other(e.to_string())),
-            Err(_) => {
-                return Err(Failure::Other(format!(
-                    "no answer from the API server in {REQUEST_TIMEOUT:?}"
-                )))
-            }
-        }
+        classify(
+            tokio::time::timeout(
+                REQUEST_TIMEOUT,
+                api.patch_status(
+                    &self.node,
+                    &PatchParams::default(),
+                    &Patch::Strategic(&patch),
+                ),
+            )
+            .await,
+        )?;
         tracing::info!(node = %self.node, sufficient = state.sufficient, reason = %state.reason, "node condition SufficientIP set");
         Ok(())
     }
 }
 
-/// Why the node condition could not be set.
+/// A timed Node request's outcome as a [`Failure`].
+fn classify<T>(
+    res: Result<Result<T, kube::Error>, tokio::time::error::Elapsed>,
+) -> Result<(), Failure> {
+    match res {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(kube::Error::Api(s))) if s.is_not_found() => Err(Failure::NoNode),
+        Ok(Err(e)) => Err(Failure::Other(e.to_string())),
+        Err(_) => Err(Failure::Other(format!(
+            "no answer from the API server in {REQUEST_TIMEOUT:?}"
+        ))),
+    }
+}
+
+/// Why the Node object could not be updated.
 enum Failure {
     /// The Node object does not exist (yet).
     NoNode,

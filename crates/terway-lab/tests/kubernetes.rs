@@ -226,6 +226,17 @@ fn a_deployment_gets_eni_addresses_talks_and_gives_every_address_back() {
             matches!(&c, Some((s, r, _)) if s == "True" && r == "SufficientIP"),
             "{node}: {c:?}"
         );
+        // The daemon's capacity annotation agrees with the pod limit the kubelet was given (both
+        // from Terway's formulas: 7 x 30 shared addresses, 7 exclusive ENIs on ecs.g7.4xlarge).
+        let node_json: serde_json::Value =
+            serde_json::from_str(&kubectl(&lab, &["get", "node", node, "-o", "json"]))
+                .expect("node JSON");
+        let want = if node == "node0" { "210" } else { "7" };
+        assert_eq!(
+            node_json["metadata"]["annotations"]["k8s.aliyun.com/max-available-ip"], want,
+            "{node}"
+        );
+        assert_eq!(node_json["status"]["capacity"]["pods"], want, "{node}");
     }
 
     let report = lab.check(&[]);

@@ -31,6 +31,11 @@ impl<C: Cloud, M: Metadata> ResourceBackend for Pool<C, M> {
         Pool::ip_shortage(self)
     }
 
+    fn max_pod_ips(&self) -> Option<u32> {
+        let cap = self.capacity();
+        Some(cap.max_enis.saturating_mul(cap.slots_per_eni))
+    }
+
     fn recover<'a>(&'a self, snap: &'a Snapshot) -> BoxFuture<'a, Result<()>> {
         Box::pin(Pool::recover(self, snap))
     }

@@ -70,6 +70,10 @@ pub trait ResourceBackend: Send + Sync + 'static {
     fn sticky_pods(&self) -> Vec<PodKey>;
     /// End the sticky reservations of a pod that is gone.
     fn drop_sticky<'a>(&'a self, pod: &'a PodKey) -> BoxFuture<'a, Result<()>>;
+    /// The most pod addresses this backend can ever hold on this node (`None`: not bounded by ENIs).
+    fn max_pod_ips(&self) -> Option<u32> {
+        None
+    }
     /// Why this backend cannot get new addresses right now (`None`: it can, or it never asks the cloud).
     fn ip_shortage(&self) -> Option<String> {
         None
