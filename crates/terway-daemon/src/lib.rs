@@ -63,6 +63,8 @@ pub use report::{CniOp, Event, EventTarget, EventType, IpSufficiency, LogReporte
 
 /// How often the node's IP sufficiency is looked at (cheap: no cloud call).
 const NODE_STATE_PERIOD: Duration = Duration::from_secs(5);
+/// How often the node's resources are compared with what was last reported (no cloud call).
+const NODE_RESOURCES_PERIOD: Duration = Duration::from_secs(5);
 
 /// What one full GC round did (pods, then the ENIs of the ENI pool).
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
@@ -208,8 +210,16 @@ impl<C: Cloud, M: Metadata, P: PodSource> Daemon<C, M, P> {
             reporter.clone(),
             NODE_STATE_PERIOD,
         ));
+        let node = Arc::new(node);
+        let node_resources = Arc::new(node_state::NodeResourcesReporter::new(
+            node.clone(),
+            cfg.cloud.region.clone().unwrap_or_default(),
+            backends.clone(),
+            reporter.clone(),
+            NODE_RESOURCES_PERIOD,
+        ));
         let mut reconcilers: Vec<Arc<dyn reconciler::Reconciler>> =
-            vec![pod_gc.clone(), node_state];
+            vec![pod_gc.clone(), node_state, node_resources];
         for b in backends.all() {
             reconcilers.extend(b.reconcilers());
         }
@@ -228,7 +238,6 @@ impl<C: Cloud, M: Metadata, P: PodSource> Daemon<C, M, P> {
             tasks.push(h);
         }
         let listener = startup::bind_socket(&cfg.socket_path)?;
-        let node = Arc::new(node);
         let svc = server::Service::new(
             backends.clone(),
             pods.clone(),

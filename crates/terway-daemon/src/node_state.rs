@@ -9,8 +9,9 @@ use futures::future::BoxFuture;
 
 use crate::backend::Backends;
 use crate::error::Result;
+use crate::pool::NodeInfo;
 use crate::reconciler::Reconciler;
-use crate::report::{IpSufficiency, Reporter};
+use crate::report::{IpSufficiency, NodeResources, Reporter};
 
 /// Pure plan: the state to report given what the backends say, or `None` when `last` already says it.
 pub fn plan(shortages: &[String], last: Option<&IpSufficiency>) -> Option<IpSufficiency> {
@@ -71,6 +72,87 @@ impl Reconciler for NodeState {
             self.reporter.ip_sufficiency(&next);
             let summary = format!("SufficientIP={} ({})", next.sufficient, next.reason);
             *last = Some(next);
+            Ok(summary)
+        })
+    }
+}
+
+/// Watches the node's ENIs and addresses and reports a new snapshot whenever it changes.
+pub struct NodeResourcesReporter {
+    node: Arc<NodeInfo>,
+    region: String,
+    backends: Backends,
+    reporter: Arc<dyn Reporter>,
+    period: Duration,
+    last: Mutex<Option<NodeResources>>,
+}
+
+impl NodeResourcesReporter {
+    /// Snapshot `backends` of `node` every `period`.
+    pub fn new(
+        node: Arc<NodeInfo>,
+        region: String,
+        backends: Backends,
+        reporter: Arc<dyn Reporter>,
+        period: Duration,
+    ) -> Self {
+        NodeResourcesReporter {
+            node,
+            region,
+            backends,
+            reporter,
+            period,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// The snapshot now (pure apart from reading the backends).
+    fn observe(&self) -> NodeResources {
+        let mut status = crate::status::build(&self.node, &self.backends, Vec::new());
+        // Counters of what happens, not of what is held: they would make every pass a change.
+        status.recent_calls.clear();
+        status.inhibits.clear();
+        let pod_uids = self
+            .backends
+            .all()
+            .iter()
+            .flat_map(|b| b.allocations())
+            .filter(|a| !a.uid.is_empty())
+            .map(|a| (a.pod.to_string(), a.uid))
+            .collect();
+        NodeResources {
+            region: self.region.clone(),
+            zone: self.node.zone_id.clone(),
+            limits: self.node.limits.clone(),
+            status,
+            pod_uids,
+        }
+    }
+}
+
+impl Reconciler for NodeResourcesReporter {
+    fn name(&self) -> &'static str {
+        "node-resources"
+    }
+
+    fn period(&self) -> Duration {
+        self.period
+    }
+
+    fn reconcile(&self) -> BoxFuture<'_, Result<String>> {
+        Box::pin(async move {
+            let now = self.observe();
+            let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            if last.as_ref() == Some(&now) {
+                return Ok(String::new());
+            }
+            self.reporter.node_resources(&now);
+            let summary = format!(
+                "{} ENIs, {} pods",
+                now.status.enis.len(),
+                now.pod_uids.len()
+            );
+            *last = Some(now);
             Ok(summary)
         })
     }

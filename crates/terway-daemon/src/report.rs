@@ -119,6 +119,22 @@ pub enum CniOp {
     Deleted,
 }
 
+/// The node's network resources as the daemon holds them: instance facts and quotas, every ENI with
+/// its addresses and the pod (and UID) holding each. Kubernetes keeps it as Terway's `Node` CR.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeResources {
+    /// Region, when configured.
+    pub region: String,
+    /// Zone.
+    pub zone: String,
+    /// Instance-type quotas (absent without ENIs).
+    pub limits: Option<terway_cloud::InstanceTypeLimits>,
+    /// The status snapshot (ENIs, addresses, pool), as terway-cli sees it, without calls and events.
+    pub status: terway_rpc::v1::StatusReply,
+    /// UID of each pod holding an address, by `namespace/name`.
+    pub pod_uids: std::collections::BTreeMap<String, String>,
+}
+
 /// How the daemon reports to the cluster. Implementations must return without waiting on the network.
 pub trait Reporter: Send + Sync + 'static {
     /// Record an event (may be dropped under a flood: events are rate-limited per object and reason).
@@ -129,6 +145,8 @@ pub trait Reporter: Send + Sync + 'static {
     fn cni_done(&self, pod: &PodKey, uid: &str, op: CniOp);
     /// How many pod addresses this node can hold at most (node annotation `max-available-ip`).
     fn node_capacity(&self, max_pod_ips: u32);
+    /// The node's resources changed (sent only on change).
+    fn node_resources(&self, res: &NodeResources);
 }
 
 /// Writes everything to the log (no Kubernetes).
@@ -154,5 +172,13 @@ impl Reporter for LogReporter {
 
     fn node_capacity(&self, max_pod_ips: u32) {
         tracing::info!(max_pod_ips, "node capacity");
+    }
+
+    fn node_resources(&self, res: &NodeResources) {
+        tracing::debug!(
+            enis = res.status.enis.len(),
+            pods = res.pod_uids.len(),
+            "node resources changed"
+        );
     }
 }

@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use terway_daemon::report::{CniOp, Event, EventTarget, IpSufficiency, Reporter};
+use terway_daemon::report::{CniOp, Event, EventTarget, IpSufficiency, NodeResources, Reporter};
 use terway_daemon::PodKey;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -82,6 +82,8 @@ pub struct KubeReporter {
     sufficiency: watch::Sender<NodeReport>,
     // Never dropped, unlike events: the NodeRuntime record is what makes address reuse safe.
     marks: Arc<Mutex<Vec<Mark>>>,
+    /// The latest node resources, written to the Node CR on the next flush.
+    resources: Arc<Mutex<Option<NodeResources>>>,
     pods: KubePodSource,
     dropped: AtomicU64,
 }
@@ -107,6 +109,10 @@ impl Reporter for KubeReporter {
     fn node_capacity(&self, max_pod_ips: u32) {
         self.sufficiency
             .send_modify(|r| r.max_pod_ips = Some(max_pod_ips));
+    }
+
+    fn node_resources(&self, res: &NodeResources) {
+        *self.resources.lock().unwrap_or_else(|e| e.into_inner()) = Some(res.clone());
     }
 
     fn cni_done(&self, pod: &PodKey, uid: &str, op: CniOp) {
@@ -153,6 +159,7 @@ impl KubeReporter {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (stx, srx) = watch::channel(NodeReport::default());
         let marks = Arc::new(Mutex::new(Vec::new()));
+        let resources = Arc::new(Mutex::new(None));
         let publisher = Publisher {
             client,
             node: node.to_string(),
@@ -162,12 +169,14 @@ impl KubeReporter {
             warned: false,
             marks: marks.clone(),
             book: NodeRuntimeBook::default(),
+            resources: resources.clone(),
         };
         let task = tokio::spawn(publisher.run(rx, srx));
         let reporter = Arc::new(KubeReporter {
             events: tx,
             sufficiency: stx,
             marks,
+            resources,
             pods,
             dropped: AtomicU64::new(0),
         });
@@ -187,6 +196,7 @@ struct Publisher {
     warned: bool,
     marks: Arc<Mutex<Vec<Mark>>>,
     book: NodeRuntimeBook,
+    resources: Arc<Mutex<Option<NodeResources>>>,
 }
 
 impl Publisher {
@@ -210,6 +220,7 @@ impl Publisher {
                 },
                 _ = flush.tick() => {
                     self.flush_marks().await;
+                    self.flush_resources().await;
                     if last_prune.elapsed() >= PRUNE_PERIOD {
                         last_prune = Instant::now();
                         match self.book.prune(&self.client, &self.node).await {
@@ -248,6 +259,26 @@ impl Publisher {
         }
         // Shutting down: what finished last still gets recorded.
         self.flush_marks().await;
+    }
+
+    /// Write the latest node resources to the Node CR; kept for the next flush if that fails.
+    async fn flush_resources(&mut self) {
+        let latest = self
+            .resources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let Some(res) = latest else {
+            return;
+        };
+        if let Err(e) = crate::node_cr::apply(&self.client, &self.node, &res).await {
+            tracing::warn!(node = %self.node, error = %e, "cannot update the Node CR; retrying");
+            // Unless a newer snapshot arrived meanwhile, this one goes out next time.
+            let mut slot = self.resources.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.is_none() {
+                *slot = Some(res);
+            }
+        }
     }
 
     /// Move queued CNI marks into the book and write them.

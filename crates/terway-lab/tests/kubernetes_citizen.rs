@@ -190,6 +190,34 @@ fn each_pod_is_networked_as_the_api_server_describes_it() {
     });
     assert!(recorded, "NodeRuntime: {}", node_runtime()["status"]);
 
+    // The Node CR: the instance's quotas, and the ENI address held by db-0 with its owner.
+    let node_cr = || -> Value {
+        let out = kubectl(
+            &lab,
+            &[
+                "get",
+                "nodes.network.alibabacloud.com",
+                "node0",
+                "-o",
+                "json",
+            ],
+        );
+        serde_json::from_str(&out).unwrap_or(Value::Null)
+    };
+    let owned = eventually(30, || {
+        let v = node_cr();
+        v["spec"]["nodeCap"]["adapters"] == 8
+            && v["status"]["networkInterfaces"]
+                .as_object()
+                .into_iter()
+                .flat_map(|m| m.values())
+                .any(|nic| {
+                    let ip = &nic["ipv4"][&db_ip];
+                    ip["podID"] == "default/db-0" && ip["podUID"] == new_uid.as_str()
+                })
+    });
+    assert!(owned, "Node CR: {}", node_cr());
+
     // terway-cli shows the pod by namespace/name: its address, ENI and the daemon's events.
     let (ok, view, err) = cli_pod(&lab, "node0", "default/db-0");
     assert!(ok, "terway-cli pod: {err}");
