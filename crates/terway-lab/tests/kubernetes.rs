@@ -228,9 +228,7 @@ fn a_deployment_gets_eni_addresses_talks_and_gives_every_address_back() {
         );
         // The daemon's capacity annotation agrees with the pod limit the kubelet was given (both
         // from Terway's formulas: 7 x 30 shared addresses, 7 exclusive ENIs on ecs.g7.4xlarge).
-        let node_json: serde_json::Value =
-            serde_json::from_str(&kubectl(&lab, &["get", "node", node, "-o", "json"]))
-                .expect("node JSON");
+        let node_json = common::k8s::get_json(&lab, &["node", node]);
         let want = if node == "node0" { "210" } else { "7" };
         assert_eq!(
             node_json["metadata"]["annotations"]["k8s.aliyun.com/max-available-ip"], want,

@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 
 use common::k8s::{
-    app_pods, apply, cli_pod, daemon_status, deployment, events, kubectl, node_condition,
+    app_pods, apply, cli_pod, daemon_status, deployment, events, get_json, kubectl, node_condition,
     pod_events, pod_uids,
 };
 use common::{eventually, Lab};
@@ -168,19 +168,7 @@ fn each_pod_is_networked_as_the_api_server_describes_it() {
 
     // NodeRuntime records the old incarnation's DEL and the new one's ADD, by UID.
     let new_uid = again.3.clone();
-    let node_runtime = || -> Value {
-        let out = kubectl(
-            &lab,
-            &[
-                "get",
-                "noderuntimes.network.alibabacloud.com",
-                "node0",
-                "-o",
-                "json",
-            ],
-        );
-        serde_json::from_str(&out).unwrap_or(Value::Null)
-    };
+    let node_runtime = || get_json(&lab, &["noderuntimes.network.alibabacloud.com", "node0"]);
     let recorded = eventually(30, || {
         let v = node_runtime();
         let pods = &v["status"]["pods"];
@@ -191,19 +179,7 @@ fn each_pod_is_networked_as_the_api_server_describes_it() {
     assert!(recorded, "NodeRuntime: {}", node_runtime()["status"]);
 
     // The Node CR: the instance's quotas, and the ENI address held by db-0 with its owner.
-    let node_cr = || -> Value {
-        let out = kubectl(
-            &lab,
-            &[
-                "get",
-                "nodes.network.alibabacloud.com",
-                "node0",
-                "-o",
-                "json",
-            ],
-        );
-        serde_json::from_str(&out).unwrap_or(Value::Null)
-    };
+    let node_cr = || get_json(&lab, &["nodes.network.alibabacloud.com", "node0"]);
     let owned = eventually(30, || {
         let v = node_cr();
         v["spec"]["nodeCap"]["adapters"] == 8

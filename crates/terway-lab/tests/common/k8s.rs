@@ -17,6 +17,14 @@ pub fn kubectl(lab: &Lab, args: &[&str]) -> String {
     out
 }
 
+/// `kubectl get ARGS -o json`, parsed (Null when the output is not JSON).
+pub fn get_json(lab: &Lab, args: &[&str]) -> Value {
+    let mut full = vec!["get"];
+    full.extend_from_slice(args);
+    full.extend_from_slice(&["-o", "json"]);
+    serde_json::from_str(&kubectl(lab, &full)).unwrap_or(Value::Null)
+}
+
 /// `kubectl apply -f -` of `yaml`.
 pub fn apply(lab: &Lab, yaml: &str) {
     let mut child = Command::new(super::lab_bin())
@@ -53,11 +61,7 @@ pub fn deployment(name: &str, replicas: u32) -> String {
 
 /// Pods of the Deployment `app`: (name, node, ip, ready).
 pub fn app_pods(lab: &Lab, app: &str) -> Vec<(String, String, String, bool)> {
-    let out = kubectl(
-        lab,
-        &["get", "pods", "-l", &format!("app={app}"), "-o", "json"],
-    );
-    let list: Value = serde_json::from_str(&out).expect("pod list JSON");
+    let list = get_json(lab, &["pods", "-l", &format!("app={app}")]);
     list["items"]
         .as_array()
         .into_iter()
@@ -162,8 +166,7 @@ pub fn pod_events(lab: &Lab, ns: &str, name: &str, reason: &str) -> Vec<(String,
 
 /// The UID of every pod of namespace `ns`, by name.
 pub fn pod_uids(lab: &Lab, ns: &str) -> BTreeMap<String, String> {
-    let out = kubectl(lab, &["get", "pods", "-n", ns, "-o", "json"]);
-    let list: Value = serde_json::from_str(&out).expect("pod list JSON");
+    let list = get_json(lab, &["pods", "-n", ns]);
     list["items"]
         .as_array()
         .into_iter()
@@ -185,8 +188,7 @@ pub fn pod_uids(lab: &Lab, ns: &str) -> BTreeMap<String, String> {
 
 /// The node condition `kind` of `node`: (status, reason, message).
 pub fn node_condition(lab: &Lab, node: &str, kind: &str) -> Option<(String, String, String)> {
-    let out = kubectl(lab, &["get", "node", node, "-o", "json"]);
-    let v: Value = serde_json::from_str(&out).expect("node JSON");
+    let v = get_json(lab, &["node", node]);
     v["status"]["conditions"]
         .as_array()
         .into_iter()
