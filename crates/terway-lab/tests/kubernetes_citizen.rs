@@ -214,6 +214,18 @@ fn each_pod_is_networked_as_the_api_server_describes_it() {
     );
     let (ok, _, err) = cli_pod(&lab, "node0", "not-a-pod-name");
     assert!(!ok && err.contains("NAMESPACE/NAME"), "{err}");
+
+    // deploy/ as a user applies it: the 1.20 API server accepts every object (server-side dry run).
+    let deploy = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy");
+    let out = kubectl(&lab, &["apply", "-k", deploy, "--dry-run=server"]);
+    for object in [
+        "daemonset.apps/terway-eniip",
+        "configmap/eni-config",
+        "customresourcedefinition.apiextensions.k8s.io/podenis.network.alibabacloud.com",
+        "clusterrole.rbac.authorization.k8s.io/terway",
+    ] {
+        assert!(out.contains(object), "{object} missing from: {out}");
+    }
 }
 
 #[test]

@@ -8,10 +8,21 @@ use std::process::ExitCode;
 use clap::Parser;
 use terway_daemon::{DaemonConfig, MetricsAddr};
 
+mod install;
+
+/// What to do instead of serving.
+#[derive(Debug, clap::Subcommand)]
+enum Sub {
+    /// Install the `terway` plugin and its conflist on the node (a DaemonSet's init step), then exit.
+    InstallCni(install::InstallArgs),
+}
+
 /// terwayd: IP/ENI pool, crash-safe state and gRPC for the terway CNI.
 #[derive(Debug, Parser)]
 #[command(name = "terwayd", version)]
 struct Args {
+    #[command(subcommand)]
+    sub: Option<Sub>,
     /// eni_conf JSON file (ConfigMap key `eni_conf`).
     #[arg(long, env = "TERWAY_ENI_CONF")]
     config: Option<PathBuf>,
@@ -244,6 +255,15 @@ async fn serve(args: &Args, cfg: DaemonConfig) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Sub::InstallCni(a)) = &args.sub {
+        return match install::run(a) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("terwayd install-cni: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
