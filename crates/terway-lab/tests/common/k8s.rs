@@ -91,17 +91,23 @@ pub fn app_pods(lab: &Lab, app: &str) -> Vec<(String, String, String, bool)> {
         .collect()
 }
 
-/// The daemon's view of a node: pod → IP, and every IP it holds on its ENIs.
-pub fn daemon_status(lab: &Lab, node: &str) -> (BTreeMap<String, String>, BTreeSet<String>) {
+/// `terway-cli --json ARGS` against the daemon of `node`.
+fn terway_cli(lab: &Lab, node: &str, args: &[&str]) -> std::process::Output {
     let socket = format!("/run/terway-lab/{}/nodes/{node}/eni.socket", lab.name);
     let cli = super::lab_bin()
         .parent()
         .map(|d| d.join("terway-cli"))
         .expect("bin dir");
-    let out = Command::new(cli)
-        .args(["--socket", &socket, "--json", "status", "--ips"])
+    Command::new(cli)
+        .args(["--socket", &socket, "--json"])
+        .args(args)
         .output()
-        .expect("run terway-cli");
+        .expect("run terway-cli")
+}
+
+/// The daemon's view of a node: pod → IP, and every IP it holds on its ENIs.
+pub fn daemon_status(lab: &Lab, node: &str) -> (BTreeMap<String, String>, BTreeSet<String>) {
+    let out = terway_cli(lab, node, &["status", "--ips"]);
     assert!(
         out.status.success(),
         "terway-cli status on {node}: {}",
@@ -202,15 +208,7 @@ pub fn node_condition(lab: &Lab, node: &str, kind: &str) -> Option<(String, Stri
 
 /// `terway-cli pod NS/NAME --json` against node's daemon: (success, JSON or stderr).
 pub fn cli_pod(lab: &Lab, node: &str, pod: &str) -> (bool, Value, String) {
-    let socket = format!("/run/terway-lab/{}/nodes/{node}/eni.socket", lab.name);
-    let cli = super::lab_bin()
-        .parent()
-        .map(|d| d.join("terway-cli"))
-        .expect("bin dir");
-    let out = Command::new(cli)
-        .args(["--socket", &socket, "--json", "pod", pod])
-        .output()
-        .expect("run terway-cli");
+    let out = terway_cli(lab, node, &["pod", pod]);
     (
         out.status.success(),
         serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
