@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use cni_protocol::{AttachmentRequest, CniError, CniResult, Interface, Route};
 use ipnet::IpNet;
-use terway_core::{EniipVirtualType, Mode};
+use terway_core::{reasons, EniipVirtualType, Mode};
 use terway_datapath::driver::{
     self, AnyDriver, Driver, HostCtx, PodCtx, PodIdentity, PodNetwork, SetupOutput,
 };
@@ -57,7 +57,14 @@ pub async fn add(req: &AttachmentRequest, conf: &PluginConf) -> Result<CniResult
                 .collect();
             let msg = format!("Alloc IP {} took {:?}", ips.join(","), started.elapsed());
             tracing::info!(pod = %pod, "{msg}");
-            event(&mut d, &podref, EventType::Normal, "AllocIPSucceed", msg).await;
+            event(
+                &mut d,
+                &podref,
+                EventType::Normal,
+                reasons::ALLOC_IP_SUCCEED,
+                msg,
+            )
+            .await;
             Ok(result)
         }
         Err(e) => {
@@ -77,7 +84,7 @@ pub async fn add(req: &AttachmentRequest, conf: &PluginConf) -> Result<CniResult
                 &mut d,
                 &podref,
                 EventType::Warning,
-                "AllocIPFailed",
+                reasons::ALLOC_IP_FAILED,
                 e.to_string(),
             )
             .await;
@@ -159,7 +166,7 @@ async fn program(
                 d,
                 podref,
                 EventType::Warning,
-                "VirtualModeChanged",
+                reasons::VIRTUAL_MODE_CHANGED,
                 fb.reason.clone(),
             )
             .await;

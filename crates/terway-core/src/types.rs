@@ -180,6 +180,23 @@ fn gateway_v6(net: Ipv6Net) -> Option<Ipv6Addr> {
     Some(Ipv6Addr::from(last - 2))
 }
 
+/// Event reasons Terway users search for (`kubectl get events --field-selector reason=…`), shared by the
+/// CNI (which sends them through `RecordEvent`), the daemon and the Kubernetes event writer.
+pub mod reasons {
+    /// An address was given to a pod ("Alloc IP … took …").
+    pub const ALLOC_IP_SUCCEED: &str = "AllocIPSucceed";
+    /// A pod (or the node) could not get an address.
+    pub const ALLOC_IP_FAILED: &str = "AllocIPFailed";
+    /// The datapath the configuration asked for is not available; another one is used.
+    pub const VIRTUAL_MODE_CHANGED: &str = "VirtualModeChanged";
+    /// The CNI failed to set up the pod's network.
+    pub const CNI_POD_CREATE_ERROR: &str = "CniPodCreateError";
+    /// The CNI failed to tear down the pod's network.
+    pub const CNI_POD_DELETE_ERROR: &str = "CniPodDeleteError";
+    /// The daemon's configuration was refused.
+    pub const CONFIG_ERROR: &str = "ConfigError";
+}
+
 /// Pod annotation and label names Terway reads or writes (reference §7.2).
 pub mod annotations {
     /// Kubernetes ingress bandwidth limit, a resource quantity in bits/s (arrives via CNI runtimeConfig).

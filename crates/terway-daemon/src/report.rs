@@ -1,7 +1,8 @@
 //! What the daemon tells the cluster: events on pods and on its node, whether the node can still get
 //! addresses (the `SufficientIP` condition), and when CNI ADD/DEL finished for a pod UID. The daemon
 //! knows only the [`Reporter`] trait; the `terwayd` binary wires in the Kubernetes implementation, and
-//! without Kubernetes [`LogReporter`] writes the same facts to the log.
+//! without Kubernetes [`LogReporter`] writes the node facts to the log (events are logged where they
+//! are raised, whichever reporter publishes them).
 //!
 //! Every method is called on the request path, so implementations queue and return at once: a slow
 //! or unreachable API server must never delay a pod's network.
@@ -50,21 +51,8 @@ impl std::fmt::Display for EventTarget {
     }
 }
 
-/// Event reasons Terway users search for (`kubectl get events --field-selector reason=…`).
-pub mod reasons {
-    /// An address was given to a pod ("Alloc IP … took …").
-    pub const ALLOC_IP_SUCCEED: &str = "AllocIPSucceed";
-    /// A pod (or the node) could not get an address.
-    pub const ALLOC_IP_FAILED: &str = "AllocIPFailed";
-    /// The datapath the configuration asked for is not available; another one is used.
-    pub const VIRTUAL_MODE_CHANGED: &str = "VirtualModeChanged";
-    /// The CNI failed to set up the pod's network.
-    pub const CNI_POD_CREATE_ERROR: &str = "CniPodCreateError";
-    /// The CNI failed to tear down the pod's network.
-    pub const CNI_POD_DELETE_ERROR: &str = "CniPodDeleteError";
-    /// The daemon's configuration was refused.
-    pub const CONFIG_ERROR: &str = "ConfigError";
-}
+/// Event reasons (defined in terway-core, where the CNI finds them too).
+pub use terway_core::reasons;
 
 /// One event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,7 +125,8 @@ pub struct NodeResources {
 
 /// How the daemon reports to the cluster. Implementations must return without waiting on the network.
 pub trait Reporter: Send + Sync + 'static {
-    /// Record an event (may be dropped under a flood: events are rate-limited per object and reason).
+    /// Publish an event the caller has logged (may be dropped under a flood: events are rate-limited
+    /// per object and reason).
     fn event(&self, ev: Event);
     /// The node's IP sufficiency changed.
     fn ip_sufficiency(&self, state: &IpSufficiency);
@@ -154,9 +143,8 @@ pub trait Reporter: Send + Sync + 'static {
 pub struct LogReporter;
 
 impl Reporter for LogReporter {
-    fn event(&self, ev: Event) {
-        tracing::info!(target_object = %ev.target, kind = ev.kind.as_str(), reason = %ev.reason, message = %ev.message, "event");
-    }
+    // Whoever raises an event logs it; without Kubernetes there is nowhere else to publish it.
+    fn event(&self, _ev: Event) {}
 
     fn ip_sufficiency(&self, state: &IpSufficiency) {
         if state.sufficient {

@@ -120,8 +120,9 @@ impl<P: PodSource> Service<P> {
         }
     }
 
-    /// Keep the event for terway-cli's status and hand it to the reporter.
+    /// Log the event, keep it for terway-cli's status and hand it to the reporter.
     fn emit(&self, ev: Event) {
+        tracing::info!(target_object = %ev.target, kind = ev.kind.as_str(), reason = %ev.reason, message = %ev.message, "event");
         self.push_event(format!(
             "{} {} {} {}: {}",
             now_ms(),
@@ -197,7 +198,8 @@ impl<P: PodSource> Service<P> {
                     target: EventTarget::Node,
                     kind: EventType::Warning,
                     reason: reasons::ALLOC_IP_FAILED.into(),
-                    message: format!("{target}: {e}"),
+                    // The error names the pod already.
+                    message: e.to_string(),
                 });
             }
             self.emit(Event {
@@ -433,7 +435,6 @@ impl<P: PodSource> pb::terway_backend_server::TerwayBackend for Service<P> {
                 "event reason must be 1..=128 characters (PascalCase, e.g. AllocIPSucceed)",
             ));
         }
-        tracing::info!(%target, kind = kind.as_str(), reason = %req.reason, message = %req.message, "event");
         self.emit(Event {
             target,
             kind,

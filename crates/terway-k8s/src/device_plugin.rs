@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::Duration;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status};
@@ -148,8 +148,6 @@ impl DevicePlugin for Plugin {
         Ok(Response::new(v1beta1::PreStartContainerResponse {}))
     }
 }
-
-use futures::StreamExt;
 
 /// One kubelet connection as the gRPC server sees it: the server end of the shim's pipe.
 struct Piped(tokio::io::DuplexStream);

@@ -115,8 +115,11 @@ impl KubePodSource {
         }
     }
 
-    /// The UID of the cached pod `key`, if the watch has it.
-    pub fn uid_of(&self, key: &PodKey) -> Option<String> {
+    /// `uid` when given, else the UID of the cached pod `key` (the CNI may not send one).
+    pub fn uid_or_cached(&self, key: &PodKey, uid: &str) -> Option<String> {
+        if !uid.is_empty() {
+            return Some(uid.to_string());
+        }
         self.cached(key).and_then(|p| p.metadata.uid.clone())
     }
 

@@ -1,6 +1,9 @@
 //! The daemon's reports written to the API server: events (events.k8s.io/v1) on pods and on the node,
-//! the node condition `SufficientIP`, and CNI progress per pod UID in the `NodeRuntime` CR. The daemon's calls only queue; one publisher task owns the
-//! API traffic, so a slow API server delays reports, never a pod's network.
+//! the Node object's `SufficientIP` condition and capacity annotation, the `Node` CR, and CNI progress
+//! per pod UID in the `NodeRuntime` CR. The daemon's calls only queue; one publisher task owns the API
+//! traffic, so a slow API server delays reports, never a pod's network. What is state rather than
+//! history (the Node object, the Node CR) is kept as its latest value and written on the next flush
+//! while it differs from what was written; a failed write is simply due again.
 //!
 //! Events are rate-limited per object and reason (a crash-looping pod must not flood etcd), and an
 //! event repeating within a few minutes becomes a series (`count`) on the first one, as kubelet does.
@@ -16,9 +19,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use terway_daemon::report::{CniOp, Event, EventTarget, IpSufficiency, NodeResources, Reporter};
+use terway_daemon::report::{
+    reasons, CniOp, Event, EventTarget, IpSufficiency, NodeResources, Reporter,
+};
 use terway_daemon::PodKey;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::node_runtime::{NodeRuntimeBook, FLUSH_PERIOD, PRUNE_PERIOD};
@@ -66,6 +71,49 @@ impl Bucket {
     }
 }
 
+/// The latest value of something kept on the API server, and whether it still has to be written.
+struct Due<T> {
+    value: T,
+    due: bool,
+}
+
+/// A [`Due`] shared between the reporter (which changes it) and the publisher (which writes it).
+struct Shared<T>(Arc<Mutex<Due<T>>>);
+
+impl<T: Clone> Shared<T> {
+    fn new(value: T) -> Self {
+        Shared(Arc::new(Mutex::new(Due { value, due: false })))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Due<T>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Change the value; it is due to be written.
+    fn update(&self, f: impl FnOnce(&mut T)) {
+        let mut d = self.lock();
+        f(&mut d.value);
+        d.due = true;
+    }
+
+    /// The value, if it is due (no longer due afterwards).
+    fn take_due(&self) -> Option<T> {
+        let mut d = self.lock();
+        std::mem::take(&mut d.due).then(|| d.value.clone())
+    }
+
+    /// A write failed: the (possibly newer) value is due again.
+    fn retry(&self) {
+        self.lock().due = true;
+    }
+}
+
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Shared(self.0.clone())
+    }
+}
+
 /// What the daemon says about its Node object: the `SufficientIP` condition and the capacity
 /// annotation, each once known. Applied as a whole, so a retry never loses either.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -79,11 +127,11 @@ pub struct NodeReport {
 /// Reports to the API server; cheap to share.
 pub struct KubeReporter {
     events: mpsc::Sender<Event>,
-    sufficiency: watch::Sender<NodeReport>,
+    node_report: Shared<NodeReport>,
     // Never dropped, unlike events: the NodeRuntime record is what makes address reuse safe.
     marks: Arc<Mutex<Vec<Mark>>>,
-    /// The latest node resources, written to the Node CR on the next flush.
-    resources: Arc<Mutex<Option<NodeResources>>>,
+    /// The latest node resources, for the Node CR.
+    resources: Shared<Option<NodeResources>>,
     pods: KubePodSource,
     dropped: AtomicU64,
 }
@@ -102,25 +150,21 @@ impl Reporter for KubeReporter {
     }
 
     fn ip_sufficiency(&self, state: &IpSufficiency) {
-        self.sufficiency
-            .send_modify(|r| r.sufficiency = Some(state.clone()));
+        self.node_report
+            .update(|r| r.sufficiency = Some(state.clone()));
     }
 
     fn node_capacity(&self, max_pod_ips: u32) {
-        self.sufficiency
-            .send_modify(|r| r.max_pod_ips = Some(max_pod_ips));
+        self.node_report
+            .update(|r| r.max_pod_ips = Some(max_pod_ips));
     }
 
     fn node_resources(&self, res: &NodeResources) {
-        *self.resources.lock().unwrap_or_else(|e| e.into_inner()) = Some(res.clone());
+        self.resources.update(|r| *r = Some(res.clone()));
     }
 
     fn cni_done(&self, pod: &PodKey, uid: &str, op: CniOp) {
-        let uid = match uid {
-            "" => self.pods.uid_of(pod),
-            u => Some(u.to_string()),
-        };
-        let Some(uid) = uid else {
+        let Some(uid) = self.pods.uid_or_cached(pod, uid) else {
             tracing::debug!(pod = %pod, "pod UID unknown; NodeRuntime not updated");
             return;
         };
@@ -157,9 +201,9 @@ impl KubeReporter {
         pods: KubePodSource,
     ) -> (Arc<KubeReporter>, ReporterTask) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let (stx, srx) = watch::channel(NodeReport::default());
+        let node_report = Shared::new(NodeReport::default());
         let marks = Arc::new(Mutex::new(Vec::new()));
-        let resources = Arc::new(Mutex::new(None));
+        let resources = Shared::new(None);
         let publisher = Publisher {
             client,
             node: node.to_string(),
@@ -170,11 +214,12 @@ impl KubeReporter {
             marks: marks.clone(),
             book: NodeRuntimeBook::default(),
             resources: resources.clone(),
+            node_report: node_report.clone(),
         };
-        let task = tokio::spawn(publisher.run(rx, srx));
+        let task = tokio::spawn(publisher.run(rx));
         let reporter = Arc::new(KubeReporter {
             events: tx,
-            sufficiency: stx,
+            node_report,
             marks,
             resources,
             pods,
@@ -196,19 +241,12 @@ struct Publisher {
     warned: bool,
     marks: Arc<Mutex<Vec<Mark>>>,
     book: NodeRuntimeBook,
-    resources: Arc<Mutex<Option<NodeResources>>>,
+    resources: Shared<Option<NodeResources>>,
+    node_report: Shared<NodeReport>,
 }
 
 impl Publisher {
-    async fn run(
-        mut self,
-        mut events: mpsc::Receiver<Event>,
-        mut sufficiency: watch::Receiver<NodeReport>,
-    ) {
-        let mut condition_open = true;
-        let mut pending: Option<NodeReport> = None;
-        let mut retry = Duration::from_secs(1);
-        let mut next_try = Instant::now();
+    async fn run(mut self, mut events: mpsc::Receiver<Event>) {
         let mut flush = tokio::time::interval(FLUSH_PERIOD);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_prune = Instant::now();
@@ -219,6 +257,7 @@ impl Publisher {
                     None => break,
                 },
                 _ = flush.tick() => {
+                    self.flush_node().await;
                     self.flush_marks().await;
                     self.flush_resources().await;
                     if last_prune.elapsed() >= PRUNE_PERIOD {
@@ -230,54 +269,39 @@ impl Publisher {
                         }
                     }
                 }
-                changed = sufficiency.changed(), if condition_open => match changed {
-                    Ok(()) => pending = Some(sufficiency.borrow_and_update().clone()),
-                    Err(_) => condition_open = false,
-                },
-                _ = tokio::time::sleep_until(next_try.into()), if pending.is_some() => {}
-            }
-            if pending.is_some() && Instant::now() >= next_try {
-                let Some(state) = pending.take() else {
-                    continue;
-                };
-                match self.set_node(&state).await {
-                    Ok(()) => retry = Duration::from_secs(1),
-                    Err(Failure::NoNode) => {
-                        // terwayd may start before kubelet registers the node.
-                        tracing::info!(node = %self.node, "node not registered yet; its condition and annotations are set once it is");
-                        retry = (retry * 2).min(Duration::from_secs(30));
-                        pending = Some(state);
-                    }
-                    Err(Failure::Other(e)) => {
-                        tracing::warn!(node = %self.node, error = %e, "cannot update the Node object; retrying");
-                        retry = (retry * 2).min(Duration::from_secs(30));
-                        pending = Some(state);
-                    }
-                }
-                next_try = Instant::now() + retry;
             }
         }
         // Shutting down: what finished last still gets recorded.
         self.flush_marks().await;
     }
 
-    /// Write the latest node resources to the Node CR; kept for the next flush if that fails.
-    async fn flush_resources(&mut self) {
-        let latest = self
-            .resources
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        let Some(res) = latest else {
+    /// Write the Node object's condition and annotation when they changed.
+    async fn flush_node(&self) {
+        let Some(report) = self.node_report.take_due() else {
+            return;
+        };
+        match self.set_node(&report).await {
+            Ok(()) => {}
+            // terwayd may start before kubelet registers the node.
+            Err(Failure::NotFound) => {
+                tracing::debug!(node = %self.node, "node not registered yet; its condition and annotations are set once it is");
+                self.node_report.retry();
+            }
+            Err(Failure::Other(e)) => {
+                tracing::warn!(node = %self.node, error = %e, "cannot update the Node object; retrying");
+                self.node_report.retry();
+            }
+        }
+    }
+
+    /// Write the latest node resources to the Node CR when they changed.
+    async fn flush_resources(&self) {
+        let Some(Some(res)) = self.resources.take_due() else {
             return;
         };
         if let Err(e) = crate::node_cr::apply(&self.client, &self.node, &res).await {
             tracing::warn!(node = %self.node, error = %e, "cannot update the Node CR; retrying");
-            // Unless a newer snapshot arrived meanwhile, this one goes out next time.
-            let mut slot = self.resources.lock().unwrap_or_else(|e| e.into_inner());
-            if slot.is_none() {
-                *slot = Some(res);
-            }
+            self.resources.retry();
         }
     }
 
@@ -311,11 +335,7 @@ impl Publisher {
     fn regarding(&self, target: &EventTarget) -> ObjectReference {
         match target {
             EventTarget::Pod { key, uid } => {
-                let uid = if uid.is_empty() {
-                    self.pods.uid_of(key)
-                } else {
-                    Some(uid.clone())
-                };
+                let uid = self.pods.uid_or_cached(key, uid);
                 ObjectReference {
                     api_version: Some("v1".into()),
                     kind: Some("Pod".into()),
@@ -358,13 +378,13 @@ impl Publisher {
                 });
                 let name = e.metadata.name.clone().unwrap_or_default();
                 let patch = serde_json::json!({ "series": e.series });
-                with_timeout(api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)))
+                timed(api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)))
                     .await
                     .map(|_| e)
             }
             None => {
                 let e = new_event(&ev, regarding, &self.node, stamp);
-                with_timeout(api.create(&PostParams::default(), &e)).await
+                timed(api.create(&PostParams::default(), &e)).await
             }
         };
         match res {
@@ -390,13 +410,7 @@ impl Publisher {
                 terway_core::annotations::MAX_AVAILABLE_IP: n.to_string(),
             }}});
             let api: Api<Node> = Api::all(self.client.clone());
-            classify(
-                tokio::time::timeout(
-                    REQUEST_TIMEOUT,
-                    api.patch(&self.node, &PatchParams::default(), &Patch::Merge(&patch)),
-                )
-                .await,
-            )?;
+            timed(api.patch(&self.node, &PatchParams::default(), &Patch::Merge(&patch))).await?;
         }
         if let Some(state) = &report.sufficiency {
             self.set_condition(state).await?;
@@ -418,53 +432,46 @@ impl Publisher {
                 "lastTransitionTime": now,
             }]}
         });
-        classify(
-            tokio::time::timeout(
-                REQUEST_TIMEOUT,
-                api.patch_status(
-                    &self.node,
-                    &PatchParams::default(),
-                    &Patch::Strategic(&patch),
-                ),
-            )
-            .await,
-        )?;
+        timed(api.patch_status(
+            &self.node,
+            &PatchParams::default(),
+            &Patch::Strategic(&patch),
+        ))
+        .await?;
         tracing::info!(node = %self.node, sufficient = state.sufficient, reason = %state.reason, "node condition SufficientIP set");
         Ok(())
     }
 }
 
-/// A timed Node request's outcome as a [`Failure`].
-fn classify<T>(
-    res: Result<Result<T, kube::Error>, tokio::time::error::Elapsed>,
-) -> Result<(), Failure> {
-    match res {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(kube::Error::Api(s))) if s.is_not_found() => Err(Failure::NoNode),
-        Ok(Err(e)) => Err(Failure::Other(e.to_string())),
-        Err(_) => Err(Failure::Other(format!(
-            "no answer from the API server in {REQUEST_TIMEOUT:?}"
-        ))),
-    }
-}
-
-/// Why the Node object could not be updated.
+/// Why a request to the API server failed.
+#[derive(Debug)]
 enum Failure {
-    /// The Node object does not exist (yet).
-    NoNode,
+    /// The object does not exist (yet).
+    NotFound,
     /// Anything else, as text.
     Other(String),
 }
 
-async fn with_timeout<T>(
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::NotFound => f.write_str("the object does not exist"),
+            Failure::Other(e) => f.write_str(e),
+        }
+    }
+}
+
+/// `f` within [`REQUEST_TIMEOUT`], its error classified.
+async fn timed<T>(
     f: impl std::future::Future<Output = Result<T, kube::Error>>,
-) -> Result<T, String> {
+) -> Result<T, Failure> {
     match tokio::time::timeout(REQUEST_TIMEOUT, f).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!(
+        Ok(Err(kube::Error::Api(s))) if s.is_not_found() => Err(Failure::NotFound),
+        Ok(Err(e)) => Err(Failure::Other(e.to_string())),
+        Err(_) => Err(Failure::Other(format!(
             "no answer from the API server in {REQUEST_TIMEOUT:?}"
-        )),
+        ))),
     }
 }
 
@@ -512,9 +519,9 @@ fn event_namespace(regarding: &ObjectReference) -> String {
 /// The `action` of an event (required by events.k8s.io/v1): what the daemon was doing.
 fn action_of(reason: &str) -> &'static str {
     match reason {
-        "AllocIPSucceed" | "AllocIPFailed" => "AllocIP",
-        "CniPodDeleteError" => "ReleaseIP",
-        "ConfigError" => "LoadConfig",
+        reasons::ALLOC_IP_SUCCEED | reasons::ALLOC_IP_FAILED => "AllocIP",
+        reasons::CNI_POD_DELETE_ERROR => "ReleaseIP",
+        reasons::CONFIG_ERROR => "LoadConfig",
         _ => "SetupNetwork",
     }
 }
