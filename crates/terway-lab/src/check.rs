@@ -365,6 +365,51 @@ fn spoof_checks(plan: &LabPlan, pods: &[PodRecord], port: u16) -> anyhow::Result
     Ok(results)
 }
 
+/// An echo server in every addressed pod, every node and the outside host, on one port. The port is
+/// below the kernel's ephemeral range (32768–60999), so no client socket of an earlier check (in
+/// TIME_WAIT) can hold it; another check running at the same moment can, so a taken port is retried.
+fn start_servers(
+    plan: &crate::plan::LabPlan,
+    pods: &[state::PodRecord],
+) -> anyhow::Result<(u16, Vec<EchoServer>)> {
+    let mut attempt = 0;
+    loop {
+        let port = 20000 + (uuid::Uuid::new_v4().as_u128() % 12000) as u16;
+        let netns = pods
+            .iter()
+            .filter(|p| p.ip.is_some())
+            .map(|p| (p.netns.as_str(), format!("pod {}", p.pod)))
+            .chain(
+                plan.nodes
+                    .iter()
+                    .map(|n| (n.netns.as_str(), n.name.clone())),
+            )
+            .chain(std::iter::once((
+                plan.outside.netns.as_str(),
+                "the outside host".to_string(),
+            )));
+        let mut servers = Vec::new();
+        let mut taken = None;
+        for (ns, what) in netns {
+            match EchoServer::start(ns, port) {
+                Ok(s) => servers.push(s),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempt < 4 => {
+                    taken = Some(what);
+                    break;
+                }
+                Err(e) => anyhow::bail!("echo server in {what} on port {port}: {e}"),
+            }
+        }
+        match taken {
+            None => return Ok((port, servers)),
+            Some(what) => {
+                tracing::debug!(port, %what, "probe port taken; trying another");
+                attempt += 1;
+            }
+        }
+    }
+}
+
 /// Run the check against a lab.
 pub fn check(lab: &str, sample: usize, spoof: bool) -> anyhow::Result<CheckReport> {
     let st = state::load(lab)?;
@@ -373,21 +418,7 @@ pub fn check(lab: &str, sample: usize, spoof: bool) -> anyhow::Result<CheckRepor
     if plan.kubernetes.is_some() {
         pods.extend(crate::k8s::pods::records(&st)?);
     }
-    let port = 20000 + (uuid::Uuid::new_v4().as_u128() % 20000) as u16;
-    let mut servers = Vec::new();
-    for p in pods.iter().filter(|p| p.ip.is_some()) {
-        servers.push(
-            EchoServer::start(&p.netns, port)
-                .map_err(|e| anyhow::anyhow!("echo server in pod {}: {e}", p.pod))?,
-        );
-    }
-    for n in &plan.nodes {
-        servers.push(
-            EchoServer::start(&n.netns, port)
-                .map_err(|e| anyhow::anyhow!("echo server on {}: {e}", n.name))?,
-        );
-    }
-    servers.push(EchoServer::start(&plan.outside.netns, port)?);
+    let (port, servers) = start_servers(&plan, &pods)?;
     let mut probes = plan_probes(&plan, &st, &pods, sample);
     run_probes(&mut probes, port);
     drop(servers);
