@@ -27,7 +27,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 progress "install etcd, containerd, runc, Go 1.19 and build tools from Debian"
-pkgs=(etcd-server etcd-client containerd runc golang-1.19-go dpkg-dev busybox-static gcc libc6-dev openssl rsync)
+# binutils (strip) and ca-certificates go into the terwayd image the lab builds (crates/terway-lab/src/k8s/image.rs).
+pkgs=(etcd-server etcd-client containerd runc golang-1.19-go dpkg-dev busybox-static gcc libc6-dev openssl rsync binutils ca-certificates)
 # shellcheck source=apt-lib.sh
 . "$(dirname "$0")/apt-lib.sh"
 apt_install_missing "${pkgs[@]}"

@@ -165,6 +165,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         json: false,
         k8s: !args.no_k8s,
         cni: crate::plan::NodeCni::Terway,
+        terwayd: crate::plan::TerwaydInstall::Daemonset,
     };
     if !args.no_k8s {
         crate::k8s::Toolbox::find()?;

@@ -101,6 +101,25 @@ pub fn wait_pods(
 /// The demo's steps on a Kubernetes lab; the JSON report has the same keys as the lab-only demo.
 pub fn steps(plan: &LabPlan, pods: usize, churn: usize, quiet: bool) -> anyhow::Result<Value> {
     let app = "demo";
+    if !quiet && plan.terwayd_daemonset() {
+        println!(
+            "\nterway-rs was installed as a user installs it, kubectl apply -k deploy/ (the lab's overlay: {}):",
+            crate::k8s::deploy::dir(plan).display()
+        );
+        let out = kubectl(
+            plan,
+            &[
+                "-n",
+                "kube-system",
+                "get",
+                "daemonset",
+                crate::k8s::deploy::DAEMONSET,
+                "-o",
+                "wide",
+            ],
+        )?;
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+    }
     let t = Instant::now();
     kubectl_stdin(plan, &["apply", "-f", "-"], &deployment(app, pods))?;
     let running = wait_pods(

@@ -134,6 +134,18 @@ pub enum NodeCni {
     Bridge,
 }
 
+/// How a Kubernetes lab runs terwayd.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum TerwaydInstall {
+    /// The way a user installs it: `kubectl apply -k` of deploy/ (the `terway-eniip` DaemonSet, whose
+    /// image the lab builds from this workspace and imports into every node's containerd).
+    #[default]
+    Daemonset,
+    /// A process per node that the lab's supervisor starts, stops and crashes (`terway-lab daemon …`).
+    Process,
+}
+
 /// The lab's Kubernetes control plane and the CNI its nodes run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KubePlan {
@@ -141,6 +153,13 @@ pub struct KubePlan {
     pub api_addr: Ipv4Addr,
     /// CNI chain on every node.
     pub cni: NodeCni,
+    /// How terwayd runs (labs recorded before there was a choice ran it as a process).
+    #[serde(default = "process_install")]
+    pub terwayd: TerwaydInstall,
+}
+
+fn process_install() -> TerwaydInstall {
+    TerwaydInstall::Process
 }
 
 impl KubePlan {
@@ -148,9 +167,19 @@ impl KubePlan {
     pub fn api_url(&self) -> String {
         format!("https://{}:{}", self.api_addr, K8S_API_PORT)
     }
+
+    /// Whether terwayd runs as the DaemonSet (with the terway CNI; the bridge chain has no terwayd user).
+    pub fn daemonset(&self) -> bool {
+        self.terwayd == TerwaydInstall::Daemonset && self.cni == NodeCni::Terway
+    }
 }
 
 impl LabPlan {
+    /// Whether terwayd runs as the `terway-eniip` DaemonSet (not as the supervisor's processes).
+    pub fn terwayd_daemonset(&self) -> bool {
+        self.kubernetes.as_ref().is_some_and(KubePlan::daemonset)
+    }
+
     /// The node called `name`.
     pub fn node(&self, name: &str) -> Option<&NodePlan> {
         self.nodes.iter().find(|n| n.name == name)
@@ -195,6 +224,8 @@ pub struct LabRequest {
     pub attach_delay_ms: (u64, u64),
     /// Run Kubernetes (control plane in the VPC, containerd + kubelet per node) with this CNI.
     pub kubernetes: Option<NodeCni>,
+    /// How a Kubernetes lab runs terwayd.
+    pub terwayd: TerwaydInstall,
     /// First octets to try for the VPC, e.g. `10.240.0.0/16`; the plan moves on if it overlaps the machine.
     pub vpc_cidr: Option<Ipv4Net>,
 }
@@ -364,6 +395,8 @@ pub fn make_plan(req: &LabRequest, host_nets: &[Ipv4Net]) -> Result<LabPlan, Pla
         .collect();
     let outside_cidr = Ipv4Net::new(Ipv4Addr::from(base + (250 << 8)), 24).unwrap_or(vpc_cidr);
     let dir = labs_root().join(&name);
+    let daemonset =
+        req.kubernetes == Some(NodeCni::Terway) && req.terwayd == TerwaydInstall::Daemonset;
     let nodes = req
         .nodes
         .iter()
@@ -388,7 +421,13 @@ pub fn make_plan(req: &LabRequest, host_nets: &[Ipv4Net]) -> Result<LabPlan, Pla
                     .flatten(),
                 min_pool: req.min_pool,
                 max_pool: req.max_pool,
-                socket: node_dir.join("eni.socket"),
+                // A DaemonSet's terwayd serves /var/run/eni/eni.socket, which the node's mount
+                // namespace binds to k8s/run-eni (k8s::node_files::mount_ns_script).
+                socket: if daemonset {
+                    node_dir.join("k8s/run-eni/eni.socket")
+                } else {
+                    node_dir.join("eni.socket")
+                },
                 state_dir: node_dir.join("state"),
                 dir: node_dir,
                 name: node_name,
@@ -414,6 +453,7 @@ pub fn make_plan(req: &LabRequest, host_nets: &[Ipv4Net]) -> Result<LabPlan, Pla
         kubernetes: req.kubernetes.map(|cni| KubePlan {
             api_addr: K8S_API_ADDR,
             cni,
+            terwayd: req.terwayd,
         }),
     })
 }
@@ -460,6 +500,7 @@ mod tests {
             max_pool: 5,
             attach_delay_ms: (200, 600),
             kubernetes: None,
+            terwayd: TerwaydInstall::Process,
             vpc_cidr: None,
         }
     }

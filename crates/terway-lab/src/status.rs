@@ -89,7 +89,16 @@ fn print_lab(name: &str, json_out: bool) -> anyhow::Result<Value> {
                 n.name,
                 n.mode.as_str(),
                 n.instance_type,
-                if pid > 0 { format!("pid {pid}") } else { "DOWN".into() },
+                if pid > 0 {
+                    format!("pid {pid}")
+                } else if st.plan.terwayd_daemonset()
+                    && std::os::unix::net::UnixStream::connect(&n.socket).is_ok()
+                {
+                    // A DaemonSet pod: the kubelet owns the process; it answers on its socket.
+                    "pod".into()
+                } else {
+                    "DOWN".into()
+                },
                 inst["enis"].as_u64().unwrap_or(0),
                 inst["enis_in_use"].as_u64().unwrap_or(0),
                 inst["secondary_ips"].as_u64().unwrap_or(0),

@@ -347,14 +347,17 @@ async fn bring_up_kubernetes(lab: &Arc<Lab>, tb: Toolbox) -> anyhow::Result<()> 
     started?;
     let api = api?;
     *lab.kube_api.lock().unwrap_or_else(|e| e.into_inner()) = Some(api.clone());
-    lab.phase(Phase::Starting(
-        "installing terway-rs' CRDs and RBAC (deploy/)".into(),
-    ));
-    let p = plan.clone();
-    tokio::task::spawn_blocking(move || crate::k8s::install::apply(&p))
-        .await?
-        .context("apply deploy/ (CRDs, RBAC) to the lab's API server")?;
-    start_daemons(lab).await?;
+    let daemonset = kube.daemonset();
+    if !daemonset {
+        lab.phase(Phase::Starting(
+            "installing terway-rs' CRDs and RBAC (deploy/)".into(),
+        ));
+        let p = plan.clone();
+        tokio::task::spawn_blocking(move || crate::k8s::install::apply(&p))
+            .await?
+            .context("apply deploy/ (CRDs, RBAC) to the lab's API server")?;
+        start_daemons(lab).await?;
+    }
 
     lab.phase(Phase::Starting(
         "starting containerd and kubelet on every node".into(),
@@ -380,6 +383,9 @@ async fn bring_up_kubernetes(lab: &Arc<Lab>, tb: Toolbox) -> anyhow::Result<()> 
         lab.record_kube();
         r?;
     }
+    if daemonset {
+        install_daemonset(lab, &api).await?;
+    }
     lab.phase(Phase::Starting("waiting for every node to be Ready".into()));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
@@ -400,6 +406,39 @@ async fn bring_up_kubernetes(lab: &Arc<Lab>, tb: Toolbox) -> anyhow::Result<()> 
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Install terway-rs as a user does, once every node has registered: `kubectl apply -k` (the lab's
+/// overlay of deploy/), then wait for every node's terwayd pod to answer on its socket.
+async fn install_daemonset(lab: &Arc<Lab>, api: &Api) -> anyhow::Result<()> {
+    let plan = &lab.plan;
+    lab.phase(Phase::Starting("waiting for every node to register".into()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let registered = api.nodes().await.unwrap_or_default().len();
+        if registered >= plan.nodes.len() {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "{registered} of {} Kubernetes nodes registered within 120 s; see the kubelet logs in {}",
+                plan.nodes.len(),
+                crate::k8s::LabPaths::new(&lab.dir).root.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    lab.phase(Phase::Starting(format!(
+        "installing terway-rs: kubectl apply -k (DaemonSet {})",
+        crate::k8s::deploy::DAEMONSET
+    )));
+    let p = plan.clone();
+    tokio::task::spawn_blocking(move || {
+        crate::k8s::deploy::install(&p)?;
+        crate::k8s::deploy::wait_daemons(&p, Duration::from_secs(180))
+    })
+    .await?
+    .context("install terway-rs with kubectl apply -k")
 }
 
 /// The admin API's unix socket, usable by root only. A socket file is the one place pods cannot reach
@@ -514,6 +553,17 @@ fn handle(lab: &Arc<Lab>, req: Request) -> anyhow::Result<serde_json::Value> {
                 diffs.retain(|d| again.contains(d));
             }
             Ok(serde_json::to_value(diffs)?)
+        }
+        Request::StopDaemon { .. } | Request::StartDaemon { .. } if lab.plan.terwayd_daemonset() => {
+            Err(anyhow::anyhow!(
+                "terwayd of lab {lab_name} runs as the DaemonSet {ds} in {ns}, which the kubelet restarts: \
+                 delete a node's pod with `terway-lab kubectl --lab {lab_name} -- -n {ns} delete pod -l app={ds} \
+                 --field-selector spec.nodeName=NODE`, or bring the lab up with --terwayd process to stop, \
+                 crash and start terwayd yourself",
+                lab_name = lab.plan.name,
+                ds = crate::k8s::deploy::DAEMONSET,
+                ns = crate::k8s::deploy::NAMESPACE,
+            ))
         }
         Request::StopDaemon { node, kill } => {
             lab.daemons

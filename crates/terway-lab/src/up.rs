@@ -66,6 +66,10 @@ pub struct UpArgs {
     /// The CNI chain the Kubernetes nodes run (`bridge` is the reference chain, for benchmarks).
     #[arg(long, value_enum, default_value = "terway", requires = "k8s")]
     pub cni: crate::plan::NodeCni,
+    /// How terwayd runs on a Kubernetes lab: the `terway-eniip` DaemonSet of deploy/ (the way a user
+    /// installs it), or a process per node the lab starts and crashes (`terway-lab daemon …`).
+    #[arg(long, value_enum, default_value = "daemonset", requires = "k8s")]
+    pub terwayd: crate::plan::TerwaydInstall,
 }
 
 fn parse_delay(s: &str) -> anyhow::Result<(u64, u64)> {
@@ -121,6 +125,7 @@ pub fn request(args: &UpArgs) -> anyhow::Result<LabRequest> {
         attach_delay_ms: parse_delay(&args.attach_delay_ms)?,
         vpc_cidr: args.vpc_cidr,
         kubernetes: args.k8s.then_some(args.cni),
+        terwayd: args.terwayd,
     })
 }
 
@@ -138,6 +143,9 @@ pub fn describe(plan: &LabPlan) -> serde_json::Value {
         "kubernetes": plan.kubernetes.as_ref().map(|k| json!({
             "api_server": k.api_url(),
             "cni": k.cni,
+            "terwayd": if k.daemonset() { "daemonset" } else { "process" },
+            // What `kubectl apply -k` installed terway-rs from (a DaemonSet lab only).
+            "deploy": k.daemonset().then(|| crate::k8s::deploy::dir(plan)),
             "admin_kubeconfig": crate::k8s::LabPaths::new(&plan.dir).admin_kubeconfig(),
             "kubectl": format!("terway-lab kubectl --lab {} -- get pods -o wide", plan.name),
         })),
@@ -153,7 +161,8 @@ pub fn describe(plan: &LabPlan) -> serde_json::Value {
             "state_dir": n.state_dir,
             "cni_config": n.dir.join("cni.json"),
             "eni_conf": n.dir.join("eni_conf.json"),
-            "daemon_log": n.dir.join("terwayd.log"),
+            // A DaemonSet's terwayd logs to its container (`kubectl logs`).
+            "daemon_log": (!plan.terwayd_daemonset()).then(|| n.dir.join("terwayd.log")),
         })).collect::<Vec<_>>(),
     })
 }

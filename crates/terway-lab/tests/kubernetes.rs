@@ -1,7 +1,8 @@
 //! The lab as a real Kubernetes cluster: kube-apiserver, kube-scheduler, kubelet and containerd drive the
 //! `terway` CNI. A Deployment's pods get ENI addresses of their nodes, talk to each other, and give every
 //! address back when scaled to zero; a runtime killed mid-churn leaks nothing; `down` leaves the machine's
-//! root namespace as it found it.
+//! root namespace as it found it; terwayd, installed as the `terway-eniip` DaemonSet, is deleted and
+//! applied again without a pod losing a probe.
 
 mod common;
 
@@ -22,6 +23,9 @@ struct RootState {
     nft: String,
     iptables: String,
     sysctls: BTreeMap<String, String>,
+    /// Which of the DaemonSet's hostPaths exist on the machine (the nodes' mount namespaces give
+    /// each node its own; the machine must not get them).
+    host_paths: Vec<(String, bool)>,
 }
 
 fn cmd(program: &str, args: &[&str]) -> String {
@@ -66,6 +70,16 @@ fn root_state() -> RootState {
             .collect::<Vec<_>>()
             .join("\n"),
         sysctls,
+        host_paths: [
+            "/etc/cni",
+            "/opt/cni",
+            "/var/run/eni",
+            "/var/lib/cni",
+            "/var/lib/kubelet",
+        ]
+        .iter()
+        .map(|p| (p.to_string(), std::path::Path::new(p).exists()))
+        .collect(),
     }
 }
 
@@ -176,6 +190,11 @@ fn a_deployment_gets_eni_addresses_talks_and_gives_every_address_back() {
     ]);
     let nodes = kubectl(&lab, &["get", "nodes", "-o", "name"]);
     assert_eq!(nodes.lines().count(), 2, "{nodes}");
+    // terwayd came up the way a user installs it: `kubectl apply -k` of deploy/, a DaemonSet pod Ready
+    // on every node.
+    assert_eq!(lab.desc["kubernetes"]["terwayd"], "daemonset");
+    let ds = common::k8s::get_json(&lab, &["-n", "kube-system", "daemonset", "terway-eniip"]);
+    assert_eq!(ds["status"]["numberReady"], 2, "{}", ds["status"]);
 
     apply(&lab, &deployment("web", 12));
     let all_ready = eventually(180, || {
@@ -323,7 +342,16 @@ fn a_runtime_killed_mid_churn_comes_back_and_leaks_nothing() {
 
 #[test]
 fn a_pod_deleted_while_its_node_is_down_is_released_once_the_api_server_says_it_is_gone() {
-    let lab = Lab::up(&["--k8s", "--node", "shared", "--max-pool", "5"]);
+    // terwayd as a process: the test stops and starts it while the API server stays up.
+    let lab = Lab::up(&[
+        "--k8s",
+        "--terwayd",
+        "process",
+        "--node",
+        "shared",
+        "--max-pool",
+        "5",
+    ]);
     apply(&lab, &deployment("gone", 2));
     assert!(
         eventually(120, || {
@@ -359,4 +387,188 @@ fn a_pod_deleted_while_its_node_is_down_is_released_once_the_api_server_says_it_
     );
     let (ok, _, err) = run(&["runtime", "--lab", &lab.name, "start", "node0"]);
     assert!(ok, "runtime start: {err}");
+}
+
+/// One connectivity matrix run: when it started and ended, whether every probe got through.
+struct Probe {
+    start: std::time::Instant,
+    end: std::time::Instant,
+    ok: bool,
+    failures: String,
+}
+
+/// terway-eniip pods the API server still has.
+fn daemonset_pods(lab: &Lab) -> usize {
+    kubectl(
+        lab,
+        &[
+            "-n",
+            "kube-system",
+            "get",
+            "pods",
+            "-l",
+            "app=terway-eniip",
+            "-o",
+            "name",
+        ],
+    )
+    .lines()
+    .count()
+}
+
+#[test]
+fn deleting_and_reapplying_the_daemonset_keeps_every_pod_connected() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    let lab = Lab::up(&[
+        "--k8s",
+        "--node",
+        "shared",
+        "--node",
+        "exclusive",
+        "--max-pool",
+        "5",
+    ]);
+    let deploy = lab.desc["kubernetes"]["deploy"]
+        .as_str()
+        .expect("a DaemonSet lab names the overlay it applied")
+        .to_string();
+    apply(&lab, &deployment("steady", 6));
+    assert!(
+        eventually(180, || {
+            let p = app_pods(&lab, "steady");
+            p.len() == 6 && p.iter().all(|p| p.3)
+        }),
+        "pods not Ready: {:?}",
+        app_pods(&lab, "steady")
+    );
+
+    // The matrix runs back to back while the DaemonSet is deleted (every terwayd stops) and applied
+    // again (every terwayd restarts from its state and the init step reinstalls the plugin).
+    let probes: Mutex<Vec<Probe>> = Mutex::new(Vec::new());
+    let stop = AtomicBool::new(false);
+    let probes_done = || probes.lock().map(|p| p.len()).unwrap_or(0);
+    let mut window = None;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::SeqCst) {
+                let start = Instant::now();
+                // A check that cannot run counts as a failed matrix, not as a test crash.
+                let (_, out, err) = run(&["check", "--lab", &lab.name, "--json"]);
+                let r: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+                let probe = Probe {
+                    start,
+                    end: Instant::now(),
+                    ok: r["ok"] == true && r["pods"].as_u64().unwrap_or(0) >= 6,
+                    failures: format!("{} (pods {}) {err}", check_failures(&r), r["pods"]),
+                };
+                if let Ok(mut p) = probes.lock() {
+                    p.push(probe);
+                }
+            }
+        });
+        let finish = |why: &str| {
+            stop.store(true, Ordering::SeqCst);
+            panic!("{why}");
+        };
+        if !eventually(60, || probes_done() >= 1) {
+            finish("the matrix never finished before the upgrade");
+        }
+        kubectl(
+            &lab,
+            &["-n", "kube-system", "delete", "daemonset", "terway-eniip"],
+        );
+        if !eventually(90, || daemonset_pods(&lab) == 0) {
+            finish("the DaemonSet's pods were not deleted");
+        }
+        let down_since = Instant::now();
+        let sockets_closed = lab.desc["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n["daemon_socket"].as_str())
+            .all(|p| std::os::unix::net::UnixStream::connect(p).is_err());
+        if !sockets_closed {
+            finish("a terwayd still answers with its DaemonSet deleted");
+        }
+        // At least one whole matrix while no terwayd runs.
+        let whole_inside = |p: &Probe| p.start >= down_since;
+        if !eventually(60, || {
+            probes
+                .lock()
+                .map(|p| p.iter().any(whole_inside))
+                .unwrap_or(false)
+        }) {
+            finish("no matrix ran while terwayd was down");
+        }
+        let reapplied = Instant::now();
+        kubectl(&lab, &["apply", "-k", &deploy]);
+        kubectl(
+            &lab,
+            &[
+                "-n",
+                "kube-system",
+                "rollout",
+                "status",
+                "daemonset/terway-eniip",
+                "--timeout=180s",
+            ],
+        );
+        let up_again = Instant::now();
+        if !eventually(60, || {
+            probes
+                .lock()
+                .map(|p| p.iter().any(|p| p.start >= up_again))
+                .unwrap_or(false)
+        }) {
+            finish("no matrix ran after the DaemonSet was back");
+        }
+        stop.store(true, Ordering::SeqCst);
+        window = Some((down_since, reapplied));
+    });
+    let probes = probes.into_inner().unwrap_or_default();
+    let failed: Vec<&str> = probes
+        .iter()
+        .filter(|p| !p.ok)
+        .map(|p| p.failures.as_str())
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} matrices failed during the upgrade: {failed:?}",
+        failed.len(),
+        probes.len()
+    );
+    if let Some((down, back)) = window {
+        let inside = probes
+            .iter()
+            .filter(|p| p.start >= down && p.end <= back)
+            .count();
+        assert!(inside >= 1, "no whole matrix ran while terwayd was down");
+        eprintln!(
+            "{} matrices through the upgrade, {inside} of them while no terwayd ran ({:.1} s)",
+            probes.len(),
+            (back - down).as_secs_f64()
+        );
+    }
+
+    // The restarted daemons kept their allocations, and serve new pods.
+    if let Err(e) = settles(&lab, "steady", 60, || true) {
+        panic!("after the upgrade: {e}");
+    }
+    kubectl(&lab, &["scale", "deployment", "steady", "--replicas=10"]);
+    assert!(
+        eventually(180, || {
+            let p = app_pods(&lab, "steady");
+            p.len() == 10 && p.iter().all(|p| p.3)
+        }),
+        "new pods not Ready after the upgrade: {:?}",
+        app_pods(&lab, "steady")
+    );
+    if let Err(e) = settles(&lab, "steady", 60, || true) {
+        panic!("after scaling up: {e}");
+    }
+    let report = lab.check(&[]);
+    assert_eq!(report["ok"], true, "{}", check_failures(&report));
 }

@@ -373,7 +373,16 @@ fn config_errors(lab: &Lab) -> Vec<String> {
 
 #[test]
 fn a_bad_eni_config_is_reported_by_key_and_the_node_keeps_serving() {
-    let lab = Lab::up(&["--k8s", "--node", "shared", "--max-pool", "5"]);
+    // terwayd as a process: the test stops and starts it while the API server stays up.
+    let lab = Lab::up(&[
+        "--k8s",
+        "--terwayd",
+        "process",
+        "--node",
+        "shared",
+        "--max-pool",
+        "5",
+    ]);
     // A cluster-wide eni-config that would not load: reported as it is written.
     kubectl(
         &lab,

@@ -263,6 +263,9 @@ pub fn bench(opts: &CommonOpts, o: &K8sOpts) -> anyhow::Result<Section> {
                 json: false,
                 k8s: true,
                 cni: NodeCni::Terway,
+                // It switches nodes between terway and the reference chain, whose plugins only
+                // the lab's CNI directory holds.
+                terwayd: crate::plan::TerwaydInstall::Process,
             },
             true,
         )?,

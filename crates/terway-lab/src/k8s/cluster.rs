@@ -51,6 +51,7 @@ pub struct Cluster {
     ids: Vec<Identity>,
     children: Children,
     record: KubeRecord,
+    terwayd_tar: Option<PathBuf>,
 }
 
 fn token_of<'a>(ids: &'a [Identity], user: &str) -> &'a str {
@@ -89,9 +90,10 @@ impl Cluster {
             )?;
         }
         // terwayd is the `terway` ServiceAccount, granted what it does by deploy/rbac.yaml (the node
-        // identity may not write events.k8s.io events or Terway's CRs).
+        // identity may not write events.k8s.io events or Terway's CRs). A DaemonSet's pods get the
+        // account's real token; processes get a static token of the same name.
         let user = super::install::TERWAYD_USER;
-        for node in &plan.nodes {
+        for node in plan.nodes.iter().filter(|_| !kube.daemonset()) {
             let np = NodePaths::new(&node.dir);
             std::fs::create_dir_all(&np.root)?;
             std::fs::write(
@@ -123,6 +125,7 @@ impl Cluster {
             ids,
             children: Children::default(),
             record: KubeRecord::default(),
+            terwayd_tar: None,
         })
     }
 
@@ -303,11 +306,26 @@ impl Cluster {
             std::fs::create_dir_all(np.at(d))?;
         }
         std::fs::create_dir_all(np.cni_conf_dir())?;
+        let daemonset = self.kube.daemonset();
+        if daemonset {
+            for d in ["cni-bin", "run-eni", "device-plugins"] {
+                std::fs::create_dir_all(np.at(d))?;
+            }
+            std::fs::create_dir_all(&node.state_dir)?;
+            // What a node image brings (containernetworking-plugins: containerd's CRI needs
+            // `loopback`); the DaemonSet's init step adds `terway`.
+            for p in ["loopback", "bandwidth", "portmap"] {
+                let (src, dest) = (self.paths.cni_bin().join(p), np.at("cni-bin").join(p));
+                if src.exists() && !dest.exists() {
+                    std::os::unix::fs::symlink(std::fs::read_link(&src)?, dest)?;
+                }
+            }
+        }
         let cgroup_root = cgroups::root_name(&self.plan.name, &node.name);
         cgroups::create(&cgroup_root)?;
         std::fs::write(
             np.at("containerd.toml"),
-            node_files::containerd_toml(&self.paths, &np),
+            node_files::containerd_toml(&self.paths, &np, daemonset),
         )?;
         std::fs::write(
             np.at("kubelet.yaml"),
@@ -329,18 +347,26 @@ impl Cluster {
             .iter()
             .position(|n| n.name == node.name)
             .unwrap_or(0);
-        crate::state::write_json_atomic(
-            &np.cni_conf_dir()
-                .join(node_files::conflist_name(self.kube.cni)),
-            &node_files::conflist(
-                node,
-                self.kube.cni,
-                node_files::bridge_subnet(&self.plan, index),
-            ),
-        )?;
+        // The DaemonSet's init step installs the conflist (until then the node is NotReady, as a
+        // fresh node of a real cluster is until its CNI arrives).
+        if !daemonset {
+            crate::state::write_json_atomic(
+                &np.cni_conf_dir()
+                    .join(node_files::conflist_name(self.kube.cni)),
+                &node_files::conflist(
+                    node,
+                    self.kube.cni,
+                    node_files::bridge_subnet(&self.plan, index),
+                ),
+            )?;
+        }
         std::fs::write(
             np.at("mount-ns.sh"),
-            node_files::mount_ns_script(&self.plan.dir, &np),
+            node_files::mount_ns_script(
+                &self.plan.dir,
+                &np,
+                daemonset.then_some(node.state_dir.as_path()),
+            ),
         )?;
         Ok(KubeNodeRecord {
             cgroup_root,
@@ -387,6 +413,18 @@ impl Cluster {
         self.start_runtime(name)
     }
 
+    /// The terwayd image tar, built once per lab (every node imports the same one).
+    fn terwayd_image(&mut self) -> anyhow::Result<PathBuf> {
+        if let Some(tar) = &self.terwayd_tar {
+            return Ok(tar.clone());
+        }
+        let dir = self.paths.root.join("image");
+        std::fs::create_dir_all(&dir)?;
+        let tar = super::image::build(&dir).context("build the terwayd image")?;
+        self.terwayd_tar = Some(tar.clone());
+        Ok(tar)
+    }
+
     fn in_node(&self, name: &str, program: &std::path::Path) -> anyhow::Result<Command> {
         let holder = self
             .record
@@ -428,17 +466,25 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        for image in ["pause.tar", "workload.tar"] {
+        let mut images = vec![
+            self.tb.images.join("pause.tar"),
+            self.tb.images.join("workload.tar"),
+        ];
+        if self.kube.daemonset() {
+            images.push(self.terwayd_image()?);
+        }
+        for image in images {
             let out = Command::new("ctr")
                 .arg("--address")
                 .arg(&sock)
                 .args(["-n", "k8s.io", "images", "import"])
-                .arg(self.tb.images.join(image))
+                .arg(&image)
                 .output()
                 .context("run ctr")?;
             if !out.status.success() {
                 anyhow::bail!(
-                    "importing {image} into {name}'s containerd failed: {}",
+                    "importing {} into {name}'s containerd failed: {}",
+                    image.display(),
                     String::from_utf8_lossy(&out.stderr).trim()
                 );
             }

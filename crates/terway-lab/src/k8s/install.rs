@@ -1,20 +1,9 @@
-//! terway-rs' cluster-wide objects, applied to the lab's API server right after it starts: the CRDs
-//! and terwayd's ServiceAccount and RBAC, exactly the files a user applies from `deploy/` (they are
-//! compiled in, so the lab cannot drift from them).
+//! terway-rs' cluster-wide objects for a lab whose terwayd runs as processes (`up --terwayd process`),
+//! applied to the API server right after it starts: the CRDs and terwayd's ServiceAccount and RBAC,
+//! exactly the files of `deploy/` (compiled in, see [`super::deploy::BASE`]). A DaemonSet lab applies
+//! all of deploy/ instead ([`super::deploy`]).
 
 use crate::plan::LabPlan;
-
-/// `deploy/rbac.yaml`.
-const RBAC: &str = include_str!("../../../../deploy/rbac.yaml");
-
-/// `deploy/crds/*.yaml` (generated from terway-apis).
-const CRDS: [&str; 5] = [
-    include_str!("../../../../deploy/crds/podnetworkings.network.alibabacloud.com.yaml"),
-    include_str!("../../../../deploy/crds/podenis.network.alibabacloud.com.yaml"),
-    include_str!("../../../../deploy/crds/networkinterfaces.network.alibabacloud.com.yaml"),
-    include_str!("../../../../deploy/crds/nodes.network.alibabacloud.com.yaml"),
-    include_str!("../../../../deploy/crds/noderuntimes.network.alibabacloud.com.yaml"),
-];
 
 /// The user terwayd authenticates as in the lab: the `terway` ServiceAccount's name, so the RBAC of
 /// `deploy/rbac.yaml` is what grants it (and what a DaemonSet's own token would get).
@@ -26,10 +15,16 @@ pub const TERWAYD_GROUPS: [&str; 2] = [
     "system:serviceaccounts:kube-system",
 ];
 
-/// All of it as one multi-document manifest.
+/// The RBAC and the CRDs of deploy/ as one multi-document manifest.
 pub fn manifest() -> String {
-    let mut docs = vec![RBAC.trim_end()];
-    docs.extend(CRDS.iter().map(|c| c.trim_end()));
+    let docs: Vec<&str> = super::deploy::BASE
+        .iter()
+        .filter(|(path, _)| {
+            *path == "rbac.yaml"
+                || (path.starts_with("crds/") && !path.ends_with("kustomization.yaml"))
+        })
+        .map(|(_, text)| text.trim_end())
+        .collect();
     docs.join("\n---\n") + "\n"
 }
 

@@ -6,6 +6,8 @@
 pub mod api;
 pub mod cgroups;
 pub mod cluster;
+pub mod deploy;
+pub mod image;
 pub mod install;
 pub mod node_files;
 pub mod pki;
@@ -67,6 +69,8 @@ impl Toolbox {
             "openssl",
             "nsenter",
             "unshare",
+            "strip",
+            "ldd",
         ] {
             if crate::procs::find_binary(tool).is_err() {
                 missing.push(tool.to_string());

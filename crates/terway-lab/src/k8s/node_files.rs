@@ -23,9 +23,20 @@ pub const GUARDED_SYSCTLS: &[&str] = &[
 ];
 
 /// containerd's config: every path and socket under the node directory; pod network namespaces under
-/// its state dir (not `/run/netns`); the CRI plugin runs our CNI directory and conflist.
-pub fn containerd_toml(lab: &LabPaths, node: &NodePaths) -> String {
+/// its state dir (not `/run/netns`). The CRI plugin runs the lab's CNI directory and conflist, or, when
+/// terwayd runs as the DaemonSet (`standard_cni_paths`), the standard `/opt/cni/bin` and
+/// `/etc/cni/net.d` the DaemonSet's init step installs into (the mount namespace binds both to the
+/// node directory).
+pub fn containerd_toml(lab: &LabPaths, node: &NodePaths, standard_cni_paths: bool) -> String {
     let p = |rel: &str| node.at(rel).display().to_string();
+    let (cni_bin, conf_dir) = if standard_cni_paths {
+        ("/opt/cni/bin".to_string(), "/etc/cni/net.d".to_string())
+    } else {
+        (
+            lab.cni_bin().display().to_string(),
+            node.cni_conf_dir().display().to_string(),
+        )
+    };
     format!(
         r#"version = 2
 root = "{root}"
@@ -74,8 +85,8 @@ oom_score = 0
         sock = node.containerd_socket().display(),
         opt = p("containerd/opt"),
         pause = PAUSE_IMAGE,
-        cni_bin = lab.cni_bin().display(),
-        conf_dir = node.cni_conf_dir().display(),
+        cni_bin = cni_bin,
+        conf_dir = conf_dir,
     )
 }
 
@@ -219,19 +230,39 @@ pub fn conflist_name(cni: crate::plan::NodeCni) -> &'static str {
 /// a private mount namespace). It gives the node its own view of the paths kubelet and containerd 1.6
 /// hard-code, then sleeps; containerd and kubelet join it with `nsenter`. Nothing it mounts is seen
 /// outside, and every mount goes when the namespace's last process exits.
-pub fn mount_ns_script(lab_dir: &Path, node: &NodePaths) -> String {
-    let ov = |what: &str| {
+///
+/// With `daemonset`, it also makes the hostPaths of deploy/daemonset.yaml node directories: `/etc` and
+/// `/opt` become overlays (the machine has no `/etc/cni` or `/opt/cni`, and must not get them), with
+/// `/etc/cni/net.d` bound to `k8s/net.d`, `/opt/cni/bin` to `k8s/cni-bin`, `/var/run/eni` to
+/// `k8s/run-eni` and `/var/lib/cni/terway` to the node's state directory, so the lab reads the socket,
+/// conflist and state terwayd's pod writes there.
+pub fn mount_ns_script(lab_dir: &Path, node: &NodePaths, daemonset: Option<&Path>) -> String {
+    let ov = |dir: &str| {
+        let what = dir.trim_start_matches('/').replace('/', "-");
         format!(
             "mkdir -p {r}/ov/{what}/upper {r}/ov/{what}/work\n\
-             mount -t overlay overlay -o lowerdir=/var/{what},upperdir={r}/ov/{what}/upper,workdir={r}/ov/{what}/work /var/{what}\n",
+             mount -t overlay overlay -o lowerdir={dir},upperdir={r}/ov/{what}/upper,workdir={r}/ov/{what}/work {dir}\n",
             r = node.root.display()
+        )
+    };
+    let bind = |from: &Path, to: &str| {
+        format!(
+            "mkdir -p {from} {to}\nmount --bind {from} {to}\n",
+            from = from.display()
         )
     };
     let mut s = String::from("set -eu\n");
     // /var/lib (kubelet's device-plugins/, libcni's cache) and /var/log (pods/, containers/) become
     // overlays whose writes land in the node's directory.
-    s.push_str(&ov("lib"));
-    s.push_str(&ov("log"));
+    s.push_str(&ov("/var/lib"));
+    s.push_str(&ov("/var/log"));
+    if let Some(state_dir) = daemonset {
+        s.push_str(&ov("/etc"));
+        s.push_str(&ov("/opt"));
+        s.push_str(&bind(&node.cni_conf_dir(), "/etc/cni/net.d"));
+        s.push_str(&bind(&node.at("cni-bin"), "/opt/cni/bin"));
+        s.push_str(&bind(state_dir, "/var/lib/cni/terway"));
+    }
     // kubelet 1.20 keeps device-plugin sockets in /var/lib/kubelet/device-plugins whatever its root
     // dir: bound to a node directory, terwayd (outside this namespace) serves and registers there.
     s.push_str(&format!(
@@ -246,6 +277,9 @@ mount --bind {dp} /var/lib/kubelet/device-plugins
         "exec 3<{lab}\nmount -t tmpfs -o mode=0755 tmpfs /run\nmkdir -p {lab} /run/containerd\nmount --no-canonicalize --bind /proc/self/fd/3 {lab}\nexec 3<&-\n",
         lab = lab_dir.display()
     ));
+    if daemonset.is_some() {
+        s.push_str(&bind(&node.at("run-eni"), "/run/eni"));
+    }
     for f in GUARDED_SYSCTLS {
         let file = node.at(&format!("sysctl/{}", f.replace('/', ".")));
         s.push_str(&format!(
@@ -276,7 +310,7 @@ mod tests {
     #[test]
     fn the_mount_script_guards_every_written_sysctl_and_keeps_the_lab_dir() {
         let node = NodePaths::new(Path::new("/run/terway-lab/l1/nodes/node0"));
-        let s = mount_ns_script(Path::new("/run/terway-lab/l1"), &node);
+        let s = mount_ns_script(Path::new("/run/terway-lab/l1"), &node, None);
         for f in GUARDED_SYSCTLS {
             assert!(s.contains(&format!(
                 "mount --bind /run/terway-lab/l1/nodes/node0/k8s/sysctl/{} /proc/sys/{f}",
@@ -285,5 +319,43 @@ mod tests {
         }
         assert!(s.contains("mount --no-canonicalize --bind /proc/self/fd/3 /run/terway-lab/l1\n"));
         assert!(s.ends_with("exec sleep 2147483647\n"));
+        assert!(!s.contains("/etc"), "{s}");
+    }
+
+    #[test]
+    fn a_daemonset_node_gets_the_hostpaths_of_deploy_bound_to_its_directory() {
+        let node = NodePaths::new(Path::new("/run/terway-lab/l1/nodes/node0"));
+        let state = Path::new("/run/terway-lab/l1/nodes/node0/state");
+        let s = mount_ns_script(Path::new("/run/terway-lab/l1"), &node, Some(state));
+        let ds = include_str!("../../../../deploy/daemonset.yaml");
+        for (host_path, bound) in [
+            ("/etc/cni/net.d", "/run/terway-lab/l1/nodes/node0/k8s/net.d"),
+            ("/opt/cni/bin", "/run/terway-lab/l1/nodes/node0/k8s/cni-bin"),
+            (
+                "/var/lib/cni/terway",
+                "/run/terway-lab/l1/nodes/node0/state",
+            ),
+            (
+                "/var/lib/kubelet/device-plugins",
+                "/run/terway-lab/l1/nodes/node0/k8s/device-plugins",
+            ),
+        ] {
+            assert!(
+                ds.contains(&format!("path: {host_path},")),
+                "{host_path} is not a hostPath of deploy/"
+            );
+            assert!(
+                s.contains(&format!("mount --bind {bound} {host_path}\n")),
+                "{s}"
+            );
+        }
+        // /var/run is /run's symlink; /run is replaced by a tmpfs first, so the bind must come after it.
+        assert!(ds.contains("path: /var/run/eni,"));
+        let tmpfs = s.find("tmpfs /run\n").unwrap_or(usize::MAX);
+        let eni = s.find("k8s/run-eni /run/eni\n").unwrap_or(0);
+        assert!(tmpfs < eni, "{s}");
+        assert!(
+            s.contains("lowerdir=/etc,upperdir=/run/terway-lab/l1/nodes/node0/k8s/ov/etc/upper")
+        );
     }
 }

@@ -93,7 +93,15 @@ pub fn app_pods(lab: &Lab, app: &str) -> Vec<(String, String, String, bool)> {
 
 /// `terway-cli --json ARGS` against the daemon of `node`.
 fn terway_cli(lab: &Lab, node: &str, args: &[&str]) -> std::process::Output {
-    let socket = format!("/run/terway-lab/{}/nodes/{node}/eni.socket", lab.name);
+    // Where the lab says the node's terwayd listens (a DaemonSet's socket is elsewhere than a process's).
+    let socket = lab.desc["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["name"] == node)
+        .and_then(|n| n["daemon_socket"].as_str())
+        .unwrap_or_else(|| panic!("up --json names no daemon_socket for {node}"))
+        .to_string();
     let cli = super::lab_bin()
         .parent()
         .map(|d| d.join("terway-cli"))
