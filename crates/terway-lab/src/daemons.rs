@@ -26,6 +26,26 @@ pub struct Daemons {
     daemons: BTreeMap<String, Daemon>,
 }
 
+/// The flags every terwayd of a lab gets, as a process or in the DaemonSet: the emulator's endpoints and
+/// region, the lab's short GC, the log level.
+pub fn lab_flags(plan: &LabPlan) -> Vec<String> {
+    vec![
+        format!("--cloud-endpoint={}", plan.api_url()),
+        format!("--metadata-url={}", plan.metadata_url()),
+        format!("--region={}", crate::node_files::REGION),
+        // GC every 15 s instead of Terway's 5 min, like the short pool sync period: leftovers of a failed
+        // rollback (e.g. under injected cloud faults) are removed within a test's patience.
+        "--gc-period-secs=15".into(),
+        // A pod source lags a moment behind its pods (the lab's file is written before ADD, the Kubernetes
+        // lab's watch trails the API server); 5 s of grace covers that without slowing the GC tests.
+        "--gc-grace-secs=5".into(),
+        format!(
+            "--log-level={}",
+            std::env::var("TERWAY_LAB_DAEMON_LOG").unwrap_or_else(|_| "info".into())
+        ),
+    ]
+}
+
 /// The `terwayd` command line for a node (after `ip netns exec <netns>`).
 pub fn daemon_args(plan: &LabPlan, node: &NodePlan) -> Vec<String> {
     let mut args = vec![
@@ -35,12 +55,6 @@ pub fn daemon_args(plan: &LabPlan, node: &NodePlan) -> Vec<String> {
         node.socket.display().to_string(),
         "--state-dir".into(),
         node.state_dir.display().to_string(),
-        "--cloud-endpoint".into(),
-        plan.api_url(),
-        "--metadata-url".into(),
-        plan.metadata_url(),
-        "--region".into(),
-        crate::node_files::REGION.into(),
         "--node-name".into(),
         node.name.clone(),
         // The pod source: the API server in a Kubernetes lab, else the pods file the lab writes.
@@ -57,17 +71,8 @@ pub fn daemon_args(plan: &LabPlan, node: &NodePlan) -> Vec<String> {
         }
         .display()
         .to_string(),
-        // GC every 15 s instead of Terway's 5 min, like the short pool sync period: leftovers of a failed
-        // rollback (e.g. under injected cloud faults) are removed within a test's patience.
-        "--gc-period-secs".into(),
-        "15".into(),
-        // A pod source lags a moment behind its pods (the lab's file is written before ADD, the Kubernetes
-        // lab's watch trails the API server); 5 s of grace covers that without slowing the GC tests.
-        "--gc-grace-secs".into(),
-        "5".into(),
-        "--log-level".into(),
-        std::env::var("TERWAY_LAB_DAEMON_LOG").unwrap_or_else(|_| "info".into()),
     ];
+    args.extend(lab_flags(plan));
     if plan.kubernetes.is_some() {
         // The node's kubelet sees this directory as /var/lib/kubelet/device-plugins (mount-ns.sh).
         args.push("--device-plugin-dir".into());

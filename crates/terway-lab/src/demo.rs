@@ -161,7 +161,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         max_pool: 10,
         attach_delay_ms: "200-600".into(),
         vpc_cidr: None,
-        timeout: 180,
+        timeout: None,
         json: false,
         k8s: !args.no_k8s,
         cni: crate::plan::NodeCni::Terway,

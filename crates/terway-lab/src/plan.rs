@@ -395,8 +395,12 @@ pub fn make_plan(req: &LabRequest, host_nets: &[Ipv4Net]) -> Result<LabPlan, Pla
         .collect();
     let outside_cidr = Ipv4Net::new(Ipv4Addr::from(base + (250 << 8)), 24).unwrap_or(vpc_cidr);
     let dir = labs_root().join(&name);
-    let daemonset =
-        req.kubernetes == Some(NodeCni::Terway) && req.terwayd == TerwaydInstall::Daemonset;
+    let kubernetes = req.kubernetes.map(|cni| KubePlan {
+        api_addr: K8S_API_ADDR,
+        cni,
+        terwayd: req.terwayd,
+    });
+    let daemonset = kubernetes.as_ref().is_some_and(KubePlan::daemonset);
     let nodes = req
         .nodes
         .iter()
@@ -450,11 +454,7 @@ pub fn make_plan(req: &LabRequest, host_nets: &[Ipv4Net]) -> Result<LabPlan, Pla
         vswitches,
         service_cidr,
         nodes,
-        kubernetes: req.kubernetes.map(|cni| KubePlan {
-            api_addr: K8S_API_ADDR,
-            cni,
-            terwayd: req.terwayd,
-        }),
+        kubernetes,
     })
 }
 

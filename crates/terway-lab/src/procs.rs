@@ -92,7 +92,7 @@ pub fn find_binary(name: &str) -> anyhow::Result<std::path::PathBuf> {
     candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
         anyhow::anyhow!(
             "binary `{name}` not found next to terway-lab, in $TERWAY_BIN_DIR or $PATH; build it first \
-             (`cargo build -p terwayd -p terway-cni`)"
+             (`cargo build -p terwayd -p terway-cni -p terway-cli`)"
         )
     })
 }

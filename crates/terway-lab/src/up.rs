@@ -53,9 +53,10 @@ pub struct UpArgs {
     /// VPC CIDR (a /16); by default the first 10.x/16 that overlaps none of this machine's networks.
     #[arg(long)]
     pub vpc_cidr: Option<Ipv4Net>,
-    /// Seconds to wait for the lab to be ready.
-    #[arg(long, default_value_t = 180)]
-    pub timeout: u64,
+    /// Seconds to wait for the lab to be ready (default 180, 420 with --k8s: the supervisor's own
+    /// waits for nodes, terwayd pods and readiness fit inside it, so their errors are the ones shown).
+    #[arg(long)]
+    pub timeout: Option<u64>,
     /// Print the machine-readable description (see docs/lab.md).
     #[arg(long)]
     pub json: bool,
@@ -160,8 +161,9 @@ pub fn describe(plan: &LabPlan) -> serde_json::Value {
             "daemon_socket": n.socket,
             "state_dir": n.state_dir,
             "cni_config": n.dir.join("cni.json"),
-            "eni_conf": n.dir.join("eni_conf.json"),
-            // A DaemonSet's terwayd logs to its container (`kubectl logs`).
+            // A DaemonSet's terwayd reads eni-config and its node's override, and logs to its
+            // container (`kubectl logs`).
+            "eni_conf": (!plan.terwayd_daemonset()).then(|| n.dir.join("eni_conf.json")),
             "daemon_log": (!plan.terwayd_daemonset()).then(|| n.dir.join("terwayd.log")),
         })).collect::<Vec<_>>(),
     })
@@ -220,13 +222,18 @@ pub fn up(args: &UpArgs, quiet: bool) -> anyhow::Result<LabPlan> {
     );
     bar.set_prefix(plan.name.clone());
     bar.enable_steady_tick(Duration::from_millis(120));
-    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    let timeout = args.timeout.unwrap_or(if args.k8s { 420 } else { 180 });
+    let deadline = Instant::now() + Duration::from_secs(timeout);
+    let mut step = String::from("starting the supervisor");
     let outcome = loop {
         let st: Option<LabState> = state::read_json(&state::state_path(&plan.dir)).ok();
         match st.as_ref().map(|s| &s.phase) {
             Some(Phase::Ready) => break Ok(()),
             Some(Phase::Failed(msg)) => break Err(anyhow::anyhow!("{msg}")),
-            Some(Phase::Starting(step)) => bar.set_message(step.clone()),
+            Some(Phase::Starting(now)) => {
+                step = now.clone();
+                bar.set_message(step.clone())
+            }
             _ => bar.set_message("starting the supervisor"),
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -236,8 +243,8 @@ pub fn up(args: &UpArgs, quiet: bool) -> anyhow::Result<LabPlan> {
         }
         if Instant::now() >= deadline {
             break Err(anyhow::anyhow!(
-                "the lab was not ready within {}s",
-                args.timeout
+                "the lab was not ready within {timeout}s (still {step}); raise --timeout if the \
+                 machine is busy"
             ));
         }
         std::thread::sleep(Duration::from_millis(100));

@@ -11,6 +11,7 @@ use std::process::Command;
 
 use common::k8s::{
     app_pods, apply, daemon_status, deployment, kubectl, node_condition, pod_events, pod_uids,
+    wait_app_ready,
 };
 use common::{available_enis, check_failures, eventually, instance_ips, run, Lab};
 
@@ -353,14 +354,7 @@ fn a_pod_deleted_while_its_node_is_down_is_released_once_the_api_server_says_it_
         "5",
     ]);
     apply(&lab, &deployment("gone", 2));
-    assert!(
-        eventually(120, || {
-            let p = app_pods(&lab, "gone");
-            p.len() == 2 && p.iter().all(|p| p.3)
-        }),
-        "pods not Ready: {:?}",
-        app_pods(&lab, "gone")
-    );
+    wait_app_ready(&lab, "gone", 2, 120);
     let pods = app_pods(&lab, "gone");
     let (victim, survivor) = (&pods[0], &pods[1]);
     // The node is down (daemon, containerd, kubelet): nothing runs a CNI DEL for the victim.
@@ -436,14 +430,7 @@ fn deleting_and_reapplying_the_daemonset_keeps_every_pod_connected() {
         .expect("a DaemonSet lab names the overlay it applied")
         .to_string();
     apply(&lab, &deployment("steady", 6));
-    assert!(
-        eventually(180, || {
-            let p = app_pods(&lab, "steady");
-            p.len() == 6 && p.iter().all(|p| p.3)
-        }),
-        "pods not Ready: {:?}",
-        app_pods(&lab, "steady")
-    );
+    wait_app_ready(&lab, "steady", 6, 180);
 
     // The matrix runs back to back while the DaemonSet is deleted (every terwayd stops) and applied
     // again (every terwayd restarts from its state and the init step reinstalls the plugin).
@@ -469,13 +456,20 @@ fn deleting_and_reapplying_the_daemonset_keeps_every_pod_connected() {
                 }
             }
         });
-        let finish = |why: &str| {
-            stop.store(true, Ordering::SeqCst);
-            panic!("{why}");
-        };
+        // Whatever ends this thread (a finished upgrade, a failed kubectl's panic) ends the prober too,
+        // or the scope would wait for it forever.
+        struct StopOnDrop<'a>(&'a AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let _stop_prober = StopOnDrop(&stop);
+        let finish = |why: &str| -> ! { panic!("{why}") };
         if !eventually(60, || probes_done() >= 1) {
             finish("the matrix never finished before the upgrade");
         }
+        let deleted = Instant::now();
         kubectl(
             &lab,
             &["-n", "kube-system", "delete", "daemonset", "terway-eniip"],
@@ -484,13 +478,19 @@ fn deleting_and_reapplying_the_daemonset_keeps_every_pod_connected() {
             finish("the DaemonSet's pods were not deleted");
         }
         let down_since = Instant::now();
-        let sockets_closed = lab.desc["nodes"]
+        let sockets: Vec<&str> = lab.desc["nodes"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(|n| n["daemon_socket"].as_str())
-            .all(|p| std::os::unix::net::UnixStream::connect(p).is_err());
-        if !sockets_closed {
+            .collect();
+        if sockets.len() != 2 {
+            finish("up --json names no daemon socket for some node");
+        }
+        if sockets
+            .iter()
+            .any(|p| std::os::unix::net::UnixStream::connect(p).is_ok())
+        {
             finish("a terwayd still answers with its DaemonSet deleted");
         }
         // At least one whole matrix while no terwayd runs.
@@ -525,8 +525,7 @@ fn deleting_and_reapplying_the_daemonset_keeps_every_pod_connected() {
         }) {
             finish("no matrix ran after the DaemonSet was back");
         }
-        stop.store(true, Ordering::SeqCst);
-        window = Some((down_since, reapplied));
+        window = Some((down_since, reapplied, up_again - deleted));
     });
     let probes = probes.into_inner().unwrap_or_default();
     let failed: Vec<&str> = probes
@@ -540,15 +539,17 @@ fn deleting_and_reapplying_the_daemonset_keeps_every_pod_connected() {
         failed.len(),
         probes.len()
     );
-    if let Some((down, back)) = window {
+    if let Some((down, back, upgrade)) = window {
         let inside = probes
             .iter()
             .filter(|p| p.start >= down && p.end <= back)
             .count();
         assert!(inside >= 1, "no whole matrix ran while terwayd was down");
         eprintln!(
-            "{} matrices through the upgrade, {inside} of them while no terwayd ran ({:.1} s)",
+            "{} matrices through the upgrade ({:.1} s from delete to rollout), {inside} of them \
+             while no terwayd pod existed ({:.1} s)",
             probes.len(),
+            upgrade.as_secs_f64(),
             (back - down).as_secs_f64()
         );
     }
@@ -558,14 +559,7 @@ fn deleting_and_reapplying_the_daemonset_keeps_every_pod_connected() {
         panic!("after the upgrade: {e}");
     }
     kubectl(&lab, &["scale", "deployment", "steady", "--replicas=10"]);
-    assert!(
-        eventually(180, || {
-            let p = app_pods(&lab, "steady");
-            p.len() == 10 && p.iter().all(|p| p.3)
-        }),
-        "new pods not Ready after the upgrade: {:?}",
-        app_pods(&lab, "steady")
-    );
+    wait_app_ready(&lab, "steady", 10, 180);
     if let Err(e) = settles(&lab, "steady", 60, || true) {
         panic!("after scaling up: {e}");
     }

@@ -259,7 +259,7 @@ pub fn bench(opts: &CommonOpts, o: &K8sOpts) -> anyhow::Result<Section> {
                 max_pool: 10,
                 attach_delay_ms: "200-600".into(),
                 vpc_cidr: None,
-                timeout: 240,
+                timeout: Some(240),
                 json: false,
                 k8s: true,
                 cni: NodeCni::Terway,

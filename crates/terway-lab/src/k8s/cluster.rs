@@ -316,8 +316,12 @@ impl Cluster {
             // `loopback`); the DaemonSet's init step adds `terway`.
             for p in ["loopback", "bandwidth", "portmap"] {
                 let (src, dest) = (self.paths.cni_bin().join(p), np.at("cni-bin").join(p));
-                if src.exists() && !dest.exists() {
-                    std::os::unix::fs::symlink(std::fs::read_link(&src)?, dest)?;
+                if src.exists() && dest.symlink_metadata().is_err() {
+                    let target = std::fs::read_link(&src)
+                        .with_context(|| format!("read the link {}", src.display()))?;
+                    std::os::unix::fs::symlink(&target, &dest).with_context(|| {
+                        format!("link {} to {}", dest.display(), target.display())
+                    })?;
                 }
             }
         }

@@ -84,18 +84,7 @@ fn config_map(name: &str, eni_conf: &Value) -> Value {
 
 /// terwayd's extra arguments and environment in the lab, as JSON-patch operations on the DaemonSet.
 fn daemonset_patch(plan: &LabPlan) -> Value {
-    let args = [
-        format!("--cloud-endpoint={}", plan.api_url()),
-        format!("--metadata-url={}", plan.metadata_url()),
-        format!("--region={}", crate::node_files::REGION),
-        // The same short GC period and grace as the lab's terwayd processes (daemons::daemon_args).
-        "--gc-period-secs=15".into(),
-        "--gc-grace-secs=5".into(),
-        format!(
-            "--log-level={}",
-            std::env::var("TERWAY_LAB_DAEMON_LOG").unwrap_or_else(|_| "info".into())
-        ),
-    ];
+    let args = crate::daemons::lab_flags(plan);
     let mut ops: Vec<Value> = args
         .iter()
         .map(
@@ -184,21 +173,39 @@ pub fn install(plan: &LabPlan) -> anyhow::Result<()> {
     apply(plan, &root)
 }
 
-/// `kubectl apply -k` of the overlay in `root`, then wait until the API server serves the CRDs.
+/// `kubectl apply -k` of the overlay in `root`: the CRDs first, served before any terwayd starts
+/// writing its Node and NodeRuntime objects, then everything.
 pub fn apply(plan: &LabPlan, root: &Path) -> anyhow::Result<()> {
+    let crds = root.join("base/crds").display().to_string();
+    crate::kubectl_cmd::kubectl(plan, &["apply", "-k", &crds])?;
+    super::install::wait_crds(plan)?;
     let root = root.display().to_string();
     crate::kubectl_cmd::kubectl(plan, &["apply", "-k", &root])?;
-    crate::kubectl_cmd::kubectl(
-        plan,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd",
-            "--all",
-        ],
-    )?;
     Ok(())
+}
+
+/// The DaemonSet's pods and the last log lines of each, for an error message.
+fn daemon_pods_report(plan: &LabPlan) -> String {
+    let text = |args: &[&str]| {
+        crate::kubectl_cmd::kubectl(plan, args)
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_else(|e| format!("({e:#})\n"))
+    };
+    let selector = format!("app={DAEMONSET}");
+    let mut out = text(&[
+        "-n", NAMESPACE, "get", "pods", "-l", &selector, "-o", "wide",
+    ]);
+    out.push_str(&text(&[
+        "-n",
+        NAMESPACE,
+        "logs",
+        "-l",
+        &selector,
+        "--all-containers",
+        "--prefix",
+        "--tail=5",
+    ]));
+    out
 }
 
 /// How many of the DaemonSet's pods are Ready, as the API server says.
@@ -241,10 +248,10 @@ pub fn wait_daemons(plan: &LabPlan, timeout: Duration) -> anyhow::Result<()> {
                 waiting.join(", ")
             };
             anyhow::bail!(
-                "terwayd of {waiting} did not answer within {timeout:?} after kubectl apply -k; see \
-                 `terway-lab kubectl --lab {} -- -n {NAMESPACE} describe pods -l app={DAEMONSET}` and \
-                 `… logs -l app={DAEMONSET} --all-containers`",
-                plan.name
+                "terwayd of {waiting} did not answer within {timeout:?} after kubectl apply -k \
+                 (the lab's overlay in {}); its pods and their last log lines:\n{}",
+                dir(plan).display(),
+                daemon_pods_report(plan)
             );
         }
         std::thread::sleep(Duration::from_millis(200));

@@ -59,10 +59,19 @@ fn sha256(path: &Path) -> anyhow::Result<String> {
         .ok_or_else(|| anyhow::anyhow!("sha256sum printed nothing for {}", path.display()))
 }
 
+/// The OCI name of this machine's architecture (the binaries' own).
+fn oci_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
 /// The image config: entrypoint terwayd, one layer.
 fn config_json(diff_id: &str) -> serde_json::Value {
     serde_json::json!({
-        "architecture": "amd64",
+        "architecture": oci_arch(),
         "os": "linux",
         "config": {"Entrypoint": ["/usr/bin/terwayd"], "WorkingDir": "/"},
         "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{diff_id}")]},

@@ -31,6 +31,11 @@ pub fn manifest() -> String {
 /// `kubectl apply` the manifest, then wait until the API server serves the CRDs.
 pub fn apply(plan: &LabPlan) -> anyhow::Result<()> {
     crate::kubectl_cmd::kubectl_stdin(plan, &["apply", "-f", "-"], &manifest())?;
+    wait_crds(plan)
+}
+
+/// Wait until the API server serves every CRD applied.
+pub fn wait_crds(plan: &LabPlan) -> anyhow::Result<()> {
     crate::kubectl_cmd::kubectl(
         plan,
         &[

@@ -257,6 +257,12 @@ pub fn mount_ns_script(lab_dir: &Path, node: &NodePaths, daemonset: Option<&Path
     s.push_str(&ov("/var/lib"));
     s.push_str(&ov("/var/log"));
     if let Some(state_dir) = daemonset {
+        // The DaemonSet's hostPaths must land in this namespace's mounts, never on the machine's
+        // disk: refuse a machine where they would (the kubelet would create them there).
+        s.push_str(
+            "[ \"$(readlink -f /var/run)\" = /run ] || { echo \"terway-lab: /var/run is not a symlink to /run here, so the DaemonSet's /var/run/eni would land on this machine; use up --terwayd process\" >&2; exit 1; }\n\
+             [ -d /opt ] || { echo \"terway-lab: this machine has no /opt to overlay for the DaemonSet's /opt/cni/bin; use up --terwayd process\" >&2; exit 1; }\n",
+        );
         s.push_str(&ov("/etc"));
         s.push_str(&ov("/opt"));
         s.push_str(&bind(&node.cni_conf_dir(), "/etc/cni/net.d"));

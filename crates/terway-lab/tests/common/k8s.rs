@@ -223,3 +223,12 @@ pub fn cli_pod(lab: &Lab, node: &str, pod: &str) -> (bool, Value, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Wait up to `secs` until Deployment `app` has exactly `n` pods, all Ready; panics with them otherwise.
+pub fn wait_app_ready(lab: &Lab, app: &str, n: usize, secs: u64) {
+    let ready = super::eventually(secs, || {
+        let p = app_pods(lab, app);
+        p.len() == n && p.iter().all(|p| p.3)
+    });
+    assert!(ready, "{app}: not {n} Ready pods: {:?}", app_pods(lab, app));
+}
