@@ -47,7 +47,28 @@ pub fn check_conflist(text: &str) -> Result<(), String> {
     }
     terway_core::TerwayCniConf::from_value(first)
         .and_then(|c| c.validate())
-        .map_err(|e| format!("the terway plugin entry: {e}"))
+        .map_err(|e| format!("the terway plugin entry: {e}"))?;
+    check_bandwidth_owner(&plugins[1..])
+}
+
+/// Refuse a chain with the `bandwidth` plugin after terway. terway shapes every pod with a bandwidth
+/// annotation itself (the daemon reads `kubernetes.io/*-bandwidth` and `k8s.aliyun.com/*-bandwidth`,
+/// whatever the runtime passes) by replacing the root qdisc of the pod's links, so the other plugin's
+/// ADD then fails with a bare "create qdisc: file exists" and the pod stays ContainerCreating.
+fn check_bandwidth_owner(rest: &[Value]) -> Result<(), String> {
+    if rest
+        .iter()
+        .any(|p| p.get("type").and_then(Value::as_str) == Some("bandwidth"))
+    {
+        return Err(
+            "the conflist chains the `bandwidth` plugin after terway: terway owns pod bandwidth (tbf \
+             on eth0 and the host veth, from the pod's kubernetes.io/ingress-bandwidth and \
+             egress-bandwidth annotations), so the `bandwidth` plugin's ADD would fail with \"file \
+             exists\" on every annotated pod; remove `bandwidth` from the chain"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 /// Write `bytes` to `dest` through a temporary file in the same directory and a rename.
@@ -108,10 +129,27 @@ mod tests {
                 "type \"terway\"",
             ),
             (r#"{"plugins":[{"type":"terway"}]}"#, "no \"name\""),
+            (
+                r#"{"name":"x","plugins":[{"type":"terway","capabilities":{"bandwidth":true}},
+                    {"type":"bandwidth","capabilities":{"bandwidth":true}}]}"#,
+                "remove `bandwidth` from the chain",
+            ),
         ] {
             let e = check_conflist(bad).unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn terway_owns_pod_bandwidth_and_other_plugins_may_follow_it() {
+        let portmap = r#"{"name":"x","plugins":[{"type":"terway","capabilities":{"bandwidth":true}},{"type":"portmap","capabilities":{"portMappings":true}}]}"#;
+        assert_eq!(check_conflist(portmap), Ok(()));
+        // Without terway's capability the daemon still shapes annotated pods: refused as well.
+        let e = check_conflist(
+            r#"{"name":"x","plugins":[{"type":"terway"},{"type":"bandwidth","capabilities":{"bandwidth":true}}]}"#,
+        )
+        .unwrap_err();
+        assert!(e.contains("terway owns pod bandwidth"), "{e}");
     }
 
     /// The ConfigMap users apply from `deploy/` must load: its eni_conf and its conflist.
