@@ -387,20 +387,27 @@ async fn bring_up_kubernetes(lab: &Arc<Lab>, tb: Toolbox) -> anyhow::Result<()> 
         install_daemonset(lab, &api).await?;
     }
     lab.phase(Phase::Starting("waiting for every node to be Ready".into()));
+    wait_nodes(lab, &api, "Ready", crate::k8s::api::node_ready).await
+}
+
+/// Wait up to 120 s until the API server has every node of the lab and each is `what` by `holds`.
+async fn wait_nodes(
+    lab: &Lab,
+    api: &Api,
+    what: &str,
+    holds: impl Fn(&serde_json::Value) -> bool,
+) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
         let nodes = api.nodes().await.unwrap_or_default();
-        let ready = nodes
-            .iter()
-            .filter(|n| crate::k8s::api::node_ready(n))
-            .count();
-        if ready == plan.nodes.len() {
+        let count = nodes.iter().filter(|n| holds(n)).count();
+        if count >= lab.plan.nodes.len() {
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
             anyhow::bail!(
-                "{ready} of {} Kubernetes nodes were Ready after 120 s; see the kubelet logs in {}",
-                plan.nodes.len(),
+                "{count} of {} Kubernetes nodes were {what} after 120 s; see the kubelet logs in {}",
+                lab.plan.nodes.len(),
                 crate::k8s::LabPaths::new(&lab.dir).root.display()
             );
         }
@@ -413,21 +420,7 @@ async fn bring_up_kubernetes(lab: &Arc<Lab>, tb: Toolbox) -> anyhow::Result<()> 
 async fn install_daemonset(lab: &Arc<Lab>, api: &Api) -> anyhow::Result<()> {
     let plan = &lab.plan;
     lab.phase(Phase::Starting("waiting for every node to register".into()));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let registered = api.nodes().await.unwrap_or_default().len();
-        if registered >= plan.nodes.len() {
-            break;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            anyhow::bail!(
-                "{registered} of {} Kubernetes nodes registered within 120 s; see the kubelet logs in {}",
-                plan.nodes.len(),
-                crate::k8s::LabPaths::new(&lab.dir).root.display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_nodes(lab, api, "registered", |_| true).await?;
     lab.phase(Phase::Starting(format!(
         "installing terway-rs: kubectl apply -k (DaemonSet {})",
         crate::k8s::deploy::DAEMONSET

@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
 use common::k8s::{
-    app_pods, apply, daemon_status, deployment, kubectl, node_condition, pod_events, pod_uids,
-    wait_app_ready,
+    app_pods, apply, daemon_socket, daemon_status, deployment, kubectl, node_condition, pod_events,
+    pod_uids, wait_app_ready,
 };
 use common::{available_enis, check_failures, eventually, instance_ips, run, Lab};
 
@@ -198,12 +198,8 @@ fn a_deployment_gets_eni_addresses_talks_and_gives_every_address_back() {
     assert_eq!(ds["status"]["numberReady"], 2, "{}", ds["status"]);
 
     apply(&lab, &deployment("web", 12));
-    let all_ready = eventually(180, || {
-        let p = app_pods(&lab, "web");
-        p.len() == 12 && p.iter().all(|p| p.3)
-    });
+    wait_app_ready(&lab, "web", 12, 180);
     let pods = app_pods(&lab, "web");
-    assert!(all_ready, "not every pod was Ready: {pods:?}");
 
     // Every pod has an address on an ENI of its own node, and no address is used twice.
     let world = lab.world();
@@ -313,15 +309,7 @@ fn a_runtime_killed_mid_churn_comes_back_and_leaks_nothing() {
     assert!(ok, "runtime start: {err}");
     kubectl(&lab, &["scale", "deployment", "churn", "--replicas=8"]);
 
-    let ready = eventually(180, || {
-        let p = app_pods(&lab, "churn");
-        p.len() == 8 && p.iter().all(|p| p.3)
-    });
-    assert!(
-        ready,
-        "pods did not come back: {:?}",
-        app_pods(&lab, "churn")
-    );
+    wait_app_ready(&lab, "churn", 8, 180);
     let pods = app_pods(&lab, "churn");
     let ips: BTreeSet<&String> = pods.iter().map(|p| &p.2).collect();
     assert_eq!(ips.len(), pods.len(), "an address is held twice: {pods:?}");
@@ -465,44 +453,37 @@ fn deleting_and_reapplying_the_daemonset_keeps_every_pod_connected() {
             }
         }
         let _stop_prober = StopOnDrop(&stop);
-        let finish = |why: &str| -> ! { panic!("{why}") };
-        if !eventually(60, || probes_done() >= 1) {
-            finish("the matrix never finished before the upgrade");
-        }
+        assert!(
+            eventually(60, || probes_done() >= 1),
+            "the matrix never finished before the upgrade"
+        );
         let deleted = Instant::now();
         kubectl(
             &lab,
             &["-n", "kube-system", "delete", "daemonset", "terway-eniip"],
         );
-        if !eventually(90, || daemonset_pods(&lab) == 0) {
-            finish("the DaemonSet's pods were not deleted");
-        }
+        assert!(
+            eventually(90, || daemonset_pods(&lab) == 0),
+            "the DaemonSet's pods were not deleted"
+        );
         let down_since = Instant::now();
-        let sockets: Vec<&str> = lab.desc["nodes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|n| n["daemon_socket"].as_str())
-            .collect();
-        if sockets.len() != 2 {
-            finish("up --json names no daemon socket for some node");
-        }
-        if sockets
-            .iter()
-            .any(|p| std::os::unix::net::UnixStream::connect(p).is_ok())
-        {
-            finish("a terwayd still answers with its DaemonSet deleted");
+        for node in ["node0", "node1"] {
+            assert!(
+                std::os::unix::net::UnixStream::connect(daemon_socket(&lab, node)).is_err(),
+                "the terwayd of {node} still answers with its DaemonSet deleted"
+            );
         }
         // At least one whole matrix while no terwayd runs.
         let whole_inside = |p: &Probe| p.start >= down_since;
-        if !eventually(60, || {
-            probes
-                .lock()
-                .map(|p| p.iter().any(whole_inside))
-                .unwrap_or(false)
-        }) {
-            finish("no matrix ran while terwayd was down");
-        }
+        assert!(
+            eventually(60, || {
+                probes
+                    .lock()
+                    .map(|p| p.iter().any(whole_inside))
+                    .unwrap_or(false)
+            }),
+            "no matrix ran while terwayd was down"
+        );
         let reapplied = Instant::now();
         kubectl(&lab, &["apply", "-k", &deploy]);
         kubectl(
@@ -517,14 +498,15 @@ fn deleting_and_reapplying_the_daemonset_keeps_every_pod_connected() {
             ],
         );
         let up_again = Instant::now();
-        if !eventually(60, || {
-            probes
-                .lock()
-                .map(|p| p.iter().any(|p| p.start >= up_again))
-                .unwrap_or(false)
-        }) {
-            finish("no matrix ran after the DaemonSet was back");
-        }
+        assert!(
+            eventually(60, || {
+                probes
+                    .lock()
+                    .map(|p| p.iter().any(|p| p.start >= up_again))
+                    .unwrap_or(false)
+            }),
+            "no matrix ran after the DaemonSet was back"
+        );
         window = Some((down_since, reapplied, up_again - deleted));
     });
     let probes = probes.into_inner().unwrap_or_default();

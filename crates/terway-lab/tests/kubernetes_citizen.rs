@@ -9,7 +9,7 @@ use std::process::Command;
 
 use common::k8s::{
     app_pods, apply, cli_pod, daemon_status, deployment, events, get_json, kubectl, node_condition,
-    pod_events, pod_uids,
+    pod_events, pod_uids, wait_app_ready,
 };
 use common::{eventually, Lab};
 use serde_json::Value;
@@ -430,13 +430,5 @@ fn a_bad_eni_config_is_reported_by_key_and_the_node_keeps_serving() {
     });
     assert!(refused, "ConfigError events: {:?}", config_errors(&lab));
     apply(&lab, &deployment("after", 2));
-    let served = eventually(120, || {
-        let p = app_pods(&lab, "after");
-        p.len() == 2 && p.iter().all(|p| p.3)
-    });
-    assert!(
-        served,
-        "pods after the bad config: {:?}",
-        app_pods(&lab, "after")
-    );
+    wait_app_ready(&lab, "after", 2, 120);
 }

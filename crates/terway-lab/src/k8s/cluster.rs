@@ -93,13 +93,15 @@ impl Cluster {
         // identity may not write events.k8s.io events or Terway's CRs). A DaemonSet's pods get the
         // account's real token; processes get a static token of the same name.
         let user = super::install::TERWAYD_USER;
-        for node in plan.nodes.iter().filter(|_| !kube.daemonset()) {
-            let np = NodePaths::new(&node.dir);
-            std::fs::create_dir_all(&np.root)?;
-            std::fs::write(
-                np.at("terwayd.kubeconfig"),
-                pki::kubeconfig(&server, &pki.ca(), user, token_of(&ids, user)),
-            )?;
+        if !kube.daemonset() {
+            for node in &plan.nodes {
+                let np = NodePaths::new(&node.dir);
+                std::fs::create_dir_all(&np.root)?;
+                std::fs::write(
+                    np.at("terwayd.kubeconfig"),
+                    pki::kubeconfig(&server, &pki.ca(), user, token_of(&ids, user)),
+                )?;
+            }
         }
         // One CNI directory for every node: our plugin, and the reference plugins for `bench k8s`.
         let bin = paths.cni_bin();
@@ -308,20 +310,16 @@ impl Cluster {
         std::fs::create_dir_all(np.cni_conf_dir())?;
         let daemonset = self.kube.daemonset();
         if daemonset {
-            for d in ["cni-bin", "run-eni", "device-plugins"] {
-                std::fs::create_dir_all(np.at(d))?;
-            }
-            std::fs::create_dir_all(&node.state_dir)?;
             // What a node image brings (containernetworking-plugins: containerd's CRI needs
-            // `loopback`); the DaemonSet's init step adds `terway`.
+            // `loopback`), linked to the lab's CNI directory; the DaemonSet's init step adds `terway`.
+            // The mount script makes the other directories it binds.
+            let bin = np.at("cni-bin");
+            std::fs::create_dir_all(&bin)?;
             for p in ["loopback", "bandwidth", "portmap"] {
-                let (src, dest) = (self.paths.cni_bin().join(p), np.at("cni-bin").join(p));
+                let (src, dest) = (self.paths.cni_bin().join(p), bin.join(p));
                 if src.exists() && dest.symlink_metadata().is_err() {
-                    let target = std::fs::read_link(&src)
-                        .with_context(|| format!("read the link {}", src.display()))?;
-                    std::os::unix::fs::symlink(&target, &dest).with_context(|| {
-                        format!("link {} to {}", dest.display(), target.display())
-                    })?;
+                    std::os::unix::fs::symlink(&src, &dest)
+                        .with_context(|| format!("link {} to {}", dest.display(), src.display()))?;
                 }
             }
         }

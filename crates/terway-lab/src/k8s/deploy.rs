@@ -58,8 +58,6 @@ pub const BASE: [(&str, &str); 10] = [
 pub const NAMESPACE: &str = "kube-system";
 /// The DaemonSet's name (Terway's).
 pub const DAEMONSET: &str = "terway-eniip";
-/// The node label naming a node's override ConfigMap.
-pub const CONFIG_LABEL: &str = "terway-config";
 
 /// The override ConfigMap of `node`.
 pub fn node_config_name(node: &str) -> String {
@@ -167,7 +165,11 @@ pub fn write(plan: &LabPlan) -> anyhow::Result<PathBuf> {
 pub fn install(plan: &LabPlan) -> anyhow::Result<()> {
     let root = write(plan)?;
     for node in &plan.nodes {
-        let label = format!("{CONFIG_LABEL}={}", node_config_name(&node.name));
+        let label = format!(
+            "{}={}",
+            terway_core::annotations::LABEL_TERWAY_CONFIG,
+            node_config_name(&node.name)
+        );
         crate::kubectl_cmd::kubectl(plan, &["label", "node", &node.name, &label, "--overwrite"])?;
     }
     apply(plan, &root)

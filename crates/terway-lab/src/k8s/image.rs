@@ -85,6 +85,17 @@ pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(root.join("usr/bin"))?;
     std::fs::create_dir_all(root.join("tmp"))?;
+    // A file of this machine, copied to the same absolute path in the image (fs::copy follows a
+    // symlink: the image holds the file itself under the name asked for).
+    let copy_in = |src: &Path, what: &str| -> anyhow::Result<()> {
+        let dest = root.join(src.strip_prefix("/").unwrap_or(src));
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::copy(src, &dest)
+            .with_context(|| format!("copy {} into the terwayd image{what}", src.display()))?;
+        Ok(())
+    };
     let mut libs = std::collections::BTreeSet::new();
     for name in BINARIES {
         let src = crate::procs::find_binary(name)?;
@@ -103,25 +114,11 @@ pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
         libs.extend(ldd_paths(&out));
     }
     for lib in &libs {
-        let rel = lib.strip_prefix("/").unwrap_or(lib);
-        let dest = root.join(rel);
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        // fs::copy follows the symlink: the image holds the library itself under the name ldd gave.
-        std::fs::copy(lib, &dest)
-            .with_context(|| format!("copy {} into the terwayd image", lib.display()))?;
+        copy_in(lib, "")?;
     }
     // The cloud client verifies TLS against the system's roots and refuses to start without any
     // (the real OpenAPI is HTTPS): the image carries the machine's bundle, as a distro image would.
-    let bundle = Path::new(CA_BUNDLE);
-    let dest = root.join(CA_BUNDLE.trim_start_matches('/'));
-    if let Some(parent) = dest.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::copy(bundle, &dest).with_context(|| {
-        format!("copy {CA_BUNDLE} into the terwayd image (install Debian's ca-certificates)")
-    })?;
+    copy_in(Path::new(CA_BUNDLE), " (install Debian's ca-certificates)")?;
     let layer = dir.join("layer.tar");
     run(
         Command::new("tar")

@@ -91,17 +91,21 @@ pub fn app_pods(lab: &Lab, app: &str) -> Vec<(String, String, String, bool)> {
         .collect()
 }
 
-/// `terway-cli --json ARGS` against the daemon of `node`.
-fn terway_cli(lab: &Lab, node: &str, args: &[&str]) -> std::process::Output {
-    // Where the lab says the node's terwayd listens (a DaemonSet's socket is elsewhere than a process's).
-    let socket = lab.desc["nodes"]
+/// Where the lab says the terwayd of `node` listens (a DaemonSet's socket is elsewhere than a process's).
+pub fn daemon_socket(lab: &Lab, node: &str) -> String {
+    lab.desc["nodes"]
         .as_array()
         .into_iter()
         .flatten()
         .find(|n| n["name"] == node)
         .and_then(|n| n["daemon_socket"].as_str())
         .unwrap_or_else(|| panic!("up --json names no daemon_socket for {node}"))
-        .to_string();
+        .to_string()
+}
+
+/// `terway-cli --json ARGS` against the daemon of `node`.
+fn terway_cli(lab: &Lab, node: &str, args: &[&str]) -> std::process::Output {
+    let socket = daemon_socket(lab, node);
     let cli = super::lab_bin()
         .parent()
         .map(|d| d.join("terway-cli"))
