@@ -6,7 +6,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::error::CloudError;
 use crate::types::{
-    CreateEniRequest, EniFilter, InstanceTypeLimits, NetworkInterface, RouteEntry, VSwitch,
+    CreateEniRequest, EniFilter, InstanceTypeLimits, NetworkInterface, RouteEntry, SecurityGroup,
+    VSwitch,
 };
 
 /// Result of a cloud call.
@@ -84,6 +85,11 @@ pub trait Cloud: Send + Sync + 'static {
         &self,
         ids: &[String],
     ) -> impl Future<Output = CloudResult<Vec<VSwitch>>> + Send;
+    /// DescribeSecurityGroups for the given ids; ids that do not exist are absent from the answer.
+    fn describe_security_groups(
+        &self,
+        ids: &[String],
+    ) -> impl Future<Output = CloudResult<Vec<SecurityGroup>>> + Send;
     /// CreateRouteEntry (VPC-route mode): `destination` via instance `next_hop_instance`.
     fn create_route_entry(
         &self,

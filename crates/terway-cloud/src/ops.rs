@@ -10,13 +10,18 @@ use crate::error::CloudError;
 use crate::parse;
 use crate::types::{
     CreateEniRequest, EniFilter, EniStatus, InstanceTypeLimits, NetworkInterface, RouteEntry,
-    VSwitch,
+    SecurityGroup, VSwitch,
 };
 
 /// Page size of DescribeNetworkInterfaces (the API maximum, as Terway uses).
 pub const ENI_PAGE_SIZE: usize = 500;
 /// `NetworkInterfaceId.N` accepts at most this many ids per request.
 pub const ENI_IDS_PER_REQUEST: usize = 100;
+/// `SecurityGroupIds` accepts at most this many ids per request.
+pub const SECURITY_GROUP_IDS_PER_REQUEST: usize = 100;
+/// Page size of DescribeSecurityGroups (the API maximum).
+const SECURITY_GROUP_PAGE_SIZE: u64 = 50;
+
 /// `InstanceTypes.N` accepts at most this many types per request.
 pub const INSTANCE_TYPES_PER_REQUEST: usize = 10;
 
@@ -320,6 +325,33 @@ impl Cloud for AlibabaCloud {
                 .param("VSwitchId", id.clone())
                 .param("PageSize", "50");
             out.extend(parse::vswitches(&self.call(call).await?)?);
+        }
+        Ok(out)
+    }
+
+    async fn describe_security_groups(&self, ids: &[String]) -> CloudResult<Vec<SecurityGroup>> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(SECURITY_GROUP_IDS_PER_REQUEST) {
+            // The API takes the ids as one JSON array string.
+            let list = serde_json::to_string(chunk).map_err(|e| CloudError::Transport {
+                action: "DescribeSecurityGroups".into(),
+                message: format!("encode the ids: {e}"),
+            })?;
+            let mut page = 1u64;
+            loop {
+                let call = Call::ecs("DescribeSecurityGroups", DEFAULT)
+                    .other(&chunk.join(","))
+                    .param("SecurityGroupIds", list.clone())
+                    .param("PageSize", SECURITY_GROUP_PAGE_SIZE.to_string())
+                    .param("PageNumber", page.to_string());
+                let (groups, total) = parse::security_groups(&self.call(call).await?);
+                let got = groups.len() as u64;
+                out.extend(groups);
+                if got < SECURITY_GROUP_PAGE_SIZE || page * SECURITY_GROUP_PAGE_SIZE >= total {
+                    break;
+                }
+                page += 1;
+            }
         }
         Ok(out)
     }

@@ -9,7 +9,8 @@ use serde_json::Value;
 
 use crate::error::CloudError;
 use crate::types::{
-    EniStatus, EniType, InstanceTypeLimits, NetworkInterface, PrivateIp, RouteEntry, VSwitch,
+    EniStatus, EniType, InstanceTypeLimits, NetworkInterface, PrivateIp, RouteEntry, SecurityGroup,
+    VSwitch,
 };
 
 fn bad(action: &str, what: String) -> CloudError {
@@ -205,6 +206,19 @@ pub fn vswitches(v: &Value) -> Result<Vec<VSwitch>, CloudError> {
             })
         })
         .collect()
+}
+
+/// Security groups of a DescribeSecurityGroups page and the answer's TotalCount.
+pub fn security_groups(v: &Value) -> (Vec<SecurityGroup>, u64) {
+    let groups = nested(v, "SecurityGroups", "SecurityGroup")
+        .iter()
+        .map(|x| SecurityGroup {
+            id: s(x, "SecurityGroupId"),
+            name: s(x, "SecurityGroupName"),
+            vpc_id: s(x, "VpcId"),
+        })
+        .collect();
+    (groups, u(v, "TotalCount"))
 }
 
 /// Route entries of a DescribeRouteEntryList page and its NextToken.

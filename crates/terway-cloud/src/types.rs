@@ -193,6 +193,17 @@ pub struct VSwitch {
     pub available_ip_count: u64,
 }
 
+/// A security group (DescribeSecurityGroups).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SecurityGroup {
+    /// `sg-…` id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// VPC the group belongs to.
+    pub vpc_id: String,
+}
+
 /// A custom route entry (VPC-route mode).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RouteEntry {

@@ -329,3 +329,42 @@ async fn metadata_identity_and_ram_role_credentials() {
         last.access_key_id
     );
 }
+
+#[tokio::test]
+async fn describe_security_groups_chunks_ids_and_follows_pages() {
+    // 130 groups: the ids go out as two JSON lists (100 + 30 + the unknown one) and the first list
+    // answers in two pages of at most 50.
+    let names: Vec<String> = (0..130).map(|i| format!("sg-chunk{i:03}")).collect();
+    let groups = names.clone();
+    let env =
+        start_with(
+            move |c| {
+                c.security_groups.extend(groups.iter().map(|id| {
+                    terway_emulator::SecurityGroupConfig {
+                        id: id.clone(),
+                        name: format!("name-{id}"),
+                    }
+                }))
+            },
+            |_| {},
+        );
+    let mut ask = names.clone();
+    ask.push("sg-missing".into());
+    let mut got = env.cloud.describe_security_groups(&ask).await.unwrap();
+    got.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(
+        got.iter().map(|g| g.id.clone()).collect::<Vec<_>>(),
+        names,
+        "every existing group once, the unknown one absent"
+    );
+    assert!(got
+        .iter()
+        .all(|g| g.name == format!("name-{}", g.id) && g.vpc_id == env.emu.state().vpc.id));
+    let calls = env
+        .emu
+        .calls()
+        .into_iter()
+        .filter(|c| c.action == "DescribeSecurityGroups")
+        .count();
+    assert_eq!(calls, 3, "100 ids answered in 2 pages, then 31 ids in 1");
+}

@@ -18,6 +18,9 @@ pub const DEFAULT_ACCESS_KEY_ID: &str = "LTAIEMULATORKEY";
 /// Default AccessKey secret.
 pub const DEFAULT_ACCESS_KEY_SECRET: &str = "emulator-secret";
 
+/// The security group every instance's primary ENI is in (the VPC's default group).
+pub const DEFAULT_SECURITY_GROUP: &str = "sg-emu0000000000000001";
+
 /// Everything the emulator can be told at start.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -30,6 +33,9 @@ pub struct EmulatorConfig {
     pub vswitches: Vec<VSwitchConfig>,
     /// Instances existing at start (more can be added at runtime).
     pub instances: Vec<InstanceConfig>,
+    /// Security groups existing at start (more with CreateSecurityGroup); must include
+    /// [`DEFAULT_SECURITY_GROUP`], which primary ENIs are in.
+    pub security_groups: Vec<SecurityGroupConfig>,
     /// Accepted AccessKey pairs.
     pub access_keys: Vec<AccessKeyPair>,
     /// Per-action server-side rate limits in requests per minute, overriding Terway's defaults.
@@ -82,6 +88,10 @@ impl Default for EmulatorConfig {
                 primary_ip: None,
                 ram_role: Some("TerwayEmulatorRole".into()),
                 hostname: None,
+            }],
+            security_groups: vec![SecurityGroupConfig {
+                id: DEFAULT_SECURITY_GROUP.into(),
+                name: "default".into(),
             }],
             access_keys: vec![AccessKeyPair {
                 id: DEFAULT_ACCESS_KEY_ID.into(),
@@ -146,6 +156,15 @@ impl EmulatorConfig {
                 ));
             }
         }
+        if !self
+            .security_groups
+            .iter()
+            .any(|sg| sg.id == DEFAULT_SECURITY_GROUP)
+        {
+            return bad(format!(
+                "security_groups lacks {DEFAULT_SECURITY_GROUP}, the group primary ENIs are in"
+            ));
+        }
         let d = &self.delays;
         if d.attach_min_ms > d.attach_max_ms
             || d.detach_min_ms > d.detach_max_ms
@@ -156,6 +175,17 @@ impl EmulatorConfig {
         }
         Ok(())
     }
+}
+
+/// A security group present at start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityGroupConfig {
+    /// `sg-…`.
+    pub id: String,
+    /// Name.
+    #[serde(default)]
+    pub name: String,
 }
 
 /// The VPC.

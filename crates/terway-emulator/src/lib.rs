@@ -44,7 +44,10 @@ use tracing::warn;
 
 pub use actions::{ECS_VERSION, VPC_VERSION};
 pub use catalogue::InstanceTypeSpec;
-pub use config::{AccessKeyPair, Delays, EmulatorConfig, InstanceConfig, VSwitchConfig, VpcConfig};
+pub use config::{
+    AccessKeyPair, Delays, EmulatorConfig, InstanceConfig, SecurityGroupConfig, VSwitchConfig,
+    VpcConfig, DEFAULT_SECURITY_GROUP,
+};
 pub use error::{ApiError, EmulatorError};
 pub use faults::{FaultConfig, FiredFault};
 pub use hook::{FabricHook, NoFabric};

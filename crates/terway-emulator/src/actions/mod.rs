@@ -7,6 +7,7 @@ mod describe;
 mod eni;
 mod ip;
 pub mod render;
+mod security_group;
 mod vpc;
 
 use std::collections::BTreeMap;
@@ -57,6 +58,9 @@ const ECS_ACTIONS: &[&str] = &[
     "UnassignIpv6Addresses",
     "DescribeInstanceTypes",
     "DescribeInstances",
+    "CreateSecurityGroup",
+    "DeleteSecurityGroup",
+    "DescribeSecurityGroups",
 ];
 
 const VPC_ACTIONS: &[&str] = &[
@@ -247,6 +251,8 @@ pub fn execute(
         "UnassignIpv6Addresses" => ip::unassign_v6(p, world),
         "CreateRouteEntry" => vpc::create_route(p, world),
         "DeleteRouteEntry" => vpc::delete_route(p, world),
+        "CreateSecurityGroup" => security_group::create(p, world),
+        "DeleteSecurityGroup" => security_group::delete(p, world),
         _ => describe(action, p, world, env),
     }
 }
@@ -266,6 +272,7 @@ pub fn describe(
         "DescribeInstances" => describe::instances(p, world),
         "DescribeVSwitches" => vpc::describe_vswitches(p, world),
         "DescribeRouteEntryList" => vpc::describe_routes(p, world),
+        "DescribeSecurityGroups" => security_group::describe(p, world),
         other => Err(ApiError::new(
             404,
             "InvalidAction.NotFound",

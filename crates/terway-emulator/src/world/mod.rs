@@ -13,7 +13,7 @@ use terway_cloud::{EniStatus, EniType};
 
 use crate::config::{EmulatorConfig, InstanceConfig};
 use crate::error::ApiError;
-pub use model::{Eni, Instance, Route, TokenRecord, VSwitch, Vpc};
+pub use model::{Eni, Instance, Route, SecurityGroup, TokenRecord, VSwitch, Vpc};
 
 /// ClientTokens remembered at most (pruned by a tenth, oldest first, when exceeded). Kept small
 /// because the whole world is rewritten after every mutating call when persistence is on.
@@ -36,6 +36,9 @@ pub struct World {
     pub enis: BTreeMap<String, Eni>,
     /// Custom route entries.
     pub routes: Vec<Route>,
+    /// Security groups by id (a state file written before they existed loads with none).
+    #[serde(default)]
+    pub security_groups: BTreeMap<String, SecurityGroup>,
     /// Successful calls by `Action/ClientToken`.
     pub tokens: BTreeMap<String, TokenRecord>,
     /// Source of [`Eni::op_seq`] values.
@@ -88,6 +91,21 @@ impl World {
             instances: BTreeMap::new(),
             enis: BTreeMap::new(),
             routes: Vec::new(),
+            security_groups: cfg
+                .security_groups
+                .iter()
+                .map(|sg| {
+                    (
+                        sg.id.clone(),
+                        SecurityGroup {
+                            id: sg.id.clone(),
+                            name: sg.name.clone(),
+                            description: String::new(),
+                            creation_time: now_iso(),
+                        },
+                    )
+                })
+                .collect(),
             tokens: BTreeMap::new(),
             next_seq: 1,
         };
@@ -238,7 +256,7 @@ impl World {
             primary_ip,
             secondary_ips: Vec::new(),
             ipv6: Vec::new(),
-            security_group_ids: vec!["sg-emu0000000000000001".into()],
+            security_group_ids: vec![crate::config::DEFAULT_SECURITY_GROUP.into()],
             tags: BTreeMap::new(),
             description: String::new(),
             name: String::new(),

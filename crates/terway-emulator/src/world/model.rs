@@ -161,6 +161,19 @@ pub struct Route {
     pub description: String,
 }
 
+/// A security group of the VPC (rules are not modelled yet: membership is what ENIs record).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityGroup {
+    /// `sg-…`.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// When it was created (ISO 8601).
+    pub creation_time: String,
+}
+
 /// A successful call remembered under its ClientToken.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokenRecord {
