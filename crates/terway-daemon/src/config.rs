@@ -9,7 +9,7 @@ use std::time::Duration;
 use ipnet::{IpNet, Ipv4Net};
 use terway_core::{EniConf, EniTagPolicy, IpStack};
 
-use crate::cloudconn::CloudOptions;
+use terway_cloud::CloudOptions;
 
 pub use terway_core::{EniSelectionPolicy, Mode, VSwitchSelectionPolicy};
 

@@ -22,7 +22,6 @@ pub mod backend;
 #[cfg(feature = "bench")]
 pub mod bench;
 pub mod claims;
-pub mod cloudconn;
 pub mod config;
 pub mod error;
 pub mod gc;
@@ -51,7 +50,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use backend::{Backends, ResourceBackend};
-pub use cloudconn::CloudOptions;
+pub use terway_cloud::CloudOptions;
 pub use config::{
     DaemonConfig, EniSelectionPolicy, MetricsAddr, Mode, PoolConfig, VSwitchSelectionPolicy,
 };

@@ -29,21 +29,34 @@ pub struct Daemons {
 /// The flags every terwayd of a lab gets, as a process or in the DaemonSet: the emulator's endpoints and
 /// region, the lab's short GC, the log level.
 pub fn lab_flags(plan: &LabPlan) -> Vec<String> {
-    vec![
-        format!("--cloud-endpoint={}", plan.api_url()),
-        format!("--metadata-url={}", plan.metadata_url()),
-        format!("--region={}", crate::node_files::REGION),
+    let mut flags = cloud_flags(plan);
+    flags.extend([
         // GC every 15 s instead of Terway's 5 min, like the short pool sync period: leftovers of a failed
         // rollback (e.g. under injected cloud faults) are removed within a test's patience.
         "--gc-period-secs=15".into(),
         // A pod source lags a moment behind its pods (the lab's file is written before ADD, the Kubernetes
         // lab's watch trails the API server); 5 s of grace covers that without slowing the GC tests.
         "--gc-grace-secs=5".into(),
-        format!(
-            "--log-level={}",
-            std::env::var("TERWAY_LAB_DAEMON_LOG").unwrap_or_else(|_| "info".into())
-        ),
+        log_level_flag(),
+    ]);
+    flags
+}
+
+/// Where the emulated cloud is, as terwayd and terway-controlplane take it.
+pub fn cloud_flags(plan: &LabPlan) -> Vec<String> {
+    vec![
+        format!("--cloud-endpoint={}", plan.api_url()),
+        format!("--metadata-url={}", plan.metadata_url()),
+        format!("--region={}", crate::node_files::REGION),
     ]
+}
+
+/// `--log-level` of the lab's daemons (`TERWAY_LAB_DAEMON_LOG`, default info).
+pub fn log_level_flag() -> String {
+    format!(
+        "--log-level={}",
+        std::env::var("TERWAY_LAB_DAEMON_LOG").unwrap_or_else(|_| "info".into())
+    )
 }
 
 /// The `terwayd` command line for a node (after `ip netns exec <netns>`).

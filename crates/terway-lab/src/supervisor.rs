@@ -416,7 +416,8 @@ async fn wait_nodes(
 }
 
 /// Install terway-rs as a user does, once every node has registered: `kubectl apply -k` (the lab's
-/// overlay of deploy/), then wait for every node's terwayd pod to answer on its socket.
+/// overlay of deploy/), then wait for every node's terwayd pod to answer on its socket and for the
+/// controlplane to have elected a leader.
 async fn install_daemonset(lab: &Arc<Lab>, api: &Api) -> anyhow::Result<()> {
     let plan = &lab.plan;
     lab.phase(Phase::Starting("waiting for every node to register".into()));
@@ -428,7 +429,8 @@ async fn install_daemonset(lab: &Arc<Lab>, api: &Api) -> anyhow::Result<()> {
     let p = plan.clone();
     tokio::task::spawn_blocking(move || {
         crate::k8s::deploy::install(&p)?;
-        crate::k8s::deploy::wait_daemons(&p, Duration::from_secs(180))
+        crate::k8s::deploy::wait_daemons(&p, Duration::from_secs(180))?;
+        crate::k8s::deploy::wait_controlplane(&p, Duration::from_secs(120))
     })
     .await?
     .context("install terway-rs with kubectl apply -k")

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::plan::LabPlan;
 
 /// deploy/ as shipped (compiled in, so the lab cannot drift from it), by path below deploy/.
-pub const BASE: [(&str, &str); 10] = [
+pub const BASE: [(&str, &str); 11] = [
     (
         "kustomization.yaml",
         include_str!("../../../../deploy/kustomization.yaml"),
@@ -27,6 +27,10 @@ pub const BASE: [(&str, &str); 10] = [
     (
         "daemonset.yaml",
         include_str!("../../../../deploy/daemonset.yaml"),
+    ),
+    (
+        "controlplane.yaml",
+        include_str!("../../../../deploy/controlplane.yaml"),
     ),
     (
         "crds/kustomization.yaml",
@@ -58,6 +62,8 @@ pub const BASE: [(&str, &str); 10] = [
 pub const NAMESPACE: &str = "kube-system";
 /// The DaemonSet's name (Terway's).
 pub const DAEMONSET: &str = "terway-eniip";
+/// The controlplane Deployment's name.
+pub const CONTROLPLANE: &str = "terway-controlplane";
 
 /// The override ConfigMap of `node`.
 pub fn node_config_name(node: &str) -> String {
@@ -80,9 +86,9 @@ fn config_map(name: &str, eni_conf: &Value) -> Value {
     })
 }
 
-/// terwayd's extra arguments and environment in the lab, as JSON-patch operations on the DaemonSet.
-fn daemonset_patch(plan: &LabPlan) -> Value {
-    let args = crate::daemons::lab_flags(plan);
+/// The extra arguments and environment of a workload's first container in the lab, as JSON-patch
+/// operations: `args` appended, and the API server's VPC address.
+fn container_patch(plan: &LabPlan, args: &[String]) -> Value {
     let mut ops: Vec<Value> = args
         .iter()
         .map(
@@ -106,6 +112,18 @@ fn daemonset_patch(plan: &LabPlan) -> Value {
         }
     }
     Value::Array(ops)
+}
+
+/// terwayd's extra arguments in the lab.
+fn daemonset_patch(plan: &LabPlan) -> Value {
+    container_patch(plan, &crate::daemons::lab_flags(plan))
+}
+
+/// terway-controlplane's: where the emulated cloud is.
+fn controlplane_patch(plan: &LabPlan) -> Value {
+    let mut args = crate::daemons::cloud_flags(plan);
+    args.push(crate::daemons::log_level_flag());
+    container_patch(plan, &args)
 }
 
 /// The overlay's files (path below [`dir`], content). kustomize reads YAML, of which JSON is a part.
@@ -137,6 +155,10 @@ pub fn overlay(plan: &LabPlan) -> Vec<(String, String)> {
             {
                 "target": {"kind": "DaemonSet", "name": DAEMONSET},
                 "patch": daemonset_patch(plan).to_string(),
+            },
+            {
+                "target": {"kind": "Deployment", "name": CONTROLPLANE},
+                "patch": controlplane_patch(plan).to_string(),
             },
         ],
     });
@@ -210,23 +232,60 @@ fn daemon_pods_report(plan: &LabPlan) -> String {
     out
 }
 
-/// How many of the DaemonSet's pods are Ready, as the API server says.
-fn ready_pods(plan: &LabPlan) -> u64 {
+/// One field of a kube-system object by JSONPath, as kubectl prints it ("" when unreadable).
+fn field(plan: &LabPlan, kind: &str, name: &str, path: &str) -> String {
     crate::kubectl_cmd::kubectl(
         plan,
         &[
             "-n",
             NAMESPACE,
             "get",
-            "daemonset",
-            DAEMONSET,
+            kind,
+            name,
             "-o",
-            "jsonpath={.status.numberReady}",
+            &format!("jsonpath={{{path}}}"),
         ],
     )
-    .ok()
-    .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-    .unwrap_or(0)
+    .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    .unwrap_or_default()
+}
+
+/// How many of the DaemonSet's pods are Ready, as the API server says.
+fn ready_pods(plan: &LabPlan) -> u64 {
+    field(plan, "daemonset", DAEMONSET, ".status.numberReady")
+        .parse()
+        .unwrap_or(0)
+}
+
+/// Wait until the controlplane Deployment has a Ready replica per node (at most its two) and one of
+/// them holds the leader Lease.
+pub fn wait_controlplane(plan: &LabPlan, timeout: Duration) -> anyhow::Result<()> {
+    let want = plan.nodes.len().min(2) as u64;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let ready: u64 = field(plan, "deployment", CONTROLPLANE, ".status.readyReplicas")
+            .parse()
+            .unwrap_or(0);
+        let holder = field(plan, "lease", CONTROLPLANE, ".spec.holderIdentity");
+        if ready >= want && !holder.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let selector = format!("app={CONTROLPLANE}");
+            let text = |args: &[&str]| {
+                crate::kubectl_cmd::kubectl(plan, args)
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_else(|e| format!("({e:#})\n"))
+            };
+            anyhow::bail!(
+                "terway-controlplane had {ready} of {want} replicas Ready and Lease holder {holder:?} \
+                 after {timeout:?}; its pods and their last log lines:\n{}{}",
+                text(&["-n", NAMESPACE, "get", "pods", "-l", &selector, "-o", "wide"]),
+                text(&["-n", NAMESPACE, "logs", "-l", &selector, "--prefix", "--tail=5"])
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// Wait until every node's terwayd (a DaemonSet pod) answers on its socket and the DaemonSet counts
@@ -324,39 +383,52 @@ mod tests {
     }
 
     #[test]
-    fn terwayd_gets_the_emulator_and_the_api_servers_vpc_address() {
+    fn terwayd_and_the_controlplane_get_the_emulator_and_the_api_servers_vpc_address() {
         let p = lab();
         let k = file(&overlay(&p), "kustomization.yaml");
-        let ops: Value =
-            serde_json::from_str(k["patches"][1]["patch"].as_str().unwrap_or("[]")).expect("patch");
-        let values: Vec<String> = ops
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|o| o["value"].to_string())
-            .collect();
-        let all = values.join(" ");
-        assert!(
-            all.contains(&format!("--cloud-endpoint={}", p.api_url())),
-            "{all}"
-        );
-        assert!(
-            all.contains(&format!("--metadata-url={}", p.metadata_url())),
-            "{all}"
-        );
-        assert!(all.contains("\"KUBERNETES_SERVICE_HOST\""), "{all}");
-        assert!(
-            all.contains(&crate::plan::K8S_API_ADDR.to_string()),
-            "{all}"
-        );
-        // The base's DaemonSet has the lists the operations append to.
-        let ds = BASE
-            .iter()
-            .find(|(p, _)| *p == "daemonset.yaml")
-            .map(|(_, t)| *t)
-            .unwrap_or_default();
-        assert!(ds.contains(&format!("name: {DAEMONSET}")));
-        assert!(ds.contains("        args:\n") && ds.contains("        env:\n"));
+        for (index, kind, name, base_file) in [
+            (1, "DaemonSet", DAEMONSET, "daemonset.yaml"),
+            (2, "Deployment", CONTROLPLANE, "controlplane.yaml"),
+        ] {
+            let patch = &k["patches"][index];
+            assert_eq!(patch["target"]["kind"], kind);
+            assert_eq!(patch["target"]["name"], name);
+            let ops: Value =
+                serde_json::from_str(patch["patch"].as_str().unwrap_or("[]")).expect("patch");
+            let values: Vec<String> = ops
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|o| o["value"].to_string())
+                .collect();
+            let all = values.join(" ");
+            assert!(
+                all.contains(&format!("--cloud-endpoint={}", p.api_url())),
+                "{kind}: {all}"
+            );
+            assert!(
+                all.contains(&format!("--metadata-url={}", p.metadata_url())),
+                "{kind}: {all}"
+            );
+            assert!(all.contains("\"KUBERNETES_SERVICE_HOST\""), "{kind}: {all}");
+            assert!(
+                all.contains(&crate::plan::K8S_API_ADDR.to_string()),
+                "{kind}: {all}"
+            );
+            // The base's workload has the lists the operations append to.
+            let base = BASE
+                .iter()
+                .find(|(p, _)| *p == base_file)
+                .map(|(_, t)| *t)
+                .unwrap_or_default();
+            assert!(base.contains(&format!("kind: {kind}\nmetadata:\n  name: {name}\n")), "{base_file}");
+            assert!(base.contains("        args:\n") && base.contains("        env:\n"));
+        }
+        // Only terwayd takes the GC flags; the controlplane would refuse them.
+        assert!(!k["patches"][2]["patch"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--gc-"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The `terway-rs/terwayd` container image, assembled from this workspace's binaries: `terwayd`,
-//! `terway` (what the init step installs on the node) and `terway-cli` (the readiness probe), debug
+//! `terway` (what the init step installs on the node), `terway-cli` (the readiness probe) and
+//! `terway-controlplane` (the Deployment runs the same image), debug
 //! info stripped, with the shared libraries `ldd` names and the machine's CA bundle, as one layer of a docker-archive tar (what
 //! `ctr images import` reads). No registry and no image builder is needed, and the image holds
 //! exactly the binaries under test.
@@ -18,7 +19,7 @@ pub fn terwayd_image() -> String {
 pub const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// The binaries in the image, at `/usr/bin/<name>`.
-pub const BINARIES: [&str; 3] = ["terwayd", "terway", "terway-cli"];
+pub const BINARIES: [&str; 4] = ["terwayd", "terway", "terway-cli", "terway-controlplane"];
 
 /// The absolute library paths in `ldd` output (`libc.so.6 => /lib/…/libc.so.6 (0x…)`, and the loader
 /// line `/lib64/ld-linux-x86-64.so.2 (0x…)`); the vDSO has no file.
@@ -190,6 +191,13 @@ mod tests {
             ds.matches(&format!("image: {}", terwayd_image())).count(),
             2,
             "deploy/daemonset.yaml must run {} in both containers",
+            terwayd_image()
+        );
+        let cp = include_str!("../../../../deploy/controlplane.yaml");
+        assert_eq!(
+            cp.matches(&format!("image: {}", terwayd_image())).count(),
+            1,
+            "deploy/controlplane.yaml must run {}",
             terwayd_image()
         );
     }

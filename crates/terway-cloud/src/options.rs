@@ -1,16 +1,17 @@
-//! Connecting to the real (or emulated) cloud over HTTP: the Alibaba OpenAPI client and the metadata
-//! client of terway-cloud, configured from flags and `eni_conf`.
+//! Connecting to the real (or emulated) cloud over HTTP: the OpenAPI client and the metadata client,
+//! configured from flags and `eni_conf`. The daemon and the controlplane share it, so both read the
+//! same keys and the same credential chain.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use terway_cloud::backoff::{BackoffOverride, BackoffTable};
-use terway_cloud::{
-    AlibabaCloud, CloudConfig, CredentialsConfig, Metadata, MetadataClient, MetadataConfig,
-};
 use terway_core::EniConf;
 
-use crate::error::{DaemonError, Result};
+use crate::api::{CloudResult, Metadata};
+use crate::backoff::{BackoffOverride, BackoffTable};
+use crate::client::AlibabaCloud;
+use crate::config::{CloudConfig, CredentialsConfig, MetadataConfig};
+use crate::metadata::MetadataClient;
 
 /// How to reach the cloud.
 #[derive(Debug, Clone, Default)]
@@ -62,7 +63,7 @@ impl CloudOptions {
     }
 
     /// Build both clients; the region comes from metadata when not configured.
-    pub async fn connect(&self) -> Result<(AlibabaCloud, MetadataClient)> {
+    pub async fn connect(&self) -> CloudResult<(AlibabaCloud, MetadataClient)> {
         let md_cfg = self.metadata_config();
         let backoffs = BackoffTable::new(&self.backoff_override);
         let meta = MetadataClient::new(md_cfg.clone(), &backoffs)?;
@@ -90,11 +91,6 @@ impl CloudOptions {
                 cfg.scheme = "http".into();
             }
         }
-        let cloud = AlibabaCloud::new(cfg).map_err(|e| {
-            DaemonError::Config(format!(
-                "cannot build the cloud client: {e}; set access keys or a RAM role"
-            ))
-        })?;
-        Ok((cloud, meta))
+        Ok((AlibabaCloud::new(cfg)?, meta))
     }
 }
