@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod common;
+pub mod events;
 mod manifests;
 pub mod network_interface;
 pub mod node;

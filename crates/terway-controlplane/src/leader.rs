@@ -112,7 +112,12 @@ pub enum Step {
 
 /// Decide from the current record (if any), who we are, and how long that record has stood unchanged
 /// by our own clock.
-pub fn decide(current: Option<&Record>, me: &str, unchanged_for: Duration, cfg: &LeaseConfig) -> Step {
+pub fn decide(
+    current: Option<&Record>,
+    me: &str,
+    unchanged_for: Duration,
+    cfg: &LeaseConfig,
+) -> Step {
     let Some(rec) = current else {
         return Step::Create;
     };
@@ -262,7 +267,12 @@ impl LeaderElection {
                 self.observed = Some((r.clone(), Instant::now()));
             }
         }
-        let step = decide(record.as_ref(), &self.cfg.identity, unchanged_for, &self.cfg);
+        let step = decide(
+            record.as_ref(),
+            &self.cfg.identity,
+            unchanged_for,
+            &self.cfg,
+        );
         let pp = PostParams::default();
         match (step, current) {
             (Step::Create, _) => {
@@ -328,7 +338,9 @@ impl LeaderElection {
         lease.spec = Some(spec);
         match self.replace(lease).await {
             Ok(()) => tracing::info!(lease = %self.cfg.name, "released the Lease"),
-            Err(e) => tracing::warn!(lease = %self.cfg.name, error = %e, "could not release the Lease; the next leader waits out its duration"),
+            Err(e) => {
+                tracing::warn!(lease = %self.cfg.name, error = %e, "could not release the Lease; the next leader waits out its duration")
+            }
         }
     }
 }
@@ -386,7 +398,10 @@ mod tests {
         let mut c = cfg();
         assert!(c.validate().is_ok());
         c.renew_deadline = c.lease_duration;
-        assert!(c.validate().unwrap_err().contains("shorter than the lease duration"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .contains("shorter than the lease duration"));
         let mut c = cfg();
         c.retry_period = c.renew_deadline;
         assert!(c.validate().is_err());

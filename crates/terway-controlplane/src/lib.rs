@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod events;
 pub mod leader;
 pub mod metrics;
 pub mod pod_networking;

@@ -9,11 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use kube::runtime::events::{Recorder, Reporter};
 use terway_cloud::{CloudOptions, Metadata};
 use terway_controlplane::{
-    kube_client, pod_networking, Error, LeaderElection, LeaseConfig, Metrics, FIELD_MANAGER,
-    LEASE_NAME, LEASE_NAMESPACE,
+    kube_client, pod_networking, Error, LeaderElection, LeaseConfig, Metrics, LEASE_NAME,
+    LEASE_NAMESPACE,
 };
 use tokio::sync::watch;
 
@@ -98,12 +97,7 @@ fn cloud_options(a: &Args) -> Result<CloudOptions, Error> {
             CloudOptions::from(&conf)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => CloudOptions::default(),
-        Err(e) => {
-            return Err(Error::Config(format!(
-                "read {}: {e}",
-                a.config.display()
-            )))
-        }
+        Err(e) => return Err(Error::Config(format!("read {}: {e}", a.config.display()))),
     };
     opts.endpoint = a.cloud_endpoint.clone().or(opts.endpoint);
     opts.region = a.region.clone().or(opts.region);
@@ -153,7 +147,8 @@ async fn until_false(mut rx: watch::Receiver<bool>) {
 }
 
 async fn run(a: Args) -> Result<(), Error> {
-    let mut lease = LeaseConfig::new(&a.lease_name, &a.lease_namespace, &identity(&a));
+    let me = identity(&a);
+    let mut lease = LeaseConfig::new(&a.lease_name, &a.lease_namespace, &me);
     lease.lease_duration = Duration::from_secs(a.lease_duration_secs);
     lease.renew_deadline = Duration::from_secs(a.renew_deadline_secs);
     lease.retry_period = Duration::from_secs(a.retry_period_secs);
@@ -170,7 +165,10 @@ async fn run(a: Args) -> Result<(), Error> {
             meta.instance()
                 .await
                 .map_err(|e| {
-                    Error::cloud("learn the VPC from the metadata service (or pass --vpc-id)", e)
+                    Error::cloud(
+                        "learn the VPC from the metadata service (or pass --vpc-id)",
+                        e,
+                    )
                 })?
                 .vpc_id
         }
@@ -181,16 +179,18 @@ async fn run(a: Args) -> Result<(), Error> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(signal(stop_tx));
-    let server = terway_controlplane::metrics::serve(a.listen, metrics.clone(), until_true(stop_rx.clone()))
-        .await
-        .map_err(|e| Error::Config(format!("listen on {}: {e}", a.listen)))?;
+    let server =
+        terway_controlplane::metrics::serve(a.listen, metrics.clone(), until_true(stop_rx.clone()))
+            .await
+            .map_err(|e| Error::Config(format!("listen on {}: {e}", a.listen)))?;
     metrics.set_ready(true);
     tracing::info!(identity = %lease.identity, lease = %format!("{}/{}", lease.namespace, lease.name), %vpc_id, listen = %a.listen, "terway-controlplane started; contending for the Lease");
 
     let (leading_tx, leading_rx) = watch::channel(false);
     let (elector_stop_tx, elector_stop_rx) = watch::channel(false);
     let elector = tokio::spawn(
-        LeaderElection::new(client.clone(), lease, metrics.clone()).run(leading_tx, elector_stop_rx),
+        LeaderElection::new(client.clone(), lease, metrics.clone())
+            .run(leading_tx, elector_stop_rx),
     );
 
     tokio::select! {
@@ -198,15 +198,9 @@ async fn run(a: Args) -> Result<(), Error> {
         _ = until_true(stop_rx.clone()) => {}
     }
     if *leading_rx.borrow() && !*stop_rx.borrow() {
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: FIELD_MANAGER.into(),
-                instance: a.identity.clone(),
-            },
-        );
+        let events = terway_controlplane::events::Events::new(client.clone(), &me);
         let ctx = Arc::new(pod_networking::Context::new(
-            client, cloud, vpc_id, recorder, metrics,
+            client, cloud, vpc_id, events, metrics,
         ));
         let (stop, lost) = (until_true(stop_rx.clone()), until_false(leading_rx.clone()));
         pod_networking::run(ctx, async move {
@@ -231,7 +225,10 @@ async fn run(a: Args) -> Result<(), Error> {
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(&args);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the runtime");

@@ -158,7 +158,13 @@ impl Metrics {
 
     /// Bring the cloud counters up to the client's statistics (the client counts; we only mirror).
     fn sync_cloud(&self) {
-        let Some(cloud) = self.0.cloud.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+        let Some(cloud) = self
+            .0
+            .cloud
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        else {
             return;
         };
         let mut seen = self.0.cloud_seen.lock().unwrap_or_else(|e| e.into_inner());
@@ -166,7 +172,8 @@ impl Metrics {
             let failed = stats.failed_calls;
             let ok = stats.calls.saturating_sub(failed);
             let entry = seen.entry(action.clone()).or_default();
-            for (result, now, before) in [("ok", ok, &mut entry.0), ("error", failed, &mut entry.1)] {
+            for (result, now, before) in [("ok", ok, &mut entry.0), ("error", failed, &mut entry.1)]
+            {
                 if now > *before {
                     self.0
                         .cloud_calls
@@ -234,7 +241,13 @@ pub async fn serve(
             "/leader",
             get(move || {
                 let m = m3.clone();
-                async move { if m.leading() { "true" } else { "false" } }
+                async move {
+                    if m.leading() {
+                        "true"
+                    } else {
+                        "false"
+                    }
+                }
             }),
         );
     let listener = tokio::net::TcpListener::bind(addr).await?;

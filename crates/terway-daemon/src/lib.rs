@@ -50,7 +50,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use backend::{Backends, ResourceBackend};
-pub use terway_cloud::CloudOptions;
 pub use config::{
     DaemonConfig, EniSelectionPolicy, MetricsAddr, Mode, PoolConfig, VSwitchSelectionPolicy,
 };
@@ -59,6 +58,7 @@ pub use podsource::{LocalPodSource, PodMeta, PodSource, PodsFile};
 pub use pool::{EniPoolKind, Pool};
 pub use record::{AllocKey, Allocation, PodKey, ResourceKind};
 pub use report::{CniOp, Event, EventTarget, EventType, IpSufficiency, LogReporter, Reporter};
+pub use terway_cloud::CloudOptions;
 
 /// How often the node's IP sufficiency is looked at (cheap: no cloud call).
 const NODE_STATE_PERIOD: Duration = Duration::from_secs(5);

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node, ObjectReference};
 use k8s_openapi::api::events::v1::{Event as K8sEvent, EventSeries};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -35,7 +35,7 @@ type Mark = (String, String, terway_apis::CniStatus);
 /// `reportingController` of every event terwayd writes.
 pub const REPORTING_CONTROLLER: &str = "terway.alibabacloud.com/terwayd";
 /// Namespace of the events about the node.
-pub const NODE_EVENT_NAMESPACE: &str = "kube-system";
+pub const NODE_EVENT_NAMESPACE: &str = terway_apis::events::CLUSTER_EVENT_NAMESPACE;
 /// Node condition type for IP sufficiency.
 pub const CONDITION_SUFFICIENT_IP: &str = "SufficientIP";
 
@@ -477,43 +477,24 @@ async fn timed<T>(
 
 /// The events.k8s.io/v1 object for `ev`. Names are unique per object and time, as kubelet makes them.
 fn new_event(ev: &Event, regarding: ObjectReference, node: &str, stamp: MicroTime) -> K8sEvent {
-    let base = regarding.name.clone().unwrap_or_else(|| node.to_string());
-    let nanos = stamp.0.as_nanosecond();
-    // The API server refuses notes over 1 kB.
-    let mut note = ev.message.clone();
-    if note.len() > 1024 {
-        let mut cut = 1021;
-        while !note.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        note.truncate(cut);
-        note.push_str("...");
-    }
-    K8sEvent {
-        metadata: ObjectMeta {
-            name: Some(format!("{base}.{nanos:x}")),
-            namespace: Some(event_namespace(&regarding)),
-            ..Default::default()
+    terway_apis::events::new_event(
+        regarding,
+        &terway_apis::events::Note {
+            type_: ev.kind.as_str(),
+            reason: &ev.reason,
+            action: action_of(&ev.reason),
+            note: &ev.message,
         },
-        event_time: Some(stamp),
-        action: Some(action_of(&ev.reason).into()),
-        reason: Some(ev.reason.clone()),
-        note: Some(note),
-        regarding: Some(regarding),
-        reporting_controller: Some(REPORTING_CONTROLLER.into()),
-        reporting_instance: Some(format!("terwayd-{node}")),
-        type_: Some(ev.kind.as_str().into()),
-        ..Default::default()
-    }
+        &terway_apis::events::Reporter {
+            controller: REPORTING_CONTROLLER.into(),
+            instance: format!("terwayd-{node}"),
+        },
+        stamp,
+    )
 }
 
-/// Where an event about `regarding` lives: its namespace, or `kube-system` for cluster-scoped objects
-/// (the API server refuses events.k8s.io events about them anywhere else).
 fn event_namespace(regarding: &ObjectReference) -> String {
-    regarding
-        .namespace
-        .clone()
-        .unwrap_or_else(|| NODE_EVENT_NAMESPACE.into())
+    terway_apis::events::namespace_for(regarding)
 }
 
 /// The `action` of an event (required by events.k8s.io/v1): what the daemon was doing.

@@ -15,13 +15,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
+use terway_apis::events::Note;
 use terway_apis::{NetworkingStatus, PodNetworking, PodNetworkingStatus};
 use terway_cloud::Cloud;
 
 use crate::error::Error;
+use crate::events::Events;
 use crate::metrics::Metrics;
 use verdict::{judge, Observed, Verdict};
 
@@ -49,7 +50,7 @@ pub struct Context<C> {
     /// The cluster's VPC.
     pub vpc_id: String,
     /// Event writer.
-    pub recorder: Recorder,
+    pub events: Events,
     /// Metrics.
     pub metrics: Metrics,
     /// Consecutive failures per object, for the error backoff.
@@ -62,14 +63,14 @@ impl<C: Cloud> Context<C> {
         client: kube::Client,
         cloud: C,
         vpc_id: String,
-        recorder: Recorder,
+        events: Events,
         metrics: Metrics,
     ) -> Self {
         Self {
             client,
             cloud,
             vpc_id,
-            recorder,
+            events,
             metrics,
             failures: Mutex::new(HashMap::new()),
         }
@@ -106,17 +107,15 @@ pub async fn reconcile<C: Cloud>(
     let started = Instant::now();
     let name = pn.name_any();
     let result = reconcile_inner(&pn, &ctx).await;
-    ctx.metrics.reconciled(NAME, result.is_ok(), started.elapsed());
+    ctx.metrics
+        .reconciled(NAME, result.is_ok(), started.elapsed());
     if result.is_ok() {
         ctx.failures().remove(&name);
     }
     result
 }
 
-async fn reconcile_inner<C: Cloud>(
-    pn: &PodNetworking,
-    ctx: &Context<C>,
-) -> Result<Action, Error> {
+async fn reconcile_inner<C: Cloud>(pn: &PodNetworking, ctx: &Context<C>) -> Result<Action, Error> {
     let name = pn.name_any();
     let spec = &pn.spec;
     let seen = Observed {
@@ -156,9 +155,13 @@ async fn reconcile_inner<C: Cloud>(
     // A merge patch of the whole status: lists (vSwitches) are replaced, so a vSwitch removed from the
     // spec leaves the status too.
     let patch = serde_json::json!({ "status": status });
-    api.patch_status(&name, &PatchParams::apply(crate::FIELD_MANAGER), &Patch::Merge(&patch))
-        .await
-        .map_err(|e| Error::kube(format!("PodNetworking {name}: update status"), e))?;
+    api.patch_status(
+        &name,
+        &PatchParams::apply(crate::FIELD_MANAGER),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(|e| Error::kube(format!("PodNetworking {name}: update status"), e))?;
     let status_changed = previous.and_then(|s| s.status) != Some(verdict.status);
     tracing::info!(
         podnetworking = %name,
@@ -169,7 +172,7 @@ async fn reconcile_inner<C: Cloud>(
     if status_changed {
         let (type_, reason, note) = match verdict.status {
             NetworkingStatus::Ready => (
-                EventType::Normal,
+                "Normal",
                 REASON_SUCCEED,
                 format!(
                     "PodNetworking {name} is Ready: vSwitches {}",
@@ -182,22 +185,22 @@ async fn reconcile_inner<C: Cloud>(
                 ),
             ),
             NetworkingStatus::Fail => (
-                EventType::Warning,
+                "Warning",
                 REASON_FAILED,
                 format!("PodNetworking {name} is Fail: {}", verdict.message),
             ),
         };
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: "Validate".into(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &pn.object_ref(&())).await {
-            // The status carries the verdict; a lost event is not worth a retry storm.
-            tracing::warn!(podnetworking = %name, error = %e, "could not write the event");
-        }
+        ctx.events
+            .publish(
+                pn.object_ref(&()),
+                Note {
+                    type_,
+                    reason,
+                    action: "Validate",
+                    note: &note,
+                },
+            )
+            .await;
     }
     Ok(Action::requeue(requeue))
 }

@@ -189,8 +189,16 @@ mod tests {
         };
         let v = judge(&spec(&["vsw-a", "vsw-gone"], &["sg-gone"]), &seen, VPC);
         assert_eq!(v.status, NetworkingStatus::Fail);
-        assert!(v.message.contains("vSwitch vsw-gone does not exist"), "{}", v.message);
-        assert!(v.message.contains("security group sg-gone does not exist"), "{}", v.message);
+        assert!(
+            v.message.contains("vSwitch vsw-gone does not exist"),
+            "{}",
+            v.message
+        );
+        assert!(
+            v.message.contains("security group sg-gone does not exist"),
+            "{}",
+            v.message
+        );
         assert!(v.message.contains("not served"), "{}", v.message);
         assert_eq!(v.vswitches.len(), 1, "what exists is still resolved");
     }
@@ -199,7 +207,11 @@ mod tests {
     fn an_empty_vswitch_list_fails() {
         let v = judge(&spec(&[], &[]), &Observed::default(), VPC);
         assert_eq!(v.status, NetworkingStatus::Fail);
-        assert!(v.message.contains("vSwitchOptions is empty"), "{}", v.message);
+        assert!(
+            v.message.contains("vSwitchOptions is empty"),
+            "{}",
+            v.message
+        );
     }
 
     #[test]
@@ -210,8 +222,16 @@ mod tests {
         };
         let v = judge(&spec(&["vsw-full", "vsw-free"], &[]), &one_full, VPC);
         assert!(v.is_ready(), "{v:?}");
-        assert!(v.message.contains("vSwitch vsw-full has no free IP"), "{}", v.message);
-        assert!(v.message.contains("eni-config's security groups"), "{}", v.message);
+        assert!(
+            v.message.contains("vSwitch vsw-full has no free IP"),
+            "{}",
+            v.message
+        );
+        assert!(
+            v.message.contains("eni-config's security groups"),
+            "{}",
+            v.message
+        );
 
         let all_full = Observed {
             vswitches: vec![vsw("vsw-full", "z", 0)],
@@ -219,7 +239,11 @@ mod tests {
         };
         let v = judge(&spec(&["vsw-full"], &[]), &all_full, VPC);
         assert_eq!(v.status, NetworkingStatus::Fail);
-        assert!(v.message.contains("no vSwitch has a free IP (vsw-full)"), "{}", v.message);
+        assert!(
+            v.message.contains("no vSwitch has a free IP (vsw-full)"),
+            "{}",
+            v.message
+        );
     }
 
     #[test]
@@ -234,7 +258,9 @@ mod tests {
         };
         let v = judge(&spec(&["vsw-x"], &["sg-x"]), &seen, VPC);
         assert_eq!(v.status, NetworkingStatus::Fail);
-        assert!(v.message.contains("vSwitch vsw-x is in vpc-other, not the cluster's VPC vpc-lab"));
+        assert!(v
+            .message
+            .contains("vSwitch vsw-x is in vpc-other, not the cluster's VPC vpc-lab"));
         assert!(v.message.contains("security group sg-x is in vpc-other"));
     }
 

@@ -421,7 +421,10 @@ mod tests {
                 .find(|(p, _)| *p == base_file)
                 .map(|(_, t)| *t)
                 .unwrap_or_default();
-            assert!(base.contains(&format!("kind: {kind}\nmetadata:\n  name: {name}\n")), "{base_file}");
+            assert!(
+                base.contains(&format!("kind: {kind}\nmetadata:\n  name: {name}\n")),
+                "{base_file}"
+            );
             assert!(base.contains("        args:\n") && base.contains("        env:\n"));
         }
         // Only terwayd takes the GC flags; the controlplane would refuse them.

@@ -1,0 +1,311 @@
+//! terway-controlplane in the lab's real cluster, installed by `kubectl apply -k` with two replicas:
+//! PodNetworkings are judged against the emulated cloud (Ready with zones, Fail naming what is
+//! missing, events), exactly one replica reconciles, and the Lease changes hands when the leader is
+//! killed (within the lease duration) or deleted (at once: it releases the Lease).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::k8s::{apply, events, get_json, kubectl};
+use common::{eventually, Lab};
+use serde_json::Value;
+
+const NS: &str = "kube-system";
+const LEASE_DURATION: Duration = Duration::from_secs(15);
+
+fn podnetworking(name: &str, vswitches: &[&str], groups: &[&str]) -> String {
+    format!(
+        "apiVersion: network.alibabacloud.com/v1beta1\nkind: PodNetworking\nmetadata: {{name: {name}}}\n\
+         spec:\n  vSwitchOptions: {vswitches:?}\n  securityGroupIDs: {groups:?}\n"
+    )
+}
+
+fn status(lab: &Lab, name: &str) -> Value {
+    get_json(lab, &["podnetworking", name])["status"].clone()
+}
+
+/// The Lease's holder identity and transitions.
+fn lease(lab: &Lab) -> (String, i64) {
+    let l = get_json(lab, &["-n", NS, "lease", "terway-controlplane"]);
+    (
+        l["spec"]["holderIdentity"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        l["spec"]["leaseTransitions"].as_i64().unwrap_or(0),
+    )
+}
+
+/// The controlplane's pods (name, phase, ready).
+fn replicas(lab: &Lab) -> Vec<(String, bool)> {
+    get_json(lab, &["-n", NS, "pods", "-l", "app=terway-controlplane"])["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| {
+            let ready = p["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            (
+                p["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                ready,
+            )
+        })
+        .collect()
+}
+
+/// GET `path` of a replica's HTTP endpoint through the API server's pod proxy.
+fn endpoint(lab: &Lab, pod: &str, path: &str) -> String {
+    let (ok, out, err) = common::run(&[
+        "kubectl",
+        "--lab",
+        &lab.name,
+        "--",
+        "get",
+        "--raw",
+        &format!("/api/v1/namespaces/{NS}/pods/{pod}:9487/proxy{path}"),
+    ]);
+    if ok {
+        out
+    } else {
+        format!("(unreachable: {err})")
+    }
+}
+
+/// The value of the sample `line_prefix` in a metrics page (0 when absent).
+fn sample(metrics: &str, line_prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The PID of the controlplane process of pod `pod` (its environment names the pod).
+fn process_of(pod: &str) -> Option<i32> {
+    let want = format!("POD_NAME={pod}");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        if !cmd.starts_with(b"/usr/bin/terway-controlplane") {
+            return None;
+        }
+        let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        env.split(|b| *b == 0)
+            .any(|kv| kv == want.as_bytes())
+            .then_some(pid)
+    })
+}
+
+fn holder_pod(identity: &str) -> String {
+    identity
+        .rsplit_once('_')
+        .map(|(pod, _)| pod.to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn podnetworkings_are_judged_and_the_lease_changes_hands() {
+    let lab = Lab::up(&["--k8s", "--node", "shared", "--node", "shared"]);
+    let vsws: Vec<String> = lab.desc["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["vswitch_id"].as_str().map(String::from))
+        .collect();
+    let vsw: Vec<&str> = vsws.iter().map(String::as_str).collect();
+    let default_sg = "sg-emu0000000000000001";
+
+    // Both replicas run; one holds the Lease and only it reconciles.
+    assert!(
+        eventually(60, || replicas(&lab).iter().filter(|(_, r)| *r).count()
+            == 2),
+        "two Ready replicas: {:?}",
+        replicas(&lab)
+    );
+    let (first, transitions) = lease(&lab);
+    let leader = holder_pod(&first);
+    assert!(
+        replicas(&lab).iter().any(|(p, _)| *p == leader),
+        "the holder {first} is one of the replicas {:?}",
+        replicas(&lab)
+    );
+
+    apply(&lab, &podnetworking("good", &vsw, &[default_sg]));
+    apply(
+        &lab,
+        &podnetworking("bad", &["vsw-missing"], &["sg-missing"]),
+    );
+    assert!(
+        eventually(30, || status(&lab, "good")["status"] == "Ready"
+            && status(&lab, "bad")["status"] == "Fail"),
+        "good: {} bad: {}",
+        status(&lab, "good"),
+        status(&lab, "bad")
+    );
+    let good = status(&lab, "good");
+    let zones: Vec<(String, String)> = good["vSwitches"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|v| {
+            (
+                v["id"].as_str().unwrap_or_default().to_string(),
+                v["zone"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        zones.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(),
+        vsws,
+        "{good}"
+    );
+    assert!(
+        zones.iter().all(|(_, z)| z.starts_with("cn-hangzhou-")),
+        "{good}"
+    );
+    let message = status(&lab, "bad")["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        message.contains("vSwitch vsw-missing does not exist")
+            && message.contains("security group sg-missing does not exist"),
+        "{message}"
+    );
+    let about = |name: &str, reason: &str| {
+        events(&lab, NS).iter().any(|e| {
+            e["regarding"]["kind"] == "PodNetworking"
+                && e["regarding"]["name"] == name
+                && e["reason"] == reason
+        })
+    };
+    assert!(
+        eventually(10, || about("bad", "SyncPodNetworkingFailed")
+            && about("good", "SyncPodNetworkingSucceed")),
+        "events: {:?}",
+        events(&lab, NS)
+    );
+
+    // Fixing the spec makes it Ready without waiting for the periodic re-check.
+    kubectl(
+        &lab,
+        &[
+            "patch",
+            "podnetworking",
+            "bad",
+            "--type=merge",
+            "-p",
+            &format!(
+                r#"{{"spec":{{"vSwitchOptions":["{}"],"securityGroupIDs":["{default_sg}"]}}}}"#,
+                vsw[0]
+            ),
+        ],
+    );
+    assert!(
+        eventually(15, || status(&lab, "bad")["status"] == "Ready"),
+        "{}",
+        status(&lab, "bad")
+    );
+
+    // Exactly one replica leads; the follower has reconciled nothing.
+    let pods = replicas(&lab);
+    let follower = pods
+        .iter()
+        .map(|(p, _)| p.clone())
+        .find(|p| *p != leader)
+        .expect("a follower");
+    assert_eq!(endpoint(&lab, &leader, "/leader").trim(), "true");
+    assert_eq!(endpoint(&lab, &follower, "/leader").trim(), "false");
+    let lm = endpoint(&lab, &leader, "/metrics");
+    let fm = endpoint(&lab, &follower, "/metrics");
+    let reconciles =
+        "terway_controlplane_reconciles_total{controller=\"pod-networking\",result=\"ok\"}";
+    assert!(sample(&lm, reconciles) >= 3.0, "{lm}");
+    assert_eq!(sample(&fm, reconciles), 0.0, "{fm}");
+    assert!(
+        sample(
+            &lm,
+            "terway_controlplane_cloud_calls_total{action=\"DescribeVSwitches\",result=\"ok\"}"
+        ) >= 3.0,
+        "{lm}"
+    );
+
+    // Kill the leader without warning: the follower takes over once the record stood for the lease
+    // duration, and serves a new PodNetworking.
+    let pid = process_of(&leader).expect("the leader's process");
+    let killed = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the leader");
+    assert!(
+        eventually(40, || lease(&lab).0 != first && !lease(&lab).0.is_empty()),
+        "the Lease stayed with {first}"
+    );
+    let took = killed.elapsed();
+    let (second, after_kill) = lease(&lab);
+    eprintln!("handover after SIGKILL of the leader: {took:?}");
+    assert!(
+        took <= LEASE_DURATION + Duration::from_secs(5),
+        "handover after a kill took {took:?} (lease duration {LEASE_DURATION:?})"
+    );
+    assert_eq!(after_kill, transitions + 1);
+    apply(&lab, &podnetworking("after-kill", &vsw[..1], &[]));
+    assert!(
+        eventually(15, || status(&lab, "after-kill")["status"] == "Ready"),
+        "{}",
+        status(&lab, "after-kill")
+    );
+    assert!(
+        status(&lab, "after-kill")["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("eni-config's security groups"),
+        "{}",
+        status(&lab, "after-kill")
+    );
+
+    // Delete the new leader's pod: it releases the Lease on SIGTERM, so the handover does not wait
+    // out the duration.
+    let second_pod = holder_pod(&second);
+    assert!(
+        eventually(60, || replicas(&lab).iter().filter(|(_, r)| *r).count()
+            == 2),
+        "both replicas back: {:?}",
+        replicas(&lab)
+    );
+    let deleted = Instant::now();
+    kubectl(
+        &lab,
+        &["-n", NS, "delete", "pod", &second_pod, "--wait=false"],
+    );
+    assert!(
+        eventually(30, || {
+            let (h, _) = lease(&lab);
+            !h.is_empty() && h != second
+        }),
+        "the Lease stayed with {second}"
+    );
+    let took = deleted.elapsed();
+    eprintln!("handover after deleting the leader's pod: {took:?}");
+    assert!(
+        took < LEASE_DURATION,
+        "a released Lease was taken over after {took:?}, no faster than an expired one"
+    );
+    apply(&lab, &podnetworking("after-delete", &["vsw-nope"], &[]));
+    assert!(
+        eventually(15, || status(&lab, "after-delete")["status"] == "Fail"),
+        "{}",
+        status(&lab, "after-delete")
+    );
+}
