@@ -1,7 +1,8 @@
 //! terway-controlplane: the cluster-wide half of terway-rs. One replica at a time leads (a
 //! coordination.k8s.io Lease, [`leader`]) and runs the controllers; today that is `pod-networking`
-//! ([`pod_networking`]), which validates PodNetworkings against the cloud. The daemon never talks to
-//! this process: what it publishes is CRD status.
+//! ([`pod_networking`]), which validates PodNetworkings against the cloud. Every replica serves the
+//! pod webhook ([`webhook`]), which puts pods into their PodNetworking. The daemon never talks to
+//! this process: what it reads is CRD status and pod annotations.
 
 #![warn(missing_docs)]
 
@@ -10,6 +11,7 @@ pub mod events;
 pub mod leader;
 pub mod metrics;
 pub mod pod_networking;
+pub mod webhook;
 
 pub use error::Error;
 pub use leader::{LeaderElection, LeaseConfig};

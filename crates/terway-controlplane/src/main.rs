@@ -47,6 +47,12 @@ struct Args {
     /// Address of /metrics, /healthz, /readyz and /leader.
     #[arg(long, default_value = "0.0.0.0:9487")]
     listen: SocketAddr,
+    /// Address of the pod webhook (HTTPS).
+    #[arg(long, default_value = "0.0.0.0:4443")]
+    webhook_listen: SocketAddr,
+    /// Do not serve the pod webhook (PodNetworkings are then only validated, not applied to pods).
+    #[arg(long)]
+    disable_webhook: bool,
     /// Lease name.
     #[arg(long, default_value = LEASE_NAME)]
     lease_name: String,
@@ -183,6 +189,9 @@ async fn run(a: Args) -> Result<(), Error> {
         terway_controlplane::metrics::serve(a.listen, metrics.clone(), until_true(stop_rx.clone()))
             .await
             .map_err(|e| Error::Config(format!("listen on {}: {e}", a.listen)))?;
+    if !a.disable_webhook {
+        start_webhook(&a, &client, &metrics, stop_rx.clone()).await?;
+    }
     metrics.set_ready(true);
     tracing::info!(identity = %lease.identity, lease = %format!("{}/{}", lease.namespace, lease.name), %vpc_id, listen = %a.listen, "terway-controlplane started; contending for the Lease");
 
@@ -220,6 +229,49 @@ async fn run(a: Args) -> Result<(), Error> {
     };
     server.abort();
     outcome
+}
+
+/// The pod webhook: certificate (from its Secret, made when missing), the watch caches, the HTTPS
+/// server, and the `webhook-ca` loop that keeps the CA in the MutatingWebhookConfiguration.
+async fn start_webhook(
+    a: &Args,
+    client: &kube::Client,
+    metrics: &Metrics,
+    stop: watch::Receiver<bool>,
+) -> Result<(), Error> {
+    use terway_controlplane::webhook::{self, cert};
+    let ns = &a.lease_namespace;
+    let names = cert::service_dns_names(webhook::SERVICE, ns);
+    let pem = cert::ensure_secret(client, ns, webhook::CERT_SECRET, &names).await?;
+    let tls = cert::server_config(&pem).map_err(Error::Config)?;
+    let state = webhook::WebhookState::start(client.clone(), metrics.clone());
+    state.synced().await;
+    webhook::serve(a.webhook_listen, tls, state, until_true(stop.clone()))
+        .await
+        .map_err(|e| Error::Config(format!("listen on {}: {e}", a.webhook_listen)))?;
+    tracing::info!(listen = %a.webhook_listen, "pod webhook serving");
+    let (client, metrics) = (client.clone(), metrics.clone());
+    tokio::spawn(async move {
+        let mut stop = stop;
+        loop {
+            let started = std::time::Instant::now();
+            let r = cert::inject_ca(&client, webhook::CONFIGURATION, &pem.ca_pem).await;
+            metrics.reconciled("webhook-ca", r.is_ok(), started.elapsed());
+            match r {
+                Ok(true) => tracing::info!(
+                    configuration = webhook::CONFIGURATION,
+                    "CA injected into the MutatingWebhookConfiguration"
+                ),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "could not inject the webhook CA; retrying"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                _ = stop.wait_for(|v| *v) => break,
+            }
+        }
+    });
+    Ok(())
 }
 
 fn main() -> ExitCode {

@@ -32,6 +32,13 @@ pub struct ControllerLabel {
     pub controller: String,
 }
 
+/// Label: a webhook answer.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabel {
+    /// patched | unchanged | denied | error.
+    pub result: String,
+}
+
 /// Labels of a cloud call.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabel {
@@ -48,6 +55,7 @@ struct Inner {
     leader: Gauge,
     acquisitions: Counter,
     cloud_calls: Family<CallLabel, Counter>,
+    webhook: Family<WebhookLabel, Counter>,
     /// Cloud calls already counted, per action: (ok, failed).
     cloud_seen: Mutex<BTreeMap<String, (u64, u64)>>,
     cloud: Mutex<Option<Arc<CloudMetrics>>>,
@@ -100,6 +108,12 @@ impl Metrics {
             "Logical OpenAPI calls by action and result",
             cloud_calls.clone(),
         );
+        let webhook = Family::<WebhookLabel, Counter>::default();
+        registry.register(
+            "webhook_requests",
+            "Pod admission reviews answered, by result",
+            webhook.clone(),
+        );
         Metrics(Arc::new(Inner {
             registry,
             reconciles,
@@ -107,6 +121,7 @@ impl Metrics {
             leader,
             acquisitions,
             cloud_calls,
+            webhook,
             cloud_seen: Mutex::new(BTreeMap::new()),
             cloud: Mutex::new(None),
             ready: AtomicBool::new(false),
@@ -128,6 +143,16 @@ impl Metrics {
                 controller: controller.into(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    /// Count one webhook answer.
+    pub fn webhook(&self, result: &str) {
+        self.0
+            .webhook
+            .get_or_create(&WebhookLabel {
+                result: result.into(),
+            })
+            .inc();
     }
 
     /// This replica just became the leader.
@@ -271,6 +296,7 @@ mod tests {
         m.reconciled("pod-networking", true, Duration::from_millis(3));
         m.reconciled("pod-networking", false, Duration::from_millis(3));
         m.leader_acquired();
+        m.webhook("denied");
         let cloud = Arc::new(CloudMetrics::default());
         cloud.record_call("DescribeVSwitches", true);
         cloud.record_call("DescribeVSwitches", false);
@@ -280,6 +306,7 @@ mod tests {
             "terway_controlplane_reconciles_total{controller=\"pod-networking\",result=\"ok\"} 1",
             "terway_controlplane_reconciles_total{controller=\"pod-networking\",result=\"error\"} 1",
             "terway_controlplane_leader 1",
+            "terway_controlplane_webhook_requests_total{result=\"denied\"} 1",
             "terway_controlplane_leader_acquisitions_total 1",
             "terway_controlplane_cloud_calls_total{action=\"DescribeVSwitches\",result=\"ok\"} 1",
             "terway_controlplane_cloud_calls_total{action=\"DescribeVSwitches\",result=\"error\"} 1",

@@ -309,3 +309,162 @@ fn podnetworkings_are_judged_and_the_lease_changes_hands() {
         status(&lab, "after-delete")
     );
 }
+
+/// A PodNetworking selecting pods by `label=value`.
+fn selecting(name: &str, label: &str, value: &str, vswitches: &[&str]) -> String {
+    format!(
+        "apiVersion: network.alibabacloud.com/v1beta1\nkind: PodNetworking\nmetadata: {{name: {name}}}\n\
+         spec:\n  selector:\n    podSelector:\n      matchLabels: {{{label}: {value}}}\n  \
+         vSwitchOptions: {vswitches:?}\n  securityGroupIDs: [sg-emu0000000000000001]\n"
+    )
+}
+
+/// A pod of the lab's workload image with `labels` (a YAML flow map).
+fn labelled_pod(name: &str, labels: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {labels}\nspec:\n  \
+         terminationGracePeriodSeconds: 5\n  containers:\n  - name: main\n    image: terway-lab.local/workload:1\n    \
+         imagePullPolicy: Never\n"
+    )
+}
+
+/// `kubectl apply` of `yaml`, expecting a refusal; returns kubectl's error output.
+fn refused(lab: &Lab, yaml: &str) -> String {
+    let path =
+        std::env::temp_dir().join(format!("refused-{}-{}.yaml", lab.name, std::process::id()));
+    std::fs::write(&path, yaml).expect("write manifest");
+    let (ok, out, err) = common::run(&[
+        "kubectl",
+        "--lab",
+        &lab.name,
+        "--",
+        "apply",
+        "-f",
+        &path.display().to_string(),
+    ]);
+    let _ = std::fs::remove_file(&path);
+    assert!(!ok, "the API server admitted it: {out}");
+    err
+}
+
+#[test]
+fn the_webhook_puts_pods_into_their_podnetworking_or_refuses_them_with_the_reason() {
+    let lab = Lab::up(&["--k8s", "--node", "exclusive", "--node", "shared"]);
+    let node = |i: usize, key: &str| {
+        lab.desc["nodes"][i][key]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (exclusive, exclusive_vsw) = (node(0, "name"), node(0, "vswitch_id"));
+    apply(&lab, &selecting("blue", "app", "blue", &[&exclusive_vsw]));
+    apply(&lab, &selecting("red", "tier", "front", &[&exclusive_vsw]));
+    apply(
+        &lab,
+        &selecting("broken", "app", "broken", &["vsw-missing"]),
+    );
+    assert!(
+        eventually(30, || status(&lab, "blue")["status"] == "Ready"
+            && status(&lab, "red")["status"] == "Ready"
+            && status(&lab, "broken")["status"] == "Fail"),
+        "blue {} red {} broken {}",
+        status(&lab, "blue"),
+        status(&lab, "red"),
+        status(&lab, "broken")
+    );
+    let zone = status(&lab, "blue")["vSwitches"][0]["zone"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+
+    // A pod no PodNetworking selects is admitted as it is.
+    apply(&lab, &labelled_pod("plain", "{app: plain}"));
+    let plain = get_json(&lab, &["pod", "plain"]);
+    assert!(
+        plain["metadata"]["annotations"]["k8s.aliyun.com/pod-networking"].is_null(),
+        "{plain}"
+    );
+
+    // A selected pod carries its PodNetworking, the ENI request and the zone, and is placed on the
+    // node that has ENIs to give in that zone.
+    apply(&lab, &labelled_pod("b1", "{app: blue}"));
+    let b1 = get_json(&lab, &["pod", "b1"]);
+    assert_eq!(
+        b1["metadata"]["annotations"]["k8s.aliyun.com/pod-networking"], "blue",
+        "{b1}"
+    );
+    assert_eq!(
+        b1["metadata"]["annotations"]["k8s.aliyun.com/pod-eni"], "true",
+        "{b1}"
+    );
+    assert_eq!(
+        b1["spec"]["containers"][0]["resources"]["limits"]["aliyun/eni"], "1",
+        "{b1}"
+    );
+    assert_eq!(
+        b1["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            ["nodeSelectorTerms"][0]["matchExpressions"][0],
+        serde_json::json!({"key": "topology.kubernetes.io/zone", "operator": "In", "values": [zone]}),
+        "{b1}"
+    );
+    assert!(
+        eventually(60, || get_json(&lab, &["pod", "b1"])["spec"]["nodeName"]
+            == exclusive.as_str()),
+        "b1 not scheduled to {exclusive}: {}",
+        get_json(&lab, &["pod", "b1"])
+    );
+
+    // Two PodNetworkings selecting one pod, or one that is not Ready: refused, saying which and why.
+    let err = refused(&lab, &labelled_pod("both", "{app: blue, tier: front}"));
+    assert!(
+        err.contains("selected by PodNetworkings blue and red"),
+        "{err}"
+    );
+    let err = refused(&lab, &labelled_pod("wrong", "{app: broken}"));
+    assert!(
+        err.contains("PodNetworking broken, which is not Ready")
+            && err.contains("vSwitch vsw-missing does not exist"),
+        "{err}"
+    );
+    // Once fixed, the same pod is admitted into it.
+    kubectl(
+        &lab,
+        &[
+            "patch",
+            "podnetworking",
+            "broken",
+            "--type=merge",
+            "-p",
+            &format!(r#"{{"spec":{{"vSwitchOptions":["{exclusive_vsw}"]}}}}"#),
+        ],
+    );
+    assert!(
+        eventually(15, || status(&lab, "broken")["status"] == "Ready"),
+        "{}",
+        status(&lab, "broken")
+    );
+    apply(&lab, &labelled_pod("fixed", "{app: broken}"));
+    assert_eq!(
+        get_json(&lab, &["pod", "fixed"])["metadata"]["annotations"]
+            ["k8s.aliyun.com/pod-networking"],
+        "broken"
+    );
+
+    // The replicas counted what they answered.
+    let mut counts = (0.0, 0.0);
+    for (pod, _) in replicas(&lab) {
+        let m = endpoint(&lab, &pod, "/metrics");
+        counts.0 += sample(
+            &m,
+            "terway_controlplane_webhook_requests_total{result=\"patched\"}",
+        );
+        counts.1 += sample(
+            &m,
+            "terway_controlplane_webhook_requests_total{result=\"denied\"}",
+        );
+    }
+    assert!(
+        counts.0 >= 2.0 && counts.1 >= 2.0,
+        "patched, denied = {counts:?}"
+    );
+}

@@ -85,6 +85,21 @@ pub fn judge(spec: &PodNetworkingSpec, seen: &Observed, vpc_id: &str) -> Verdict
         notes.clear();
     }
 
+    let sel = &spec.selector;
+    for (what, selector) in [
+        ("podSelector", &sel.pod_selector),
+        ("namespaceSelector", &sel.namespace_selector),
+    ] {
+        if let Some(s) = selector {
+            if let Err(e) = kube::core::Selector::try_from(s.clone()) {
+                problems.push(format!("spec.selector.{what} is invalid: {e}"));
+            }
+        }
+    }
+    if sel.pod_selector.is_none() && sel.namespace_selector.is_none() {
+        notes.push("spec.selector is empty: no pod is selected".to_string());
+    }
+
     let sg_ids = unique(&spec.security_group_ids);
     if sg_ids.len() > MAX_SECURITY_GROUPS {
         problems.push(format!(
@@ -178,7 +193,7 @@ mod tests {
                 }
             ]
         );
-        assert_eq!(v.message, "");
+        assert_eq!(v.message, "spec.selector is empty: no pod is selected");
     }
 
     #[test]
@@ -262,6 +277,36 @@ mod tests {
             .message
             .contains("vSwitch vsw-x is in vpc-other, not the cluster's VPC vpc-lab"));
         assert!(v.message.contains("security group sg-x is in vpc-other"));
+    }
+
+    #[test]
+    fn an_invalid_selector_fails_and_an_empty_one_is_noted() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+            LabelSelector, LabelSelectorRequirement,
+        };
+        let seen = Observed {
+            vswitches: vec![vsw("vsw-a", "z", 5)],
+            security_groups: vec![],
+        };
+        let v = judge(&spec(&["vsw-a"], &[]), &seen, VPC);
+        assert!(v.is_ready());
+        assert!(v.message.contains("no pod is selected"), "{}", v.message);
+        let mut bad = spec(&["vsw-a"], &[]);
+        bad.selector.pod_selector = Some(LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "app".into(),
+                operator: "Sideways".into(),
+                values: None,
+            }]),
+            ..Default::default()
+        });
+        let v = judge(&bad, &seen, VPC);
+        assert_eq!(v.status, NetworkingStatus::Fail);
+        assert!(
+            v.message.contains("spec.selector.podSelector is invalid"),
+            "{}",
+            v.message
+        );
     }
 
     #[test]

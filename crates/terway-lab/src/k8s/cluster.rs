@@ -225,6 +225,8 @@ impl Cluster {
             .arg("--kubelet-preferred-address-types=InternalIP,Hostname")
             // A single API server on a VPC address: the endpoint reconciler only logs loopback errors.
             .arg("--endpoint-reconciler-type=none")
+            // No kube-proxy beside the API server: it reaches webhook Services by their endpoints.
+            .arg("--enable-aggregator-routing=true")
             .arg("--allow-privileged=true")
             .arg("--profiling=false");
         self.spawn("kube-apiserver", api)?;
@@ -512,10 +514,17 @@ impl Cluster {
                 "--pod-infra-container-image={}",
                 super::PAUSE_IMAGE
             ))
+            // The labels a cloud's node controller sets (instance type, zone), and the lab's mode.
             .arg(format!(
-                "--node-labels=terway-lab/mode={},node.kubernetes.io/instance-type={}",
+                "--node-labels=terway-lab/mode={},node.kubernetes.io/instance-type={},topology.kubernetes.io/zone={}",
                 node.mode.as_str(),
-                node.instance_type
+                node.instance_type,
+                self.plan
+                    .vswitches
+                    .iter()
+                    .find(|v| v.id == node.vswitch_id)
+                    .map(|v| v.zone_id.as_str())
+                    .unwrap_or_default()
             ))
             .arg("--v=1");
         self.spawn(&format!("{name}/kubelet"), kubelet)?;

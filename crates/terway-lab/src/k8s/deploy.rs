@@ -257,8 +257,8 @@ fn ready_pods(plan: &LabPlan) -> u64 {
         .unwrap_or(0)
 }
 
-/// Wait until the controlplane Deployment has a Ready replica per node (at most its two) and one of
-/// them holds the leader Lease.
+/// Wait until the controlplane Deployment has a Ready replica per node (at most its two), one of them
+/// holds the leader Lease, and the webhook configuration carries its CA.
 pub fn wait_controlplane(plan: &LabPlan, timeout: Duration) -> anyhow::Result<()> {
     let want = plan.nodes.len().min(2) as u64;
     let deadline = Instant::now() + timeout;
@@ -267,7 +267,14 @@ pub fn wait_controlplane(plan: &LabPlan, timeout: Duration) -> anyhow::Result<()
             .parse()
             .unwrap_or(0);
         let holder = field(plan, "lease", CONTROLPLANE, ".spec.holderIdentity");
-        if ready >= want && !holder.is_empty() {
+        // Until the CA is in the webhook configuration, every pod create fails (failurePolicy Fail).
+        let ca = field(
+            plan,
+            "mutatingwebhookconfiguration",
+            CONTROLPLANE,
+            ".webhooks[0].clientConfig.caBundle",
+        );
+        if ready >= want && !holder.is_empty() && !ca.is_empty() {
             return Ok(());
         }
         if Instant::now() >= deadline {
@@ -278,8 +285,9 @@ pub fn wait_controlplane(plan: &LabPlan, timeout: Duration) -> anyhow::Result<()
                     .unwrap_or_else(|e| format!("({e:#})\n"))
             };
             anyhow::bail!(
-                "terway-controlplane had {ready} of {want} replicas Ready and Lease holder {holder:?} \
-                 after {timeout:?}; its pods and their last log lines:\n{}{}",
+                "terway-controlplane had {ready} of {want} replicas Ready, Lease holder {holder:?} and \
+                 {} webhook CA after {timeout:?}; its pods and their last log lines:\n{}{}",
+                if ca.is_empty() { "no" } else { "its" },
                 text(&["-n", NAMESPACE, "get", "pods", "-l", &selector, "-o", "wide"]),
                 text(&["-n", NAMESPACE, "logs", "-l", &selector, "--prefix", "--tail=5"])
             );
