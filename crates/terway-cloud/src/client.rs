@@ -47,6 +47,8 @@ pub(crate) struct Call {
     pub ctx: CallContext,
     /// Add a `ClientToken` (one per logical call, the same on every attempt).
     pub client_token: bool,
+    /// The token to send instead of a fresh one.
+    pub token: Option<String>,
 }
 
 impl Call {
@@ -58,6 +60,7 @@ impl Call {
             backoff,
             ctx: CallContext::default(),
             client_token: false,
+            token: None,
         }
     }
 
@@ -95,6 +98,12 @@ impl Call {
 
     pub(crate) fn idempotent(mut self) -> Self {
         self.client_token = true;
+        self
+    }
+
+    /// Send `token` as the ClientToken (when set) instead of a fresh one.
+    pub(crate) fn token(mut self, token: Option<&str>) -> Self {
+        self.token = token.map(str::to_string);
         self
     }
 }
@@ -163,8 +172,11 @@ impl AlibabaCloud {
         call.params
             .push(("RegionId".into(), inner.cfg.region.clone()));
         if call.client_token {
-            call.params
-                .push(("ClientToken".into(), uuid::Uuid::new_v4().to_string()));
+            let token = call
+                .token
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            call.params.push(("ClientToken".into(), token));
         }
         let backoff = inner.backoffs.get(call.backoff);
         let mut delays = backoff.delays();

@@ -109,6 +109,7 @@ impl Cloud for AlibabaCloud {
         let mut call = Call::ecs("CreateNetworkInterface", ENI_CREATE)
             .vswitch(&req.vswitch_id)
             .idempotent()
+            .token(req.client_token.as_deref())
             .param("VSwitchId", req.vswitch_id.clone())
             .param(
                 "InstanceType",

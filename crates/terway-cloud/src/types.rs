@@ -140,6 +140,10 @@ pub struct CreateEniRequest {
     pub description: String,
     /// Resource group, if any.
     pub resource_group_id: Option<String>,
+    /// ClientToken to send (default: a fresh one per call, reused on its retries). A caller that may
+    /// repeat the logical request from another process (a new controlplane leader) passes a token
+    /// derived from what the ENI is for, so the cloud answers the repeat with the first ENI.
+    pub client_token: Option<String>,
 }
 
 /// Filters of DescribeNetworkInterfaces; empty fields do not filter.

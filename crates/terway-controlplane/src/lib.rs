@@ -10,6 +10,7 @@ pub mod error;
 pub mod events;
 pub mod leader;
 pub mod metrics;
+pub mod pod_eni;
 pub mod pod_networking;
 pub mod webhook;
 

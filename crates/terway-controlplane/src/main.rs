@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::Parser;
 use terway_cloud::{CloudOptions, Metadata};
 use terway_controlplane::{
-    kube_client, pod_networking, Error, LeaderElection, LeaseConfig, Metrics, LEASE_NAME,
+    kube_client, pod_eni, pod_networking, Error, LeaderElection, LeaseConfig, Metrics, LEASE_NAME,
     LEASE_NAMESPACE,
 };
 use tokio::sync::watch;
@@ -53,6 +53,9 @@ struct Args {
     /// Do not serve the pod webhook (PodNetworkings are then only validated, not applied to pods).
     #[arg(long)]
     disable_webhook: bool,
+    /// Seconds between passes of the orphaned-ENI GC.
+    #[arg(long, default_value_t = 60)]
+    orphan_gc_secs: u64,
     /// Lease name.
     #[arg(long, default_value = LEASE_NAME)]
     lease_name: String,
@@ -94,15 +97,16 @@ fn init_logging(a: &Args) {
     }
 }
 
-/// The cloud options from eni_conf (when the file exists) with the flags over them.
-fn cloud_options(a: &Args) -> Result<CloudOptions, Error> {
-    let mut opts = match std::fs::read_to_string(&a.config) {
+/// The cloud options from eni_conf (when the file exists) with the flags over them, and eni_conf's
+/// security groups (for PodNetworkings that name none).
+fn cloud_options(a: &Args) -> Result<(CloudOptions, Vec<String>), Error> {
+    let (mut opts, groups) = match std::fs::read_to_string(&a.config) {
         Ok(text) => {
             let conf = terway_core::EniConf::from_json_with_override(&text, None)
                 .map_err(|e| Error::Config(format!("{}: {e}", a.config.display())))?;
-            CloudOptions::from(&conf)
+            (CloudOptions::from(&conf), conf.all_security_groups())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => CloudOptions::default(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (CloudOptions::default(), Vec::new()),
         Err(e) => return Err(Error::Config(format!("read {}: {e}", a.config.display()))),
     };
     opts.endpoint = a.cloud_endpoint.clone().or(opts.endpoint);
@@ -112,7 +116,7 @@ fn cloud_options(a: &Args) -> Result<CloudOptions, Error> {
         opts.access_key_id = a.access_key_id.clone();
         opts.access_key_secret = a.access_key_secret.clone();
     }
-    Ok(opts)
+    Ok((opts, groups))
 }
 
 fn identity(a: &Args) -> String {
@@ -160,7 +164,7 @@ async fn run(a: Args) -> Result<(), Error> {
     lease.retry_period = Duration::from_secs(a.retry_period_secs);
     lease.validate().map_err(Error::Config)?;
 
-    let opts = cloud_options(&a)?;
+    let (opts, default_groups) = cloud_options(&a)?;
     let (cloud, meta) = opts
         .connect()
         .await
@@ -208,17 +212,37 @@ async fn run(a: Args) -> Result<(), Error> {
     }
     if *leading_rx.borrow() && !*stop_rx.borrow() {
         let events = terway_controlplane::events::Events::new(client.clone(), &me);
-        let ctx = Arc::new(pod_networking::Context::new(
+        let eni_ctx = Arc::new(pod_eni::Context::new(
+            client.clone(),
+            cloud.clone(),
+            vpc_id.clone(),
+            default_groups,
+            cloud.backoff(terway_cloud::backoff::WAIT_ENI_STATUS),
+            cloud.backoff(terway_cloud::backoff::ENI_DELETE_CONFIRM),
+            events.clone(),
+            metrics.clone(),
+        ));
+        let pn_ctx = Arc::new(pod_networking::Context::new(
             client, cloud, vpc_id, events, metrics,
         ));
-        let (stop, lost) = (until_true(stop_rx.clone()), until_false(leading_rx.clone()));
-        pod_networking::run(ctx, async move {
-            tokio::select! {
-                _ = stop => {}
-                _ = lost => {}
+        // Every controller stops on SIGTERM or when the Lease is lost, whichever comes first.
+        let done = || {
+            let (stop, lost) = (until_true(stop_rx.clone()), until_false(leading_rx.clone()));
+            async move {
+                tokio::select! {
+                    _ = stop => {}
+                    _ = lost => {}
+                }
             }
-        })
-        .await;
+        };
+        futures::join!(
+            pod_networking::run(pn_ctx, done()),
+            pod_eni::run(
+                eni_ctx,
+                Duration::from_secs(a.orphan_gc_secs.max(1)),
+                done()
+            ),
+        );
         tracing::info!("controllers stopped");
     }
     // The controllers are stopped: only now may the Lease go to another replica.

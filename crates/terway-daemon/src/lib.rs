@@ -105,6 +105,7 @@ fn build_backends<C: Cloud, M: Metadata>(
     meta: M,
     store: &store::Store,
     metrics: &Arc<metrics::Metrics>,
+    pod_enis: Option<Arc<dyn backend::pod_eni::PodEniSource>>,
 ) -> Result<(Backends, Option<Pool<C, M>>)> {
     let default = ResourceKind::default_for(cfg.mode);
     let mut eni_pool = None;
@@ -146,7 +147,17 @@ fn build_backends<C: Cloud, M: Metadata>(
             ))
         }
     };
-    let list = vec![backend];
+    let mut list = vec![backend];
+    if let Some(source) = pod_enis {
+        // Every node with the API server serves PodNetworking pods from the ENIs the controlplane
+        // attaches; the scheduler sends them only where `aliyun/eni` is left.
+        list.push(Arc::new(backend::pod_eni::PodEniBackend::new(
+            &node.name,
+            &node.instance_id,
+            source,
+            store.clone(),
+        )));
+    }
     Ok((Backends::new(default, list), eni_pool))
 }
 
@@ -165,12 +176,25 @@ impl<C: Cloud, M: Metadata, P: PodSource> Daemon<C, M, P> {
         pods: P,
         reporter: Arc<dyn Reporter>,
     ) -> Result<Self> {
+        Self::start_full(cfg, cloud, meta, pods, reporter, None).await
+    }
+
+    /// [`Daemon::start_reporting`], also serving PodNetworking pods from the PodENIs `pod_enis` reads.
+    pub async fn start_full(
+        cfg: DaemonConfig,
+        cloud: C,
+        meta: M,
+        pods: P,
+        reporter: Arc<dyn Reporter>,
+        pod_enis: Option<Arc<dyn backend::pod_eni::PodEniSource>>,
+    ) -> Result<Self> {
         cfg.validate().map_err(DaemonError::Config)?;
         let metrics = Arc::new(metrics::Metrics::new());
         let store = store::Store::open(&cfg.db_path())?;
         let node =
             startup::node_info_with_retry(&cfg, &cloud, &meta, Duration::from_secs(60)).await?;
-        let (backends, eni_pool) = build_backends(&cfg, &node, cloud, meta, &store, &metrics)?;
+        let (backends, eni_pool) =
+            build_backends(&cfg, &node, cloud, meta, &store, &metrics, pod_enis)?;
         tracing::info!(instance = %node.instance_id, instance_type = %node.instance_type, backends = ?backends.kinds(), default = %backends.default_kind(), "starting terwayd");
         let snapshot = Arc::new(store.load()?);
         for b in backends.all() {

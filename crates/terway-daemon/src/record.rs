@@ -33,6 +33,8 @@ pub enum ResourceKind {
     ExclusiveEni,
     /// An address of the node's PodCIDR, routed by the VPC route table.
     PodCidr,
+    /// An ENI the controlplane made for the pod (its PodENI), moved into the pod.
+    PodEni,
 }
 
 impl ResourceKind {
@@ -51,6 +53,7 @@ impl ResourceKind {
             ResourceKind::SharedIp => "shared-ip",
             ResourceKind::ExclusiveEni => "exclusive-eni",
             ResourceKind::PodCidr => "pod-cidr",
+            ResourceKind::PodEni => "pod-eni",
         }
     }
 }

@@ -94,6 +94,7 @@ pub fn network_mode(kind: ResourceKind) -> pb::NetworkMode {
         ResourceKind::SharedIp => pb::NetworkMode::SharedEni,
         ResourceKind::ExclusiveEni => pb::NetworkMode::ExclusiveEni,
         ResourceKind::PodCidr => pb::NetworkMode::VpcRoute,
+        ResourceKind::PodEni => pb::NetworkMode::ExclusiveEni,
     }
 }
 

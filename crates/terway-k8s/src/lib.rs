@@ -6,9 +6,11 @@ pub mod config_watch;
 pub mod device_plugin;
 pub mod node_cr;
 pub mod node_runtime;
+pub mod pod_eni;
 pub mod pods;
 pub mod report;
 
+pub use pod_eni::KubePodEniSource;
 pub use pods::{KubeError, KubePodSource};
 pub use report::{KubeReporter, ReporterTask};
 

@@ -156,6 +156,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         node_specs: Vec::new(),
         instance_type: "ecs.g7.4xlarge".into(),
         vswitches: 2,
+        pod_vswitches: 0,
         vswitch_prefix: crate::plan::DEFAULT_VSWITCH_PREFIX,
         min_pool: 2,
         max_pool: 10,

@@ -214,6 +214,8 @@ pub struct LabRequest {
     pub nodes: Vec<(NodeMode, String)>,
     /// Number of vSwitches (nodes are spread over them).
     pub vswitches: usize,
+    /// vSwitches no node is in, for PodNetworkings: the j-th is in the zone of node vSwitch j mod n.
+    pub pod_vswitches: usize,
     /// Prefix length of each vSwitch (20..=28).
     pub vswitch_prefix: u8,
     /// Idle-IP low watermark per node.
@@ -329,6 +331,12 @@ pub fn make_plan(req: &LabRequest, host_nets: &[Ipv4Net]) -> Result<LabPlan, Pla
             req.vswitches
         )));
     }
+    if req.pod_vswitches > 4 {
+        return Err(PlanError::TooBig(format!(
+            "{} PodNetworking vSwitches: at most 4",
+            req.pod_vswitches
+        )));
+    }
     if !(20..=28).contains(&req.vswitch_prefix) {
         return Err(PlanError::TooBig(format!(
             "vSwitch prefix /{}: 20 to 28 (each vSwitch sits in its own /20 of the VPC)",
@@ -380,10 +388,13 @@ pub fn make_plan(req: &LabRequest, host_nets: &[Ipv4Net]) -> Result<LabPlan, Pla
         }
     }
     let base = u32::from(vpc_cidr.network());
-    let vswitches: Vec<VSwitchPlan> = (0..req.vswitches)
+    let vswitches: Vec<VSwitchPlan> = (0..req.vswitches + req.pod_vswitches)
         .map(|k| VSwitchPlan {
             id: format!("vsw-{name}{k:02}"),
-            zone_id: format!("cn-hangzhou-{}", (b'h' + k as u8) as char),
+            zone_id: format!(
+                "cn-hangzhou-{}",
+                (b'h' + (k % req.vswitches.max(1)) as u8) as char
+            ),
             // Each in its own /20; a /20 (4093 usable addresses) is never exhausted by accident, a
             // smaller one is asked for to exhaust it.
             cidr: Ipv4Net::new(
@@ -413,7 +424,7 @@ pub fn make_plan(req: &LabRequest, host_nets: &[Ipv4Net]) -> Result<LabPlan, Pla
                 instance_id: format!("i-{name}{i:04}"),
                 instance_type: itype.clone(),
                 mode: *mode,
-                vswitch_id: vswitches[i % vswitches.len()].id.clone(),
+                vswitch_id: vswitches[i % req.vswitches.max(1)].id.clone(),
                 pod_cidr: (*mode == NodeMode::VpcRoute)
                     .then(|| {
                         Ipv4Net::new(
@@ -495,6 +506,7 @@ mod tests {
                 .map(|m| (*m, "ecs.g7.xlarge".to_string()))
                 .collect(),
             vswitches: 2,
+            pod_vswitches: 0,
             vswitch_prefix: DEFAULT_VSWITCH_PREFIX,
             min_pool: 2,
             max_pool: 5,

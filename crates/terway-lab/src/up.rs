@@ -38,6 +38,9 @@ pub struct UpArgs {
     /// Number of vSwitches (nodes are spread over them).
     #[arg(long, default_value_t = 2)]
     pub vswitches: usize,
+    /// vSwitches no node is in, for PodNetworkings (the j-th shares the zone of node vSwitch j).
+    #[arg(long, default_value_t = 0)]
+    pub pod_vswitches: usize,
     /// Prefix length of each vSwitch (20 = 4093 addresses; 27 = 28, to run a vSwitch out of addresses).
     #[arg(long, default_value_t = crate::plan::DEFAULT_VSWITCH_PREFIX)]
     pub vswitch_prefix: u8,
@@ -120,6 +123,7 @@ pub fn request(args: &UpArgs) -> anyhow::Result<LabRequest> {
         name: args.name.clone(),
         nodes,
         vswitches: args.vswitches,
+        pod_vswitches: args.pod_vswitches,
         vswitch_prefix: args.vswitch_prefix,
         min_pool: args.min_pool,
         max_pool: args.max_pool,
@@ -150,6 +154,12 @@ pub fn describe(plan: &LabPlan) -> serde_json::Value {
             "admin_kubeconfig": crate::k8s::LabPaths::new(&plan.dir).admin_kubeconfig(),
             "kubectl": format!("terway-lab kubectl --lab {} -- get pods -o wide", plan.name),
         })),
+        "vswitches": plan.vswitches.iter().map(|v| json!({
+            "id": v.id,
+            "zone_id": v.zone_id,
+            "cidr": v.cidr,
+            "nodes": plan.nodes.iter().filter(|n| n.vswitch_id == v.id).map(|n| n.name.clone()).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
         "nodes": plan.nodes.iter().map(|n| json!({
             "name": n.name,
             "netns": n.netns,

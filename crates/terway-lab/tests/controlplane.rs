@@ -468,3 +468,150 @@ fn the_webhook_puts_pods_into_their_podnetworking_or_refuses_them_with_the_reaso
         "patched, denied = {counts:?}"
     );
 }
+
+/// The ENIs of the emulated cloud that the controlplane created (tag creator=terway-controller).
+fn controlplane_enis(lab: &Lab) -> Vec<Value> {
+    lab.world()["enis"]
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.values())
+        .filter(|e| e["tags"]["creator"] == "terway-controller")
+        .cloned()
+        .collect()
+}
+
+fn in_cidr(ip: &str, cidr: &str) -> bool {
+    match (
+        ip.parse::<std::net::Ipv4Addr>(),
+        cidr.parse::<ipnet::Ipv4Net>(),
+    ) {
+        (Ok(ip), Ok(net)) => net.contains(&ip),
+        _ => false,
+    }
+}
+
+#[test]
+fn pods_of_two_podnetworkings_get_enis_of_their_own_vswitches_and_give_them_back() {
+    let lab = Lab::up(&[
+        "--k8s",
+        "--node",
+        "exclusive",
+        "--node",
+        "shared",
+        "--pod-vswitches",
+        "3",
+    ]);
+    let instance = lab.instance("node0");
+    let vsws = lab.desc["vswitches"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let zone = vsws
+        .iter()
+        .find(|v| {
+            v["nodes"]
+                .as_array()
+                .is_some_and(|n| n.iter().any(|x| x == "node0"))
+        })
+        .and_then(|v| v["zone_id"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    // Two vSwitches of node0's zone that no node is in: one per PodNetworking.
+    let spare: Vec<(String, String)> = vsws
+        .iter()
+        .filter(|v| {
+            v["zone_id"] == zone.as_str() && v["nodes"].as_array().is_some_and(Vec::is_empty)
+        })
+        .map(|v| {
+            (
+                v["id"].as_str().unwrap_or_default().to_string(),
+                v["cidr"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(spare.len(), 2, "{vsws:?}");
+    let (alpha, beta) = (&spare[0], &spare[1]);
+    apply(&lab, &selecting("alpha", "app", "alpha", &[&alpha.0]));
+    apply(&lab, &selecting("beta", "app", "beta", &[&beta.0]));
+    assert!(
+        eventually(30, || status(&lab, "alpha")["status"] == "Ready"
+            && status(&lab, "beta")["status"] == "Ready"),
+        "alpha {} beta {}",
+        status(&lab, "alpha"),
+        status(&lab, "beta")
+    );
+    apply(&lab, &labelled_pod("a1", "{app: alpha}"));
+    apply(&lab, &labelled_pod("b1", "{app: beta}"));
+    apply(&lab, &labelled_pod("plain", "{app: plain}"));
+    let running = |name: &str| {
+        let p = get_json(&lab, &["pod", name]);
+        let ready = p["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        ready.then(|| {
+            p["status"]["podIP"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+    };
+    assert!(
+        eventually(120, || running("a1").is_some()
+            && running("b1").is_some()
+            && running("plain").is_some()),
+        "pods not Ready: a1 {} b1 {} podenis {}",
+        get_json(&lab, &["pod", "a1"])["status"],
+        get_json(&lab, &["pod", "b1"])["status"],
+        kubectl(&lab, &["get", "podenis", "-o", "wide"])
+    );
+
+    // Each pod's address comes from its own PodNetworking's vSwitch, on an ENI made for it.
+    for (pod, (vsw, cidr)) in [("a1", alpha), ("b1", beta)] {
+        let ip = running(pod).unwrap_or_default();
+        assert!(in_cidr(&ip, cidr), "{pod} has {ip}, not in {vsw} {cidr}");
+        let pe = get_json(&lab, &["podeni", pod]);
+        assert_eq!(pe["status"]["phase"], "Bind", "{pe}");
+        assert_eq!(pe["status"]["instanceID"], instance.as_str(), "{pe}");
+        let alloc = &pe["spec"]["allocations"][0];
+        assert_eq!(alloc["eni"]["vSwitchID"], vsw.as_str(), "{pe}");
+        assert_eq!(alloc["ipv4"], ip.as_str(), "{pe}");
+        let eni = alloc["eni"]["id"].as_str().unwrap_or_default().to_string();
+        let ni = get_json(&lab, &["networkinterface", &eni]);
+        assert_eq!(ni["spec"]["podENIRef"]["name"], pod, "{ni}");
+        assert_eq!(ni["status"]["phase"], "Bind", "{ni}");
+        let cloud = &lab.world()["enis"][&eni];
+        assert_eq!(cloud["status"], "InUse", "{cloud}");
+        assert_eq!(cloud["instance_id"], instance.as_str(), "{cloud}");
+        assert_eq!(cloud["vswitch_id"], vsw.as_str(), "{cloud}");
+    }
+    assert_eq!(controlplane_enis(&lab).len(), 2, "one ENI per pod");
+    // The node's own pods keep the node's network, and everyone reaches everyone.
+    let plain_ip = running("plain").unwrap_or_default();
+    assert!(
+        !spare.iter().any(|(_, c)| in_cidr(&plain_ip, c)),
+        "plain got {plain_ip}"
+    );
+    let report = lab.check(&[]);
+    assert_eq!(report["ok"], true, "{}", common::check_failures(&report));
+
+    // The pods go: their ENIs are detached and deleted, then their PodENIs and NetworkInterfaces.
+    kubectl(
+        &lab,
+        &["delete", "pod", "a1", "b1", "--wait=true", "--timeout=60s"],
+    );
+    assert!(
+        eventually(60, || controlplane_enis(&lab).is_empty()
+            && get_json(&lab, &["podenis"])["items"]
+                .as_array()
+                .is_some_and(Vec::is_empty)
+            && get_json(&lab, &["networkinterfaces"])["items"]
+                .as_array()
+                .is_some_and(Vec::is_empty)),
+        "left behind: enis {:?} podenis {} networkinterfaces {}",
+        controlplane_enis(&lab),
+        kubectl(&lab, &["get", "podenis", "-A"]),
+        kubectl(&lab, &["get", "networkinterfaces"])
+    );
+}

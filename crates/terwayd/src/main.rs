@@ -210,7 +210,10 @@ async fn serve(args: &Args, cfg: DaemonConfig) -> Result<(), String> {
     let (cloud, meta) = cfg.cloud.connect().await.map_err(|e| e.to_string())?;
     let exclusive = cfg.mode == terway_daemon::Mode::Exclusive;
     let reporter_handle: std::sync::Arc<dyn terway_daemon::Reporter> = reporter.clone();
-    let d = terway_daemon::Daemon::start_reporting(cfg, cloud, meta, pods, reporter)
+    // PodNetworking pods get the ENI the controlplane made for them (their PodENI).
+    let pod_enis: std::sync::Arc<dyn terway_daemon::backend::pod_eni::PodEniSource> =
+        std::sync::Arc::new(terway_k8s::KubePodEniSource::new(client.clone()));
+    let d = terway_daemon::Daemon::start_full(cfg, cloud, meta, pods, reporter, Some(pod_enis))
         .await
         .map_err(|e| e.to_string())?;
     let (stop_plugins, plugins_stop) = tokio::sync::watch::channel(false);

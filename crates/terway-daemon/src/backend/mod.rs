@@ -6,9 +6,11 @@
 //!
 //! - [`eni_pool`]: the ENI pool ([`crate::pool::Pool`]) as shared secondary IPs or exclusive ENIs.
 //! - [`pod_cidr`]: addresses of the node PodCIDR, routed by the VPC route table.
+//! - [`pod_eni`]: ENIs the controlplane made for a pod (its PodENI), waited for and moved into it.
 
 pub mod eni_pool;
 pub mod pod_cidr;
+pub mod pod_eni;
 pub mod resolve;
 
 use std::sync::Arc;
@@ -148,6 +150,7 @@ impl Reconciler for Recovery {
             ResourceKind::SharedIp => "shared-ip-recovery",
             ResourceKind::ExclusiveEni => "exclusive-eni-recovery",
             ResourceKind::PodCidr => "pod-cidr-recovery",
+            ResourceKind::PodEni => "pod-eni-recovery",
         }
     }
 

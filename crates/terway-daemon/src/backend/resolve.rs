@@ -1,9 +1,10 @@
 //! Which backend serves a pod: a pure function of the pod's metadata and the backends the node has.
 //!
-//! A pod that asks for its own ENI (`k8s.aliyun.com/pod-eni: "true"`, Terway's PodENI path, or a
-//! matched PodNetworking) is served by an ENI of its own; every other pod by the node's default. A pod
-//! whose request the node cannot serve is refused with what to do, never silently given another kind
-//! of network.
+//! A pod of a PodNetworking (`k8s.aliyun.com/pod-networking`, set by the controlplane's webhook) is
+//! served by the ENI the controlplane made for it (its PodENI); a pod that asks for an ENI of its own
+//! without one (`k8s.aliyun.com/pod-eni: "true"`) by the node's exclusive ENI pool; every other pod by
+//! the node's default. A pod whose request the node cannot serve is refused with what to do, never
+//! silently given another kind of network.
 
 use terway_core::annotations;
 
@@ -31,14 +32,25 @@ pub fn resolve(meta: Option<&PodMeta>, node: &NodeBackends) -> Result<ResourceKi
     let Some(meta) = meta else {
         return Ok(node.default);
     };
+    if let Some(networking) = meta
+        .annotations
+        .get(annotations::POD_NETWORKING)
+        .filter(|v| !v.is_empty())
+    {
+        if node.available.contains(&ResourceKind::PodEni) {
+            return Ok(ResourceKind::PodEni);
+        }
+        return Err(Unservable(format!(
+            "pod {}/{} is in PodNetworking {networking}, whose ENIs the controlplane makes (PodENI), \
+             but terwayd on node {} does not read PodENIs; run terwayd with the API server \
+             (--in-cluster or --kubeconfig)",
+            meta.namespace, meta.name, node.node
+        )));
+    }
     let wants_own_eni = meta
         .annotations
         .get(annotations::POD_ENI)
-        .is_some_and(|v| v == "true")
-        || meta
-            .annotations
-            .get(annotations::POD_NETWORKING)
-            .is_some_and(|v| !v.is_empty());
+        .is_some_and(|v| v == "true");
     let kind = if wants_own_eni {
         ResourceKind::ExclusiveEni
     } else {
@@ -49,12 +61,11 @@ pub fn resolve(meta: Option<&PodMeta>, node: &NodeBackends) -> Result<ResourceKi
     }
     let have: Vec<&str> = node.available.iter().map(|k| k.label()).collect();
     Err(Unservable(format!(
-        "pod {}/{} asks for an ENI of its own ({} or {}) but node {} serves only {}; \
+        "pod {}/{} asks for an ENI of its own ({}) but node {} serves only {}; \
          schedule it onto an exclusive-ENI node (label {}=eniOnly) or remove the annotation",
         meta.namespace,
         meta.name,
         annotations::POD_ENI,
-        annotations::POD_NETWORKING,
         node.node,
         have.join(", "),
         annotations::LABEL_EXCLUSIVE_MODE_ENI_TYPE,
@@ -110,8 +121,25 @@ mod tests {
         );
         let p = pod(&[(annotations::POD_ENI, "true")]);
         assert_eq!(resolve(Some(&p), &n), Ok(ResourceKind::ExclusiveEni));
-        let p = pod(&[(annotations::POD_NETWORKING, "fast")]);
-        assert_eq!(resolve(Some(&p), &n), Ok(ResourceKind::ExclusiveEni));
+    }
+
+    #[test]
+    fn a_pod_of_a_podnetworking_gets_its_pod_eni_and_is_refused_where_none_is_read() {
+        let p = pod(&[
+            (annotations::POD_NETWORKING, "fast"),
+            (annotations::POD_ENI, "true"),
+        ]);
+        let with = node(
+            ResourceKind::SharedIp,
+            &[ResourceKind::SharedIp, ResourceKind::PodEni],
+        );
+        assert_eq!(resolve(Some(&p), &with), Ok(ResourceKind::PodEni));
+        let without = node(ResourceKind::ExclusiveEni, &[ResourceKind::ExclusiveEni]);
+        let e = resolve(Some(&p), &without).unwrap_err();
+        assert!(
+            e.0.contains("PodNetworking fast") && e.0.contains("--in-cluster"),
+            "{e}"
+        );
     }
 
     #[test]

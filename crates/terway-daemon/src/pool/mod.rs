@@ -44,7 +44,7 @@ impl EniPoolKind {
         match kind {
             ResourceKind::SharedIp => Some(EniPoolKind::SharedIps),
             ResourceKind::ExclusiveEni => Some(EniPoolKind::Exclusive),
-            ResourceKind::PodCidr => None,
+            ResourceKind::PodCidr | ResourceKind::PodEni => None,
         }
     }
 

@@ -142,6 +142,7 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
             tags: self.eni_tags(&intent.id),
             description: format!("terway pool of {}", self.inner.node.instance_id),
             resource_group_id: self.inner.cfg.pool.resource_group_id.clone(),
+            client_token: None,
         };
         let created = match self
             .call(

@@ -254,6 +254,7 @@ pub fn bench(opts: &CommonOpts, o: &K8sOpts) -> anyhow::Result<Section> {
                 node_specs: Vec::new(),
                 instance_type: "ecs.g7.4xlarge".into(),
                 vswitches: 1,
+                pod_vswitches: 0,
                 vswitch_prefix: crate::plan::DEFAULT_VSWITCH_PREFIX,
                 min_pool: 2,
                 max_pool: 10,

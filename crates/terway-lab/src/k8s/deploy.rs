@@ -123,6 +123,8 @@ fn daemonset_patch(plan: &LabPlan) -> Value {
 fn controlplane_patch(plan: &LabPlan) -> Value {
     let mut args = crate::daemons::cloud_flags(plan);
     args.push(crate::daemons::log_level_flag());
+    // Orphaned ENIs within a test's patience, like the daemons' short GC.
+    args.push("--orphan-gc-secs=10".into());
     container_patch(plan, &args)
 }
 
@@ -340,6 +342,7 @@ mod tests {
                 (NodeMode::VpcRoute, "ecs.g7.xlarge".into()),
             ],
             vswitches: 2,
+            pod_vswitches: 0,
             vswitch_prefix: crate::plan::DEFAULT_VSWITCH_PREFIX,
             min_pool: 1,
             max_pool: 4,
