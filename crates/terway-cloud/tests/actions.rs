@@ -343,6 +343,7 @@ async fn describe_security_groups_chunks_ids_and_follows_pages() {
                     terway_emulator::SecurityGroupConfig {
                         id: id.clone(),
                         name: format!("name-{id}"),
+                        open: false,
                     }
                 }))
             },

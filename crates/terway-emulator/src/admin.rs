@@ -8,6 +8,7 @@
 //! - `POST /_emulator/faults` — replace the fault configuration (JSON [`FaultConfig`])
 //! - `POST /_emulator/rate-limits` — `{"enabled": bool, "per_minute": {"Action": n}}`
 //! - `POST /_emulator/instances` — add an instance (JSON [`InstanceConfig`])
+//! - `POST /_emulator/call` — run an OpenAPI action as the account owner: `{"action": "…", "params": {…}}`
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,7 +35,27 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/_emulator/faults", get(get_faults).post(set_faults))
         .route("/_emulator/rate-limits", post(set_rate_limits))
         .route("/_emulator/instances", post(add_instance))
+        .route("/_emulator/call", post(call_as_owner))
         .with_state(svc)
+}
+
+/// An OpenAPI action run as the account owner.
+#[derive(Debug, serde::Deserialize)]
+struct OwnerCall {
+    action: String,
+    #[serde(default)]
+    params: BTreeMap<String, String>,
+}
+
+async fn call_as_owner(State(svc): State<Arc<Service>>, Json(c): Json<OwnerCall>) -> Response {
+    match svc.call_as_owner(&c.action, &c.params).await {
+        Ok(body) => Json(body).into_response(),
+        Err(e) => (
+            StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
+            Json(serde_json::json!({"Code": e.code, "Message": e.message})),
+        )
+            .into_response(),
+    }
 }
 
 async fn state(State(svc): State<Arc<Service>>) -> Response {

@@ -92,6 +92,7 @@ impl Default for EmulatorConfig {
             security_groups: vec![SecurityGroupConfig {
                 id: DEFAULT_SECURITY_GROUP.into(),
                 name: "default".into(),
+                open: true,
             }],
             access_keys: vec![AccessKeyPair {
                 id: DEFAULT_ACCESS_KEY_ID.into(),
@@ -186,6 +187,9 @@ pub struct SecurityGroupConfig {
     /// Name.
     #[serde(default)]
     pub name: String,
+    /// Starts with a rule accepting all inbound traffic (else with none: only its own members get in).
+    #[serde(default)]
+    pub open: bool,
 }
 
 /// The VPC.

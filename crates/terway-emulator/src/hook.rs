@@ -39,6 +39,10 @@ pub trait FabricHook: Send + Sync {
     fn route_entry_removed(&self, dst: Ipv4Net, instance_id: &str) {
         let _ = (dst, instance_id);
     }
+    /// The security groups (all of them, with their rules) are now `groups`; also called once at start.
+    fn security_groups_changed(&self, groups: &[crate::world::SecurityGroup]) {
+        let _ = groups;
+    }
 }
 
 /// A fabric that does nothing: the emulator as a pure API server.

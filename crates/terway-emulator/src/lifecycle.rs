@@ -76,12 +76,24 @@ impl Service {
                 Effect::RouteRemoved(dst, inst) => {
                     blocking(&self.hook, move |h| h.route_entry_removed(dst, &inst)).await;
                 }
+                Effect::SecurityGroups(groups) => {
+                    blocking(&self.hook, move |h| h.security_groups_changed(&groups)).await;
+                }
             }
         }
     }
 
     /// Re-arm transitions that were in flight when the state was persisted (restart after a crash).
     pub(crate) async fn resume_pending(self: &Arc<Self>) {
+        // The fabric learns the security groups first, so no ENI is ever unfiltered for long.
+        let groups = Effect::SecurityGroups(
+            lock(&self.world)
+                .security_groups
+                .values()
+                .cloned()
+                .collect(),
+        );
+        self.run_effects(vec![groups]).await;
         let pending: Vec<Effect> = lock(&self.world)
             .enis
             .values()

@@ -449,6 +449,39 @@ impl Service {
         Ok(outcome.body)
     }
 
+    /// Run `action` as the account owner would from the console: no signature, throttle or injected
+    /// fault, but the same validation, state change and data-plane effects as over the OpenAPI
+    /// (`RegionId` defaults to the emulator's). The lab's `terway-lab api` uses it.
+    pub async fn call_as_owner(
+        self: &Arc<Self>,
+        action: &str,
+        params: &BTreeMap<String, String>,
+    ) -> Result<serde_json::Value, ApiError> {
+        let known = [actions::ECS_VERSION, actions::VPC_VERSION]
+            .iter()
+            .any(|v| actions::product_of(action, v).is_some());
+        if !known {
+            return Err(ApiError::new(
+                404,
+                "InvalidAction.NotFound",
+                format!("Specified api {action} is not found, please check your url and method."),
+            ));
+        }
+        let mut pairs: Vec<(String, String)> =
+            params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        if !params.contains_key("RegionId") {
+            pairs.push(("RegionId".into(), self.config.region_id.clone()));
+        }
+        let params = Params::from_pairs(&pairs);
+        let outcome = if actions::is_describe(action) {
+            self.describe(action, &params, 0)?
+        } else {
+            self.execute_mutating(action, &params)?
+        };
+        self.run_effects(outcome.effects).await;
+        Ok(serde_json::Value::Object(outcome.body))
+    }
+
     fn describe(&self, action: &str, params: &Params, lag_ms: u64) -> Result<Outcome, ApiError> {
         if lag_ms == 0 {
             let world = lock(&self.world);

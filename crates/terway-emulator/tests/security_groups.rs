@@ -100,6 +100,7 @@ async fn describe_pages_by_number() {
             .push(terway_emulator::SecurityGroupConfig {
                 id: format!("sg-page{i:02}"),
                 name: String::new(),
+                open: false,
             });
     }
     let emu = start(cfg);
@@ -125,4 +126,119 @@ async fn describe_pages_by_number() {
     api.ecs("DescribeSecurityGroups", &[("PageSize", "51")])
         .await
         .expect_err(400, "InvalidParameter");
+}
+
+#[tokio::test]
+async fn rules_are_authorized_described_and_revoked_with_the_real_error_codes() {
+    let cfg = fast_config();
+    let vpc = cfg.vpc.id.clone();
+    let emu = start(cfg);
+    let api = Api::new(&emu);
+    let sg = api
+        .ecs("CreateSecurityGroup", &[("VpcId", &vpc)])
+        .await
+        .ok()["SecurityGroupId"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let drop80 = [
+        ("SecurityGroupId", sg.as_str()),
+        ("IpProtocol", "TCP"),
+        ("PortRange", "80/80"),
+        ("SourceCidrIp", "0.0.0.0/0"),
+        ("Policy", "drop"),
+        ("Priority", "1"),
+    ];
+    api.ecs("AuthorizeSecurityGroup", &drop80).await.ok();
+    // The same rule twice is one rule.
+    api.ecs("AuthorizeSecurityGroup", &drop80).await.ok();
+    let attr = api
+        .ecs(
+            "DescribeSecurityGroupAttribute",
+            &[("SecurityGroupId", &sg)],
+        )
+        .await
+        .ok();
+    let perms = attr["Permissions"]["Permission"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(perms.len(), 1, "{attr}");
+    assert_eq!(perms[0]["IpProtocol"], "TCP");
+    assert_eq!(perms[0]["PortRange"], "80/80");
+    assert_eq!(perms[0]["Policy"], "Drop");
+    assert_eq!(perms[0]["Direction"], "ingress");
+    assert_eq!(attr["InnerAccessPolicy"], "Accept");
+
+    for (params, code) in [
+        (
+            vec![
+                ("IpProtocol", "SCTP"),
+                ("PortRange", "1/2"),
+                ("SourceCidrIp", "0.0.0.0/0"),
+            ],
+            "InvalidIpProtocol.Malformed",
+        ),
+        (
+            vec![
+                ("IpProtocol", "TCP"),
+                ("PortRange", "-1/-1"),
+                ("SourceCidrIp", "0.0.0.0/0"),
+            ],
+            "InvalidPortRange.Malformed",
+        ),
+        (
+            vec![
+                ("IpProtocol", "ICMP"),
+                ("PortRange", "1/2"),
+                ("SourceCidrIp", "0.0.0.0/0"),
+            ],
+            "InvalidPortRange.Malformed",
+        ),
+        (
+            vec![
+                ("IpProtocol", "TCP"),
+                ("PortRange", "90/80"),
+                ("SourceCidrIp", "0.0.0.0/0"),
+            ],
+            "InvalidPortRange.Malformed",
+        ),
+        (
+            vec![("IpProtocol", "TCP"), ("PortRange", "80/80")],
+            "MissingParameter",
+        ),
+    ] {
+        let mut p = vec![("SecurityGroupId", sg.as_str())];
+        p.extend(params);
+        api.ecs("AuthorizeSecurityGroup", &p)
+            .await
+            .expect_err(400, code);
+    }
+    api.ecs(
+        "AuthorizeSecurityGroup",
+        &[
+            ("SecurityGroupId", "sg-nope"),
+            ("IpProtocol", "ALL"),
+            ("PortRange", "-1/-1"),
+            ("SourceCidrIp", "0.0.0.0/0"),
+        ],
+    )
+    .await
+    .expect_err(404, "InvalidSecurityGroupId.NotFound");
+
+    api.ecs("RevokeSecurityGroup", &drop80).await.ok();
+    let attr = api
+        .ecs(
+            "DescribeSecurityGroupAttribute",
+            &[("SecurityGroupId", &sg)],
+        )
+        .await
+        .ok();
+    assert_eq!(
+        attr["Permissions"]["Permission"].as_array().map(Vec::len),
+        Some(0),
+        "{attr}"
+    );
+    // Revoking what is not there is no error either.
+    api.ecs("RevokeSecurityGroup", &drop80).await.ok();
 }

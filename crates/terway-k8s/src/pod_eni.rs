@@ -37,6 +37,7 @@ pub fn view(pe: &PodEni) -> PodEniView {
         instance_id: status.instance_id.clone(),
         eni_id: alloc.eni.id.clone(),
         mac: alloc.eni.mac.clone(),
+        vswitch_id: alloc.eni.v_switch_id.clone(),
         ip: alloc.ipv4.parse().ok(),
         cidr: alloc.ipv4_cidr.parse().ok(),
         phase: serde_json::to_value(status.phase)

@@ -3,6 +3,7 @@
 //!
 //! Each subcommand lives in its own module; `cloud` and `bench` are wired separately.
 
+mod api_cmd;
 mod bench;
 mod check;
 mod cloud;
@@ -69,6 +70,8 @@ enum Command {
     Cloud(cloud::CloudArgs),
     /// Run the real kubectl against a Kubernetes lab (`up --k8s`): `terway-lab kubectl -- get pods -o wide`.
     Kubectl(kubectl_cmd::KubectlArgs),
+    /// Run an OpenAPI action on a lab's emulated cloud as its owner: `terway-lab api CreateSecurityGroup VpcId=…`.
+    Api(api_cmd::ApiArgs),
     /// Internal: the background process that owns a lab (started by `up`).
     #[command(hide = true)]
     ServeLab(supervisor::ServeArgs),
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench::run(a),
         Command::Cloud(a) => cloud::run(a),
         Command::Kubectl(a) => kubectl_cmd::run(a),
+        Command::Api(a) => api_cmd::run(a),
         Command::ServeLab(a) => supervisor::serve(a),
     };
     match result {

@@ -1,7 +1,10 @@
 //! terway-controlplane in the lab's real cluster, installed by `kubectl apply -k` with two replicas:
 //! PodNetworkings are judged against the emulated cloud (Ready with zones, Fail naming what is
-//! missing, events), exactly one replica reconciles, and the Lease changes hands when the leader is
-//! killed (within the lease duration) or deleted (at once: it releases the Lease).
+//! missing, events); exactly one replica reconciles and the Lease changes hands when the leader is
+//! killed (within the lease duration) or deleted (at once); the webhook puts pods into their
+//! PodNetworking or refuses them with the reason; pods get ENIs of their PodNetworking's vSwitch and
+//! give them back; a StatefulSet pod keeps its fixed IP across recreation and nodes until its TTL; a
+//! leader killed mid-burst leaks and duplicates nothing; security groups decide reachability per port.
 
 mod common;
 
@@ -581,6 +584,18 @@ fn pods_of_two_podnetworkings_get_enis_of_their_own_vswitches_and_give_them_back
         let ni = get_json(&lab, &["networkinterface", &eni]);
         assert_eq!(ni["spec"]["podENIRef"]["name"], pod, "{ni}");
         assert_eq!(ni["status"]["phase"], "Bind", "{ni}");
+        // terway-cli on the node says which PodENI and ENI the pod is on.
+        let (ok, view, text) = common::k8s::cli_pod(&lab, "node0", &format!("default/{pod}"));
+        assert!(ok, "{text}");
+        let iface = &view["interfaces"][0];
+        assert_eq!(iface["backend"], "pod-eni", "{view}");
+        assert_eq!(iface["eni"]["id"], eni.as_str(), "{view}");
+        assert_eq!(iface["eni"]["vswitch_id"], vsw.as_str(), "{view}");
+        assert_eq!(
+            iface["eni"]["status"],
+            format!("PodENI default/{pod}"),
+            "{view}"
+        );
         let cloud = &lab.world()["enis"][&eni];
         assert_eq!(cloud["status"], "InUse", "{cloud}");
         assert_eq!(cloud["instance_id"], instance.as_str(), "{cloud}");
@@ -613,5 +628,442 @@ fn pods_of_two_podnetworkings_get_enis_of_their_own_vswitches_and_give_them_back
         controlplane_enis(&lab),
         kubectl(&lab, &["get", "podenis", "-A"]),
         kubectl(&lab, &["get", "networkinterfaces"])
+    );
+}
+
+/// The (node, IP, UID) of pod `name` once it is Ready.
+fn ready_pod(lab: &Lab, name: &str) -> Option<(String, String, String)> {
+    let p = get_json(lab, &["pod", name]);
+    let ready = p["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True");
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    (ready && p["metadata"]["deletionTimestamp"].is_null()).then(|| {
+        (
+            s(&p["spec"]["nodeName"]),
+            s(&p["status"]["podIP"]),
+            s(&p["metadata"]["uid"]),
+        )
+    })
+}
+
+#[test]
+fn a_statefulset_pod_keeps_its_fixed_ip_when_recreated_and_moved_until_its_ttl_ends() {
+    let lab = Lab::up(&[
+        "--k8s",
+        "--vswitches",
+        "1",
+        "--node",
+        "exclusive",
+        "--node",
+        "exclusive",
+        "--pod-vswitches",
+        "1",
+    ]);
+    let vsws = lab.desc["vswitches"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let spare = vsws
+        .iter()
+        .find(|v| v["nodes"].as_array().is_some_and(Vec::is_empty))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let (vsw, cidr) = (
+        spare["id"].as_str().unwrap_or_default().to_string(),
+        spare["cidr"].as_str().unwrap_or_default().to_string(),
+    );
+    apply(
+        &lab,
+        &format!(
+            "apiVersion: network.alibabacloud.com/v1beta1\nkind: PodNetworking\nmetadata: {{name: fixed}}\n\
+             spec:\n  selector:\n    podSelector:\n      matchLabels: {{app: db}}\n  \
+             allocationType: {{type: Fixed, releaseStrategy: TTL, releaseAfter: 20s}}\n  vSwitchOptions: [{vsw}]\n"
+        ),
+    );
+    assert!(
+        eventually(30, || status(&lab, "fixed")["status"] == "Ready"),
+        "{}",
+        status(&lab, "fixed")
+    );
+    apply(
+        &lab,
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db}\nspec:\n  serviceName: db\n  replicas: 1\n  \
+         selector: {matchLabels: {app: db}}\n  template:\n    metadata: {labels: {app: db}}\n    spec:\n      \
+         terminationGracePeriodSeconds: 5\n      containers:\n      - name: main\n        image: terway-lab.local/workload:1\n        \
+         imagePullPolicy: Never\n",
+    );
+    assert!(
+        eventually(120, || ready_pod(&lab, "db-0").is_some()),
+        "db-0 not Ready: {} {}",
+        get_json(&lab, &["pod", "db-0"])["status"],
+        kubectl(&lab, &["get", "podenis", "-o", "wide"])
+    );
+    let (node, ip, uid) = ready_pod(&lab, "db-0").unwrap_or_default();
+    assert!(in_cidr(&ip, &cidr), "db-0 has {ip}, not in {vsw} {cidr}");
+    let eni = get_json(&lab, &["podeni", "db-0"])["spec"]["allocations"][0]["eni"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+
+    // Deleted and recreated by its StatefulSet: the same IP on the same ENI.
+    kubectl(&lab, &["delete", "pod", "db-0", "--wait=false"]);
+    assert!(
+        eventually(120, || ready_pod(&lab, "db-0")
+            .is_some_and(|(_, _, u)| u != uid)),
+        "db-0 not back: {}",
+        get_json(&lab, &["pod", "db-0"])["status"]
+    );
+    let (_, ip2, uid2) = ready_pod(&lab, "db-0").unwrap_or_default();
+    assert_eq!(ip2, ip, "the recreated pod got another address");
+
+    // Moved to the other node (this one cordoned): the ENI follows it, detached and attached again.
+    let other = if node == "node0" { "node1" } else { "node0" };
+    kubectl(&lab, &["cordon", &node]);
+    kubectl(&lab, &["delete", "pod", "db-0", "--wait=false"]);
+    assert!(
+        eventually(120, || ready_pod(&lab, "db-0")
+            .is_some_and(|(n, _, u)| u != uid2 && n == other)),
+        "db-0 not moved to {other}: {} {}",
+        get_json(&lab, &["pod", "db-0"])["status"],
+        kubectl(&lab, &["get", "podenis", "-o", "wide"])
+    );
+    let (_, ip3, _) = ready_pod(&lab, "db-0").unwrap_or_default();
+    assert_eq!(ip3, ip, "the moved pod got another address");
+    let pe = get_json(&lab, &["podeni", "db-0"]);
+    assert_eq!(
+        pe["spec"]["allocations"][0]["eni"]["id"],
+        eni.as_str(),
+        "{pe}"
+    );
+    assert_eq!(
+        pe["status"]["instanceID"],
+        lab.instance(other).as_str(),
+        "{pe}"
+    );
+    assert_eq!(
+        lab.world()["enis"][&eni]["instance_id"],
+        lab.instance(other).as_str()
+    );
+    kubectl(&lab, &["uncordon", &node]);
+    let report = lab.check(&[]);
+    assert_eq!(report["ok"], true, "{}", common::check_failures(&report));
+    assert_eq!(controlplane_enis(&lab).len(), 1, "one ENI all along");
+
+    // Scaled to zero: the IP is kept (ENI detached) for its 20 s TTL, then released.
+    kubectl(&lab, &["scale", "statefulset", "db", "--replicas=0"]);
+    assert!(
+        eventually(60, || get_json(&lab, &["podeni", "db-0"])["status"]
+            ["phase"]
+            == "Unbind"),
+        "{}",
+        get_json(&lab, &["podeni", "db-0"])
+    );
+    assert_eq!(lab.world()["enis"][&eni]["status"], "Available");
+    let unbound = Instant::now();
+    assert!(
+        eventually(60, || controlplane_enis(&lab).is_empty()
+            && get_json(&lab, &["podenis"])["items"]
+                .as_array()
+                .is_some_and(Vec::is_empty)),
+        "the fixed IP outlived its TTL: {:?} {}",
+        controlplane_enis(&lab),
+        kubectl(&lab, &["get", "podenis", "-o", "wide"])
+    );
+    assert!(
+        unbound.elapsed() >= Duration::from_secs(15),
+        "released after {:?}, before its 20 s TTL",
+        unbound.elapsed()
+    );
+}
+
+#[test]
+fn killing_the_leader_during_a_burst_of_twenty_pods_leaks_and_duplicates_no_eni() {
+    let lab = Lab::up(&[
+        "--k8s",
+        "--vswitches",
+        "1",
+        "--node",
+        "exclusive",
+        "--node",
+        "exclusive",
+        "--node",
+        "exclusive",
+        "--pod-vswitches",
+        "1",
+    ]);
+    let vsws = lab.desc["vswitches"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let vsw = vsws
+        .iter()
+        .find(|v| v["nodes"].as_array().is_some_and(Vec::is_empty))
+        .and_then(|v| v["id"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    apply(&lab, &selecting("burst", "app", "burst", &[&vsw]));
+    assert!(
+        eventually(30, || status(&lab, "burst")["status"] == "Ready"),
+        "{}",
+        status(&lab, "burst")
+    );
+    let (first, _) = lease(&lab);
+    let leader = holder_pod(&first);
+    let pid = process_of(&leader).expect("the leader's process");
+
+    apply(&lab, &common::k8s::deployment("burst", 20));
+    // Kill the leader in the middle of the burst: once some PodENIs exist and not all are bound.
+    let bound = |lab: &Lab| {
+        get_json(lab, &["podenis"])["items"]
+            .as_array()
+            .map(|l| l.iter().filter(|p| p["status"]["phase"] == "Bind").count())
+            .unwrap_or(0)
+    };
+    assert!(
+        eventually(60, || get_json(&lab, &["podenis"])["items"]
+            .as_array()
+            .is_some_and(|l| !l.is_empty())),
+        "no PodENI was written"
+    );
+    let before_kill = bound(&lab);
+    let killed = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the leader");
+    eprintln!("leader killed with {before_kill} of 20 PodENIs bound");
+    assert!(before_kill < 20, "the burst was over before the kill");
+
+    common::k8s::wait_app_ready(&lab, "burst", 20, 180);
+    let took = killed.elapsed();
+    eprintln!("all 20 pods Ready {took:?} after the leader was killed");
+    assert_ne!(lease(&lab).0, first, "the Lease did not change hands");
+
+    // One ENI per pod: every controlplane ENI is its PodENI's, no PodENI has two, none is left over.
+    let enis = controlplane_enis(&lab);
+    let mut per_owner: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for e in &enis {
+        per_owner
+            .entry(
+                e["tags"]["terway.pod-eni"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+            .or_default()
+            .push(e["id"].as_str().unwrap_or_default().to_string());
+    }
+    let dups: Vec<_> = per_owner.iter().filter(|(_, v)| v.len() > 1).collect();
+    assert!(dups.is_empty(), "PodENIs with two ENIs: {dups:?}");
+    assert_eq!(enis.len(), 20, "{per_owner:?}");
+    let recorded: std::collections::BTreeSet<String> = get_json(&lab, &["podenis"])["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            p["spec"]["allocations"][0]["eni"]["id"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    for e in &enis {
+        let id = e["id"].as_str().unwrap_or_default();
+        assert!(
+            recorded.contains(id),
+            "ENI {id} is recorded by no PodENI (leaked)"
+        );
+    }
+
+    kubectl(&lab, &["scale", "deployment", "burst", "--replicas=0"]);
+    assert!(
+        eventually(120, || controlplane_enis(&lab).is_empty()),
+        "ENIs left after the scale-down: {:?}",
+        controlplane_enis(&lab)
+    );
+}
+
+/// `terway-lab api ACTION K=V…` in `lab`: the answer's JSON (panics with the error otherwise).
+fn cloud_api(lab: &Lab, action: &str, params: &[(&str, &str)]) -> Value {
+    let kv: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut args = vec!["api", "--lab", &lab.name, action];
+    args.extend(kv.iter().map(String::as_str));
+    let (ok, out, err) = common::run(&args);
+    assert!(ok, "{action}: {err}{out}");
+    serde_json::from_str(&out).unwrap_or(Value::Null)
+}
+
+/// A pod serving HTTP on ports 80 and 8080 (busybox httpd).
+fn serving_pod(name: &str, labels: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {labels}\nspec:\n  \
+         terminationGracePeriodSeconds: 5\n  containers:\n  - name: main\n    image: terway-lab.local/workload:1\n    \
+         imagePullPolicy: Never\n    command: [/bin/sh, -c, \"httpd -p 80 -h /tmp && httpd -p 8080 -h /tmp && \
+         trap 'exit 0' TERM INT; sleep 2147483647 & wait\"]\n"
+    )
+}
+
+/// Whether pod `from` gets an HTTP answer (any status) from `ip:port` within 3 s.
+fn reaches(lab: &Lab, from: &str, ip: &str, port: u16) -> bool {
+    let script = format!("wget -T 3 -O /dev/null http://{ip}:{port}/ 2>&1; true");
+    let (_, out, err) = common::run(&[
+        "kubectl", "--lab", &lab.name, "--", "exec", from, "--", "sh", "-c", &script,
+    ]);
+    let text = format!("{out}{err}");
+    text.contains("HTTP/1") || text.contains("saving to") || text.contains("100%")
+}
+
+#[test]
+fn each_podnetworkings_security_groups_decide_who_reaches_its_pods_on_which_port() {
+    let lab = Lab::up(&[
+        "--k8s",
+        "--node",
+        "exclusive",
+        "--node",
+        "shared",
+        "--pod-vswitches",
+        "3",
+    ]);
+    let vpc = lab.world()["vpc"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let vsws = lab.desc["vswitches"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let zone = vsws
+        .iter()
+        .find(|v| {
+            v["nodes"]
+                .as_array()
+                .is_some_and(|n| n.iter().any(|x| x == "node0"))
+        })
+        .and_then(|v| v["zone_id"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    let spare: Vec<String> = vsws
+        .iter()
+        .filter(|v| {
+            v["zone_id"] == zone.as_str() && v["nodes"].as_array().is_some_and(Vec::is_empty)
+        })
+        .filter_map(|v| v["id"].as_str().map(String::from))
+        .collect();
+    assert_eq!(spare.len(), 2, "{vsws:?}");
+
+    // sg deny-80: every inbound packet but TCP 80, as a user would set it up in the console.
+    let sg = cloud_api(
+        &lab,
+        "CreateSecurityGroup",
+        &[("VpcId", &vpc), ("SecurityGroupName", "deny-80")],
+    )["SecurityGroupId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let drop_80 = [
+        ("SecurityGroupId", sg.as_str()),
+        ("IpProtocol", "TCP"),
+        ("PortRange", "80/80"),
+        ("SourceCidrIp", "0.0.0.0/0"),
+        ("Policy", "drop"),
+        ("Priority", "1"),
+    ];
+    cloud_api(
+        &lab,
+        "AuthorizeSecurityGroup",
+        &[
+            ("SecurityGroupId", &sg),
+            ("IpProtocol", "ALL"),
+            ("PortRange", "-1/-1"),
+            ("SourceCidrIp", "0.0.0.0/0"),
+            ("Priority", "100"),
+        ],
+    );
+    cloud_api(&lab, "AuthorizeSecurityGroup", &drop_80);
+    let attr = cloud_api(
+        &lab,
+        "DescribeSecurityGroupAttribute",
+        &[("SecurityGroupId", &sg)],
+    );
+    assert_eq!(
+        attr["Permissions"]["Permission"].as_array().map(Vec::len),
+        Some(2),
+        "{attr}"
+    );
+
+    apply(&lab, &selecting("open", "app", "open", &[&spare[0]]));
+    apply(
+        &lab,
+        &format!(
+            "apiVersion: network.alibabacloud.com/v1beta1\nkind: PodNetworking\nmetadata: {{name: closed}}\n\
+             spec:\n  selector:\n    podSelector:\n      matchLabels: {{app: closed}}\n  \
+             vSwitchOptions: [{}]\n  securityGroupIDs: [{sg}]\n",
+            spare[1]
+        ),
+    );
+    assert!(
+        eventually(30, || status(&lab, "open")["status"] == "Ready"
+            && status(&lab, "closed")["status"] == "Ready"),
+        "open {} closed {}",
+        status(&lab, "open"),
+        status(&lab, "closed")
+    );
+    apply(&lab, &serving_pod("open-web", "{app: open}"));
+    apply(&lab, &serving_pod("closed-web", "{app: closed}"));
+    apply(&lab, &labelled_pod("client", "{app: client}"));
+    let ip_of = |name: &str| ready_pod(&lab, name).map(|(_, ip, _)| ip);
+    assert!(
+        eventually(120, || ["open-web", "closed-web", "client"]
+            .iter()
+            .all(|p| ip_of(p).is_some())),
+        "pods not Ready: {}",
+        kubectl(&lab, &["get", "pods", "-o", "wide"])
+    );
+    let (open_ip, closed_ip) = (
+        ip_of("open-web").unwrap_or_default(),
+        ip_of("closed-web").unwrap_or_default(),
+    );
+    assert_eq!(
+        lab.world()["enis"]
+            .as_object()
+            .into_iter()
+            .flat_map(|m| m.values())
+            .find(|e| e["primary_ip"] == closed_ip.as_str())
+            .map(|e| e["security_group_ids"].clone()),
+        Some(serde_json::json!([sg])),
+        "closed-web's ENI is not in {sg}"
+    );
+
+    // The matrix per port, from a pod of the node's own network and from the other PodNetworking.
+    for from in ["client", "open-web"] {
+        for (name, ip, port, want) in [
+            ("open-web", &open_ip, 80, true),
+            ("open-web", &open_ip, 8080, true),
+            ("closed-web", &closed_ip, 80, false),
+            ("closed-web", &closed_ip, 8080, true),
+        ] {
+            if from == name {
+                continue;
+            }
+            assert_eq!(
+                reaches(&lab, from, ip, port),
+                want,
+                "{from} → {name} ({ip}) port {port}: expected {}",
+                if want {
+                    "an answer"
+                } else {
+                    "the security group to drop it"
+                }
+            );
+        }
+    }
+    // Revoking the drop rule opens port 80 without touching the pod.
+    cloud_api(&lab, "RevokeSecurityGroup", &drop_80);
+    assert!(
+        eventually(15, || reaches(&lab, "client", &closed_ip, 80)),
+        "port 80 still closed after the revoke"
     );
 }

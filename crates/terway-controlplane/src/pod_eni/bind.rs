@@ -19,8 +19,8 @@ use terway_apis::{
 use terway_cloud::{wait, Cloud, CreateEniRequest, EniStatus};
 
 use super::plan::{
-    bind_step, eni_id, release_step, BindStep, ReleaseStep, CREATOR_TAG, FINALIZER,
-    POD_UID_ANNOTATION, TAG_POD_ENI,
+    bind_step, eni_id, is_fixed, release_step, when_pod_gone, BindStep, Gone, ReleaseStep,
+    CREATOR_TAG, FINALIZER, POD_UID_ANNOTATION, TAG_POD_ENI,
 };
 use super::{backoff, key_of, ours, Context, POD_ENI};
 use crate::error::Error;
@@ -59,13 +59,7 @@ async fn drive<C: Cloud>(pe: &PodEni, ctx: &Context<C>) -> Result<Action, Error>
         .as_ref()
         .filter(|p| p.uid().unwrap_or_default() == made_for && ours(p));
     let Some(pod) = live else {
-        // The pod it was made for is gone (or finished): an elastic ENI goes with it.
-        tracing::info!(podeni = %key_of(&ns, &name), "pod gone; releasing its ENI");
-        Api::<PodEni>::namespaced(ctx.client.clone(), &ns)
-            .delete(&name, &DeleteParams::default())
-            .await
-            .map_err(|e| Error::kube(format!("delete PodENI {ns}/{name}"), e))?;
-        return Ok(Action::await_change());
+        return pod_gone(pe, ctx).await;
     };
     let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
         return Ok(Action::await_change());
@@ -107,6 +101,74 @@ async fn drive<C: Cloud>(pe: &PodEni, ctx: &Context<C>) -> Result<Action, Error>
         }
     }
     Ok(Action::requeue(Duration::from_secs(1)))
+}
+
+/// The pod a PodENI was made for is gone (or finished): an elastic ENI goes with it; a fixed one is
+/// detached and kept for the pod's return (TTL or for good).
+async fn pod_gone<C: Cloud>(pe: &PodEni, ctx: &Context<C>) -> Result<Action, Error> {
+    let (ns, name) = (pe.namespace().unwrap_or_default(), pe.name_any());
+    let status = pe.status.clone().unwrap_or_default();
+    let since = status.pod_last_seen.as_ref().map(|t| {
+        let secs = (Timestamp::now().as_second() - t.0.as_second()).max(0);
+        Duration::from_secs(secs as u64)
+    });
+    match when_pod_gone(pe, since) {
+        Gone::Release => {
+            tracing::info!(podeni = %key_of(&ns, &name), fixed = is_fixed(pe), "pod gone; releasing its ENI");
+            Api::<PodEni>::namespaced(ctx.client.clone(), &ns)
+                .delete(&name, &DeleteParams::default())
+                .await
+                .map_err(|e| Error::kube(format!("delete PodENI {ns}/{name}"), e))?;
+            Ok(Action::await_change())
+        }
+        Gone::Unbind => {
+            let id = eni_id(pe).to_string();
+            if !id.is_empty() {
+                detach_only(ctx, &id, &format!("PodENI {ns}/{name}")).await?;
+            }
+            let mut infos = status.eni_infos.clone();
+            if let Some(info) = infos.get_mut(&id) {
+                info.status = Some(EniBindStatus::Unbind);
+            }
+            let patch = serde_json::json!({"status": {
+                "phase": Phase::Unbind,
+                "instanceID": null,
+                "podLastSeen": Time(Timestamp::now()),
+                "eniInfos": infos,
+            }});
+            Api::<PodEni>::namespaced(ctx.client.clone(), &ns)
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|e| Error::kube(format!("mark PodENI {ns}/{name} Unbind"), e))?;
+            tracing::info!(podeni = %key_of(&ns, &name), eni = %id, "pod gone; its fixed IP is detached and kept");
+            // Recomputed at once: the TTL starts now.
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
+        Gone::KeepFor(d) => Ok(Action::requeue(d + Duration::from_secs(1))),
+        Gone::Keep => Ok(Action::await_change()),
+    }
+}
+
+/// Detach ENI `id` (when attached) and wait until it is Available; `what` names its owner.
+async fn detach_only<C: Cloud>(ctx: &Context<C>, id: &str, what: &str) -> Result<(), Error> {
+    for _ in 0..8 {
+        match release_step(describe(ctx, id).await?.as_ref()) {
+            ReleaseStep::Forget | ReleaseStep::Delete => return Ok(()),
+            ReleaseStep::Wait => tokio::time::sleep(Duration::from_millis(300)).await,
+            ReleaseStep::Detach { from } => {
+                ctx.cloud
+                    .detach_network_interface(id, &from)
+                    .await
+                    .map_err(|e| Error::cloud(format!("{what}: detach {id} from {from}"), e))?;
+                wait::wait_eni_status(&ctx.cloud, id, EniStatus::Available, ctx.wait_status)
+                    .await
+                    .map_err(|e| Error::cloud(format!("{what}: wait for {id} to detach"), e))?;
+            }
+        }
+    }
+    Err(Error::Config(format!(
+        "{what}: ENI {id} is still changing state; retrying"
+    )))
 }
 
 /// The PodENI as the API server has it now (our own writes change it between steps).

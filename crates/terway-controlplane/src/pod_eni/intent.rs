@@ -7,15 +7,15 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::PostParams;
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 use terway_apis::events::Note;
 use terway_apis::{Allocation, Eni, NetworkingStatus, PodEni, PodEniSpec, PodNetworking};
-use terway_cloud::Cloud;
+use terway_cloud::{Cloud, EniFilter, EniType};
 use terway_core::annotations::POD_NETWORKING;
 
-use super::plan::{choose_vswitch, FINALIZER, NODE_LABEL, POD_UID_ANNOTATION};
+use super::plan::{choose_vswitch, is_fixed, FINALIZER, NODE_LABEL, POD_UID_ANNOTATION};
 use super::{backoff, key_of, ours, Context, POD};
 use crate::error::Error;
 
@@ -54,12 +54,14 @@ async fn ensure_intent<C: Cloud>(pod: &Pod, ctx: &Context<C>) -> Result<Action, 
             .get(POD_UID_ANNOTATION)
             .cloned()
             .unwrap_or_default();
-        return Ok(if made_for == uid {
-            Action::await_change()
-        } else {
+        if made_for == uid {
+            return Ok(Action::await_change());
+        }
+        if !is_fixed(&pe) || pe.metadata.deletion_timestamp.is_some() {
             // The PodENI of an earlier pod of this name is being released.
-            Action::requeue(Duration::from_secs(1))
-        });
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
+        return adopt(ctx, pod, &pe, &node).await;
     }
     let pn_name = pod
         .annotations()
@@ -93,7 +95,7 @@ async fn ensure_intent<C: Cloud>(pod: &Pod, ctx: &Context<C>) -> Result<Action, 
         .await;
         return Ok(Action::requeue(Duration::from_secs(10)));
     }
-    let (_, zone) = ctx.node_identity(&node).await?;
+    let (instance, zone) = ctx.node_identity(&node).await?;
     let in_zone: Vec<String> = status
         .v_switches
         .iter()
@@ -131,10 +133,13 @@ async fn ensure_intent<C: Cloud>(pod: &Pod, ctx: &Context<C>) -> Result<Action, 
         .await;
         return Ok(Action::requeue(Duration::from_secs(30)));
     };
-    let groups = if pn.spec.security_group_ids.is_empty() {
+    let groups = if !pn.spec.security_group_ids.is_empty() {
+        pn.spec.security_group_ids.clone()
+    } else if !ctx.default_security_groups.is_empty() {
         ctx.default_security_groups.clone()
     } else {
-        pn.spec.security_group_ids.clone()
+        // Neither names one: the node's own groups (its primary ENI's), as terwayd does.
+        primary_groups(ctx, &instance).await?
     };
     let pe = PodEni {
         metadata: ObjectMeta {
@@ -174,6 +179,64 @@ async fn ensure_intent<C: Cloud>(pod: &Pod, ctx: &Context<C>) -> Result<Action, 
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(Action::await_change()),
         Err(e) => Err(Error::kube(format!("create PodENI {ns}/{name}"), e)),
     }
+}
+
+/// The security groups of `instance`'s primary ENI.
+async fn primary_groups<C: Cloud>(ctx: &Context<C>, instance: &str) -> Result<Vec<String>, Error> {
+    let filter = EniFilter {
+        instance_id: Some(instance.to_string()),
+        eni_type: Some(EniType::Primary),
+        ..EniFilter::default()
+    };
+    let enis = ctx
+        .cloud
+        .describe_network_interfaces(&filter)
+        .await
+        .map_err(|e| Error::cloud(format!("describe the primary ENI of {instance}"), e))?;
+    let groups: Vec<String> = enis
+        .into_iter()
+        .flat_map(|e| e.security_group_ids)
+        .collect();
+    if groups.is_empty() {
+        return Err(Error::Config(format!(
+            "no security group for the ENI: the PodNetworking names none, eni-config has no security_groups and instance {instance}'s primary ENI shows none"
+        )));
+    }
+    Ok(groups)
+}
+
+/// A recreated pod takes over the fixed IP of its name: the PodENI is re-addressed to it (and its node);
+/// the pod-eni controller then moves the ENI there. An ENI is zonal, so a pod in another zone waits.
+async fn adopt<C: Cloud>(
+    ctx: &Context<C>,
+    pod: &Pod,
+    pe: &PodEni,
+    node: &str,
+) -> Result<Action, Error> {
+    let (ns, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
+    let (_, zone) = ctx.node_identity(node).await?;
+    if !pe.spec.zone.is_empty() && pe.spec.zone != zone {
+        warn_pod(
+            ctx,
+            pod,
+            format!(
+                "the fixed IP of pod {ns}/{name} lives in zone {}, and the pod is on node {node} in zone {zone}; delete the pod so it is placed in {} (or delete PodENI {ns}/{name} to give up the IP)",
+                pe.spec.zone, pe.spec.zone
+            ),
+        )
+        .await;
+        return Ok(Action::requeue(Duration::from_secs(30)));
+    }
+    let patch = serde_json::json!({"metadata": {
+        "annotations": {POD_UID_ANNOTATION: pod.uid().unwrap_or_default()},
+        "labels": {NODE_LABEL: node},
+    }});
+    Api::<PodEni>::namespaced(ctx.client.clone(), &ns)
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| Error::kube(format!("hand PodENI {ns}/{name} to the recreated pod"), e))?;
+    tracing::info!(pod = %key_of(&ns, &name), %node, eni = %super::plan::eni_id(pe), "recreated pod takes over its fixed IP");
+    Ok(Action::await_change())
 }
 
 async fn warn_pod<C: Cloud>(ctx: &Context<C>, pod: &Pod, note: String) {

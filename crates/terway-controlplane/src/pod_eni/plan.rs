@@ -4,8 +4,9 @@
 //! recomputing the step from what is there.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use terway_apis::{PodEni, SelectionPolicy, VSwitch};
+use terway_apis::{IpAllocType, Phase, PodEni, ReleaseStrategy, SelectionPolicy, VSwitch};
 use terway_cloud::{EniStatus, NetworkInterface};
 
 /// The PodENI's finalizer: the ENI is released before the object goes.
@@ -143,6 +144,65 @@ pub fn release_step(cloud: Option<&NetworkInterface>) -> ReleaseStep {
             },
             EniStatus::Attaching | EniStatus::Detaching | EniStatus::Deleting => ReleaseStep::Wait,
         },
+    }
+}
+
+/// How long a fixed IP whose pod is gone is kept when its PodNetworking gives no `releaseAfter`.
+pub const DEFAULT_RELEASE_AFTER: Duration = Duration::from_secs(300);
+
+/// Whether `pe` holds a fixed IP (it outlives its pod).
+pub fn is_fixed(pe: &PodEni) -> bool {
+    pe.spec
+        .allocations
+        .first()
+        .and_then(|a| a.allocation_type.alloc_type)
+        == Some(IpAllocType::Fixed)
+}
+
+/// What to do with a PodENI whose pod is gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gone {
+    /// Elastic, or a fixed IP whose time is up: release the ENI and let the PodENI go.
+    Release,
+    /// A fixed IP still attached where its pod was: detach it and keep it for the pod's return.
+    Unbind,
+    /// Kept; look again after this long (TTL).
+    KeepFor(Duration),
+    /// Kept until someone deletes the PodENI (`releaseStrategy: Never`).
+    Keep,
+}
+
+/// Decide for a PodENI whose pod is gone; `since_last_seen` is how long ago the pod was last seen
+/// (`None`: not recorded yet).
+pub fn when_pod_gone(pe: &PodEni, since_last_seen: Option<Duration>) -> Gone {
+    if !is_fixed(pe) {
+        return Gone::Release;
+    }
+    let status = pe.status.clone().unwrap_or_default();
+    if status.phase != Phase::Unbind || since_last_seen.is_none() {
+        return Gone::Unbind;
+    }
+    let alloc_type = pe
+        .spec
+        .allocations
+        .first()
+        .map(|a| a.allocation_type.clone())
+        .unwrap_or_default();
+    match alloc_type.release_strategy {
+        Some(ReleaseStrategy::Never) => Gone::Keep,
+        Some(ReleaseStrategy::Ttl) | None => {
+            let ttl = alloc_type
+                .release_after
+                .parse::<terway_core::GoDuration>()
+                .map(|d| d.0)
+                .unwrap_or(DEFAULT_RELEASE_AFTER);
+            let seen = since_last_seen.unwrap_or_default();
+            if seen >= ttl {
+                Gone::Release
+            } else {
+                Gone::KeepFor(ttl - seen)
+            }
+        }
     }
 }
 
@@ -305,6 +365,54 @@ mod tests {
             ReleaseStep::Delete
         );
         assert_eq!(release_step(None), ReleaseStep::Forget);
+    }
+
+    #[test]
+    fn a_fixed_ip_is_unbound_kept_for_its_ttl_then_released_and_elastic_ones_go_at_once() {
+        use terway_apis::{AllocationType, IpAllocType, ReleaseStrategy};
+        let mut pe = pod_eni("eni-1", Phase::Bind, "i-1");
+        assert_eq!(when_pod_gone(&pe, None), Gone::Release, "elastic");
+        pe.spec.allocations[0].allocation_type = AllocationType {
+            alloc_type: Some(IpAllocType::Fixed),
+            release_strategy: Some(ReleaseStrategy::Ttl),
+            release_after: "20s".into(),
+        };
+        assert_eq!(
+            when_pod_gone(&pe, Some(Duration::from_secs(99))),
+            Gone::Unbind
+        );
+        let mut unbound = pe.clone();
+        unbound.status = Some(PodEniStatus {
+            phase: Phase::Unbind,
+            ..Default::default()
+        });
+        assert_eq!(
+            when_pod_gone(&unbound, None),
+            Gone::Unbind,
+            "no last-seen time yet"
+        );
+        assert_eq!(
+            when_pod_gone(&unbound, Some(Duration::from_secs(5))),
+            Gone::KeepFor(Duration::from_secs(15))
+        );
+        assert_eq!(
+            when_pod_gone(&unbound, Some(Duration::from_secs(20))),
+            Gone::Release
+        );
+        unbound.spec.allocations[0].allocation_type.release_strategy = Some(ReleaseStrategy::Never);
+        assert_eq!(
+            when_pod_gone(&unbound, Some(Duration::from_secs(1 << 30))),
+            Gone::Keep
+        );
+        unbound.spec.allocations[0].allocation_type.release_strategy = None;
+        unbound.spec.allocations[0]
+            .allocation_type
+            .release_after
+            .clear();
+        assert_eq!(
+            when_pod_gone(&unbound, Some(Duration::ZERO)),
+            Gone::KeepFor(DEFAULT_RELEASE_AFTER)
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::Api;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use terway_apis::PodNetworking;
+use terway_apis::{PodEni, PodNetworking};
 
 use crate::metrics::Metrics;
 use mutate::{decide, Decision};
@@ -79,6 +79,8 @@ pub struct WebhookState {
     pub namespaces: Store<Namespace>,
     /// Metrics.
     pub metrics: Metrics,
+    /// For the PodENI of a pod returning to its fixed IP.
+    client: kube::Client,
 }
 
 impl WebhookState {
@@ -87,7 +89,7 @@ impl WebhookState {
         let (networkings, pn_writer) = reflector::store();
         let (namespaces, ns_writer) = reflector::store();
         let pn_api: Api<PodNetworking> = Api::all(client.clone());
-        let ns_api: Api<Namespace> = Api::all(client);
+        let ns_api: Api<Namespace> = Api::all(client.clone());
         tokio::spawn(
             reflector::reflector(pn_writer, watcher(pn_api, watcher::Config::default()))
                 .default_backoff()
@@ -102,6 +104,7 @@ impl WebhookState {
             networkings,
             namespaces,
             metrics,
+            client,
         })
     }
 
@@ -120,8 +123,21 @@ impl WebhookState {
             .unwrap_or_default()
     }
 
+    /// The zone of the fixed IP that a pod named `name` in `ns` already holds, if any.
+    async fn fixed_zone(&self, ns: &str, name: &str) -> Option<String> {
+        let api: Api<PodEni> = Api::namespaced(self.client.clone(), ns);
+        match api.get_opt(name).await {
+            Ok(Some(pe)) if crate::pod_eni::plan::is_fixed(&pe) => Some(pe.spec.zone),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "cannot read the PodENI; not pinning the zone");
+                None
+            }
+        }
+    }
+
     /// The answer to one review.
-    pub fn review(&self, req: &AdmissionRequest) -> (Value, &'static str) {
+    pub async fn review(&self, req: &AdmissionRequest) -> (Value, &'static str) {
         let allow = |result: &'static str| (json!({"uid": req.uid, "allowed": true}), result);
         if req.operation != "CREATE" {
             return allow("unchanged");
@@ -140,12 +156,23 @@ impl WebhookState {
             .iter()
             .map(|p| (**p).clone())
             .collect();
-        match decide(
-            &pod,
-            &req.namespace,
-            &self.namespace_labels(&req.namespace),
-            &networkings,
-        ) {
+        let ns_labels = self.namespace_labels(&req.namespace);
+        let mut decision = decide(&pod, &req.namespace, &ns_labels, &networkings, None);
+        // A pod of a fixed-IP PodNetworking whose name already holds an IP goes back to its zone.
+        if let (Decision::Patch { networking, .. }, Some(name)) =
+            (&decision, pod.metadata.name.as_deref())
+        {
+            let fixed = networkings.iter().any(|p| {
+                p.metadata.name.as_deref() == Some(networking.as_str())
+                    && p.spec.allocation_type.alloc_type == Some(terway_apis::IpAllocType::Fixed)
+            });
+            if fixed {
+                if let Some(zone) = self.fixed_zone(&req.namespace, name).await {
+                    decision = decide(&pod, &req.namespace, &ns_labels, &networkings, Some(&zone));
+                }
+            }
+        }
+        match decision {
             Decision::Unchanged => allow("unchanged"),
             Decision::Patch { networking, ops } => {
                 tracing::info!(namespace = %req.namespace, pod = ?pod.metadata.name.as_ref().or(pod.metadata.generate_name.as_ref()), %networking, "pod admitted into its PodNetworking");
@@ -192,7 +219,7 @@ async fn mutating(
             Json(json!({"error": "AdmissionReview without a request"})),
         );
     };
-    let (response, result) = state.review(&req);
+    let (response, result) = state.review(&req).await;
     state.metrics.webhook(result);
     (
         axum::http::StatusCode::OK,

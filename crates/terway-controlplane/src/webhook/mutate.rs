@@ -88,12 +88,14 @@ fn pod_label(pod: &Pod, namespace: &str) -> String {
     format!("{namespace}/{name}")
 }
 
-/// Decide for `pod` (being created in `namespace`, whose labels are `ns_labels`).
+/// Decide for `pod` (being created in `namespace`, whose labels are `ns_labels`). `pinned_zone` is the
+/// zone of the fixed IP the pod's name already holds (its PodENI's), which it must return to.
 pub fn decide(
     pod: &Pod,
     namespace: &str,
     ns_labels: &BTreeMap<String, String>,
     networkings: &[PodNetworking],
+    pinned_zone: Option<&str>,
 ) -> Decision {
     let spec = pod.spec.clone().unwrap_or_default();
     if spec.host_network == Some(true) {
@@ -190,13 +192,16 @@ pub fn decide(
         }
     }
 
-    // Only nodes in a zone of the PodNetworking's vSwitches can attach its ENIs.
-    let zones: BTreeSet<String> = status
-        .v_switches
-        .iter()
-        .map(|v| v.zone.clone())
-        .filter(|z| !z.is_empty())
-        .collect();
+    // Only nodes in a zone of the PodNetworking's vSwitches can attach its ENIs; a fixed IP only in its.
+    let zones: BTreeSet<String> = match pinned_zone.filter(|z| !z.is_empty()) {
+        Some(z) => BTreeSet::from([z.to_string()]),
+        None => status
+            .v_switches
+            .iter()
+            .map(|v| v.zone.clone())
+            .filter(|z| !z.is_empty())
+            .collect(),
+    };
     if !zones.is_empty() {
         ops.push(json!({
             "op": "add",
@@ -342,7 +347,8 @@ mod tests {
     fn a_selected_pod_gets_the_annotations_the_resource_and_the_zones() {
         let nets = [pn("blue", Some(&[("app", "web")]), None, true)];
         let p = pod(&[("app", "web")], json!({}));
-        let Decision::Patch { networking, ops } = decide(&p, "default", &BTreeMap::new(), &nets)
+        let Decision::Patch { networking, ops } =
+            decide(&p, "default", &BTreeMap::new(), &nets, None)
         else {
             panic!("not patched");
         };
@@ -375,7 +381,8 @@ mod tests {
                 ]}}}
             }),
         );
-        let Decision::Patch { ops, .. } = decide(&p, "default", &BTreeMap::new(), &nets) else {
+        let Decision::Patch { ops, .. } = decide(&p, "default", &BTreeMap::new(), &nets, None)
+        else {
             panic!("not patched");
         };
         let doc = patched(&p, &ops);
@@ -413,7 +420,7 @@ mod tests {
             pn("blue", None, Some(&[("team", "a")]), true),
         ];
         let p = pod(&[("app", "web")], json!({}));
-        match decide(&p, "shop", &labels(&[("team", "a")]), &nets) {
+        match decide(&p, "shop", &labels(&[("team", "a")]), &nets, None) {
             Decision::Deny(m) => {
                 assert!(
                     m.contains("shop/web-0") && m.contains("blue and red"),
@@ -432,6 +439,7 @@ mod tests {
             "default",
             &BTreeMap::new(),
             &nets,
+            None,
         ) {
             Decision::Deny(m) => assert!(
                 m.contains("not Ready (vSwitch vsw-x does not exist)"),
@@ -452,13 +460,14 @@ mod tests {
                 &pod(&[("app", "web")], json!({})),
                 "default",
                 &BTreeMap::new(),
-                &nets
+                &nets,
+                None
             ),
             Decision::Unchanged
         );
         let host = pod(&[("app", "db")], json!({"hostNetwork": true}));
         assert_eq!(
-            decide(&host, "default", &BTreeMap::new(), &nets),
+            decide(&host, "default", &BTreeMap::new(), &nets, None),
             Decision::Unchanged
         );
     }
@@ -473,25 +482,43 @@ mod tests {
         )];
         let p = pod(&[("app", "web")], json!({}));
         assert_eq!(
-            decide(&p, "other", &labels(&[("team", "b")]), &nets),
+            decide(&p, "other", &labels(&[("team", "b")]), &nets, None),
             Decision::Unchanged
         );
         assert!(matches!(
-            decide(&p, "mine", &labels(&[("team", "a")]), &nets),
+            decide(&p, "mine", &labels(&[("team", "a")]), &nets, None),
             Decision::Patch { .. }
         ));
 
         let mut named = pod(&[], json!({}));
         named.metadata.annotations = Some(labels(&[(POD_NETWORKING, "red")]));
         assert!(matches!(
-            decide(&named, "x", &BTreeMap::new(), &nets),
+            decide(&named, "x", &BTreeMap::new(), &nets, None),
             Decision::Patch { .. }
         ));
         named.metadata.annotations = Some(labels(&[(POD_NETWORKING, "nope")]));
-        match decide(&named, "x", &BTreeMap::new(), &nets) {
+        match decide(&named, "x", &BTreeMap::new(), &nets, None) {
             Decision::Deny(m) => assert!(m.contains("no such PodNetworking"), "{m}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_pod_returning_to_its_fixed_ip_is_pinned_to_that_zone() {
+        let nets = [pn("blue", Some(&[("app", "web")]), None, true)];
+        let p = pod(&[("app", "web")], json!({}));
+        let Decision::Patch { ops, .. } =
+            decide(&p, "default", &BTreeMap::new(), &nets, Some("zone-q"))
+        else {
+            panic!("not patched");
+        };
+        let doc = patched(&p, &ops);
+        assert_eq!(
+            doc["spec"]["affinity"]["nodeAffinity"]
+                ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
+                ["matchExpressions"][0]["values"],
+            json!(["zone-q"])
+        );
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct PodEniView {
     pub eni_id: String,
     /// The ENI's MAC.
     pub mac: String,
+    /// The ENI's vSwitch.
+    pub vswitch_id: String,
     /// The pod's address (the ENI's primary IP).
     pub ip: Option<Ipv4Addr>,
     /// The vSwitch CIDR.
@@ -67,6 +69,8 @@ struct Inner {
     source: Arc<dyn PodEniSource>,
     store: Store,
     records: Mutex<HashMap<AllocKey, Allocation>>,
+    /// vSwitch of each ENI handed out since start (status only; the record does not keep it).
+    vswitches: Mutex<HashMap<String, String>>,
     stopping: watch::Sender<bool>,
 }
 
@@ -140,6 +144,7 @@ impl PodEniBackend {
                 source,
                 store,
                 records: Mutex::new(HashMap::new()),
+                vswitches: Mutex::new(HashMap::new()),
                 stopping,
             }),
         }
@@ -211,6 +216,11 @@ impl PodEniBackend {
             .commit(vec![Change::PutPod(alloc.clone())])
             .await?;
         self.lock().insert(req.key.clone(), alloc.clone());
+        self.inner
+            .vswitches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(view.eni_id.clone(), view.vswitch_id.clone());
         tracing::info!(pod = %req.key, eni = %alloc.eni_id, ip = %alloc.ip, node = %self.inner.node, "PodENI handed to the pod");
         Ok((alloc, path))
     }
@@ -292,8 +302,34 @@ impl ResourceBackend for PodEniBackend {
         Vec::new()
     }
 
-    fn fill_status(&self, _reply: &mut pb::StatusReply) {
-        // Its pods and ENIs are listed with every other allocation; there is no pool to show.
+    fn fill_status(&self, reply: &mut pb::StatusReply) {
+        // No pool to show; each pod's ENI is listed so `terway-cli pod` can say where the pod is.
+        let vswitches = self
+            .inner
+            .vswitches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for a in self.lock().values() {
+            let mac = a
+                .answer
+                .eni
+                .as_ref()
+                .map(|e| e.mac.clone())
+                .unwrap_or_default();
+            reply.enis.push(pb::EniStatus {
+                eni_id: a.eni_id.clone(),
+                mac,
+                status: format!("PodENI {}", a.pod),
+                vswitch_id: vswitches.get(&a.eni_id).cloned().unwrap_or_default(),
+                cidr: a.answer.subnet.to_string(),
+                ips: vec![pb::IpStatus {
+                    ip: a.ip.to_string(),
+                    state: "in-use".into(),
+                    pod: a.pod.to_string(),
+                }],
+            });
+        }
     }
 
     fn begin_stop(&self) {
@@ -316,6 +352,7 @@ mod tests {
             instance_id: "i-1".into(),
             eni_id: "eni-1".into(),
             mac: "02:AA:00:00:00:01".into(),
+            vswitch_id: "vsw-1".into(),
             ip: Some(Ipv4Addr::new(10, 1, 2, 3)),
             cidr: "10.1.2.0/24".parse().ok(),
             phase: "Bind".into(),

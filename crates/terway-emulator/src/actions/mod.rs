@@ -61,6 +61,9 @@ const ECS_ACTIONS: &[&str] = &[
     "CreateSecurityGroup",
     "DeleteSecurityGroup",
     "DescribeSecurityGroups",
+    "AuthorizeSecurityGroup",
+    "RevokeSecurityGroup",
+    "DescribeSecurityGroupAttribute",
 ];
 
 const VPC_ACTIONS: &[&str] = &[
@@ -169,6 +172,8 @@ pub enum Effect {
     RouteAdded(Ipv4Net, String),
     /// A route entry was removed.
     RouteRemoved(Ipv4Net, String),
+    /// The security groups changed; every one of them, as they are now.
+    SecurityGroups(Vec<crate::world::SecurityGroup>),
 }
 
 /// The answer of an action (without RequestId) and what to do next.
@@ -253,6 +258,8 @@ pub fn execute(
         "DeleteRouteEntry" => vpc::delete_route(p, world),
         "CreateSecurityGroup" => security_group::create(p, world),
         "DeleteSecurityGroup" => security_group::delete(p, world),
+        "AuthorizeSecurityGroup" => security_group::authorize(p, world),
+        "RevokeSecurityGroup" => security_group::revoke(p, world),
         _ => describe(action, p, world, env),
     }
 }
@@ -273,6 +280,7 @@ pub fn describe(
         "DescribeVSwitches" => vpc::describe_vswitches(p, world),
         "DescribeRouteEntryList" => vpc::describe_routes(p, world),
         "DescribeSecurityGroups" => security_group::describe(p, world),
+        "DescribeSecurityGroupAttribute" => security_group::describe_attribute(p, world),
         other => Err(ApiError::new(
             404,
             "InvalidAction.NotFound",

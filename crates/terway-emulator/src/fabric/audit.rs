@@ -171,6 +171,7 @@ mod tests {
                 node_ifname: "eth0".into(),
                 vpc_ifname: "eni1".into(),
                 ips: ["10.0.0.1".parse().unwrap()].into(),
+                security_groups: vec![],
             },
         );
         t

@@ -39,6 +39,12 @@ impl FabricHook for Fabric {
         }
     }
 
+    fn security_groups_changed(&self, groups: &[crate::world::SecurityGroup]) {
+        if let Err(e) = self.set_security_groups(groups) {
+            tracing::error!(error = %e, "fabric: security groups not enforced");
+        }
+    }
+
     fn route_entry_removed(&self, dst: Ipv4Net, instance_id: &str) {
         if let Err(e) = self.remove_route_entry(dst, instance_id) {
             tracing::error!(%dst, instance = instance_id, error = %e, "fabric: route entry not removed");

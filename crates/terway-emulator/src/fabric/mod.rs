@@ -157,8 +157,8 @@ impl Fabric {
     fn apply_nft(&self, topo: &Topology) -> FabricResult<()> {
         cmd::nft_apply(
             &self.config.vpc_netns,
-            &nft::render(&topo.spoof_rules()),
-            "update anti-spoofing",
+            &nft::render(&topo.spoof_rules(), &topo.sg_chains()),
+            "update anti-spoofing and security groups",
         )
     }
 
@@ -212,6 +212,7 @@ impl Fabric {
             node_ifname: "eth0".into(),
             vpc_ifname,
             ips: primary.private_ips.iter().map(|p| p.address).collect(),
+            security_groups: primary.security_group_ids.clone(),
         };
         let result = self.plug(&mut st.topo, &node, port).and_then(|()| {
             let (ns, ip, prefix, gw) = (
@@ -305,6 +306,7 @@ impl Fabric {
             node_ifname,
             vpc_ifname,
             ips,
+            security_groups: eni.security_group_ids.clone(),
         };
         self.plug(&mut st.topo, &node, port)
     }
@@ -385,6 +387,13 @@ impl Fabric {
                 p.ips.remove(ip);
             }
         }
+        self.apply_nft(&st.topo)
+    }
+
+    /// The cloud's security groups changed: enforce them (one nft transaction).
+    pub fn set_security_groups(&self, groups: &[crate::world::SecurityGroup]) -> FabricResult<()> {
+        let mut st = self.lock();
+        st.topo.groups = groups.iter().map(|g| (g.id.clone(), g.clone())).collect();
         self.apply_nft(&st.topo)
     }
 

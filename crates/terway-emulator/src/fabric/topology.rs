@@ -8,6 +8,8 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
+use crate::world::{SecurityGroup, SgRule};
+
 /// The vSwitch gateway: the third-from-last address of its CIDR (`.253` in a /24), as Alibaba and Terway
 /// derive it.
 pub fn vswitch_gateway(cidr: Ipv4Net) -> Ipv4Addr {
@@ -32,6 +34,8 @@ pub struct EniPort {
     pub vpc_ifname: String,
     /// Private IPv4 addresses currently assigned to the ENI (primary included).
     pub ips: BTreeSet<Ipv4Addr>,
+    /// Security groups the ENI is in.
+    pub security_groups: Vec<String>,
 }
 
 /// A node: an instance whose primary ENI is `eth0` of its own netns.
@@ -58,8 +62,28 @@ pub struct Topology {
     pub detached_ips: BTreeMap<String, BTreeSet<Ipv4Addr>>,
     /// Custom route entries: destination → next-hop instance.
     pub route_entries: BTreeMap<Ipv4Net, String>,
+    /// Security groups by id, as the cloud last told (an ENI in a group not known here is unfiltered).
+    pub groups: BTreeMap<String, SecurityGroup>,
     /// Counter for vpc-side link names (never reused within one fabric, so a late delete cannot hit a new link).
     next_port: u32,
+}
+
+/// The ingress filter of one ENI: what may be forwarded to `ifname`, in order; the last rule drops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SgChain {
+    /// vpc-side link name.
+    pub ifname: String,
+    /// ENI id (comment).
+    pub eni_id: String,
+    /// nft rule bodies (match + verdict).
+    pub rules: Vec<String>,
+}
+
+fn addr_set(ips: &BTreeSet<Ipv4Addr>) -> String {
+    ips.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// An anti-spoofing rule: packets entering the vpc from `ifname` must come from one of `allowed`.
@@ -103,6 +127,77 @@ impl Topology {
     }
 
     /// Anti-spoofing rules for every attached ENI, in a stable order.
+    /// The addresses of every attached ENI in group `g` except `but` (the ENI being filtered).
+    fn members(&self, g: &str, but: &str) -> BTreeSet<Ipv4Addr> {
+        self.ports
+            .values()
+            .filter(|p| p.eni_id != but && p.security_groups.iter().any(|s| s == g))
+            .flat_map(|p| p.ips.iter().copied())
+            .collect()
+    }
+
+    /// The ingress filters, one per attached ENI whose groups are all known. A group's rules apply by
+    /// priority (1 first), a drop before an accept of the same priority; members of a group with
+    /// `InnerAccessPolicy` Accept reach each other; everything else is dropped. Replies to traffic the
+    /// ENI sent are let through before any of this (security groups are stateful).
+    pub fn sg_chains(&self) -> Vec<SgChain> {
+        let mut out = Vec::new();
+        for p in self.ports.values() {
+            let groups: Vec<&SecurityGroup> = p
+                .security_groups
+                .iter()
+                .filter_map(|g| self.groups.get(g))
+                .collect();
+            if groups.is_empty() || groups.len() != p.security_groups.len() {
+                continue;
+            }
+            let mut rules: Vec<&SgRule> = groups
+                .iter()
+                .flat_map(|g| g.rules.iter())
+                .filter(|r| r.direction == "ingress")
+                .collect();
+            rules.sort_by_key(|r| (r.priority, r.accept));
+            let mut lines = Vec::new();
+            for r in rules {
+                let source = match (&r.cidr, &r.group) {
+                    (Some(c), _) if c.prefix_len() == 0 => String::new(),
+                    (Some(c), _) => format!("ip saddr {c} "),
+                    (None, Some(g)) => {
+                        let ips = self.members(g, &p.eni_id);
+                        if ips.is_empty() {
+                            continue;
+                        }
+                        format!("ip saddr {{ {} }} ", addr_set(&ips))
+                    }
+                    (None, None) => continue,
+                };
+                let proto = match r.protocol.as_str() {
+                    "tcp" | "udp" if r.port_from == r.port_to => {
+                        format!("{} dport {} ", r.protocol, r.port_from)
+                    }
+                    "tcp" | "udp" => format!("{} dport {}-{} ", r.protocol, r.port_from, r.port_to),
+                    "icmp" => "ip protocol icmp ".to_string(),
+                    _ => String::new(),
+                };
+                let verdict = if r.accept { "accept" } else { "drop" };
+                lines.push(format!("{source}{proto}counter {verdict}"));
+            }
+            for g in groups.iter().filter(|g| g.inner_accept) {
+                let ips = self.members(&g.id, &p.eni_id);
+                if !ips.is_empty() {
+                    lines.push(format!("ip saddr {{ {} }} accept", addr_set(&ips)));
+                }
+            }
+            lines.push("counter drop".into());
+            out.push(SgChain {
+                ifname: p.vpc_ifname.clone(),
+                eni_id: p.eni_id.clone(),
+                rules: lines,
+            });
+        }
+        out
+    }
+
     pub fn spoof_rules(&self) -> Vec<SpoofRule> {
         self.ports
             .values()
@@ -143,6 +238,7 @@ mod tests {
             node_ifname: ifname.into(),
             vpc_ifname: format!("v{eni}"),
             ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
+            security_groups: vec![],
         }
     }
 
@@ -195,6 +291,76 @@ mod tests {
         for _ in 0..100_000 {
             assert!(t.alloc_vpc_ifname().len() <= 15);
         }
+    }
+
+    fn group(id: &str, inner: bool, rules: Vec<SgRule>) -> SecurityGroup {
+        SecurityGroup {
+            id: id.into(),
+            name: String::new(),
+            description: String::new(),
+            creation_time: String::new(),
+            rules,
+            inner_accept: inner,
+        }
+    }
+
+    fn rule(protocol: &str, ports: (i32, i32), cidr: &str, accept: bool, priority: u8) -> SgRule {
+        SgRule {
+            direction: "ingress".into(),
+            protocol: protocol.into(),
+            port_from: ports.0,
+            port_to: ports.1,
+            cidr: Some(cidr.parse().unwrap()),
+            group: None,
+            accept,
+            priority,
+        }
+    }
+
+    #[test]
+    fn sg_chains_order_rules_by_priority_drop_first_admit_members_and_drop_the_rest() {
+        let mut t = Topology::default();
+        let mut a = port("eni-a", "i-1", "eth1", false, &["10.0.0.9"]);
+        a.security_groups = vec!["sg-web".into()];
+        let mut b = port("eni-b", "i-1", "eth2", false, &["10.0.0.7"]);
+        b.security_groups = vec!["sg-web".into()];
+        let mut c = port("eni-c", "i-1", "eth3", false, &["10.0.0.5"]);
+        c.security_groups = vec!["sg-unknown".into()];
+        for p in [a, b, c] {
+            t.ports.insert(p.eni_id.clone(), p);
+        }
+        t.groups.insert(
+            "sg-web".into(),
+            group(
+                "sg-web",
+                true,
+                vec![
+                    rule("all", (-1, -1), "0.0.0.0/0", true, 5),
+                    rule("tcp", (80, 80), "0.0.0.0/0", false, 1),
+                    rule("tcp", (8000, 8080), "10.1.0.0/16", true, 1),
+                    rule("icmp", (-1, -1), "10.0.0.0/8", true, 2),
+                ],
+            ),
+        );
+        let chains = t.sg_chains();
+        assert_eq!(
+            chains.len(),
+            2,
+            "an ENI in an unknown group is not filtered: {chains:?}"
+        );
+        let a = chains.iter().find(|c| c.eni_id == "eni-a").unwrap();
+        assert_eq!(a.ifname, "veni-a");
+        assert_eq!(
+            a.rules,
+            vec![
+                "tcp dport 80 counter drop".to_string(),
+                "ip saddr 10.1.0.0/16 tcp dport 8000-8080 counter accept".to_string(),
+                "ip saddr 10.0.0.0/8 ip protocol icmp counter accept".to_string(),
+                "counter accept".to_string(),
+                "ip saddr { 10.0.0.7 } accept".to_string(),
+                "counter drop".to_string(),
+            ]
+        );
     }
 
     #[test]

@@ -11,9 +11,11 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use terway_cloud::{EniStatus, EniType};
 
+use ipnet::Ipv4Net;
+
 use crate::config::{EmulatorConfig, InstanceConfig};
 use crate::error::ApiError;
-pub use model::{Eni, Instance, Route, SecurityGroup, TokenRecord, VSwitch, Vpc};
+pub use model::{Eni, Instance, Route, SecurityGroup, SgRule, TokenRecord, VSwitch, Vpc};
 
 /// ClientTokens remembered at most (pruned by a tenth, oldest first, when exceeded). Kept small
 /// because the whole world is rewritten after every mutating call when persistence is on.
@@ -102,6 +104,22 @@ impl World {
                             name: sg.name.clone(),
                             description: String::new(),
                             creation_time: now_iso(),
+                            // An open group takes every inbound packet (the lab's default group).
+                            rules: if sg.open {
+                                vec![SgRule {
+                                    direction: "ingress".into(),
+                                    protocol: "all".into(),
+                                    port_from: -1,
+                                    port_to: -1,
+                                    cidr: Some(Ipv4Net::default()),
+                                    group: None,
+                                    accept: true,
+                                    priority: 100,
+                                }]
+                            } else {
+                                Vec::new()
+                            },
+                            inner_accept: true,
                         },
                     )
                 })

@@ -161,7 +161,8 @@ pub struct Route {
     pub description: String,
 }
 
-/// A security group of the VPC (rules are not modelled yet: membership is what ENIs record).
+/// A security group of the VPC: its ingress and egress rules, and whether its members reach each other.
+/// The fabric enforces the ingress side on every ENI in the group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecurityGroup {
     /// `sg-…`.
@@ -172,6 +173,37 @@ pub struct SecurityGroup {
     pub description: String,
     /// When it was created (ISO 8601).
     pub creation_time: String,
+    /// Rules, in the order they were authorized.
+    #[serde(default)]
+    pub rules: Vec<SgRule>,
+    /// `InnerAccessPolicy` Accept: ENIs of the group reach each other whatever the rules say.
+    #[serde(default = "inner_accept_default")]
+    pub inner_accept: bool,
+}
+
+fn inner_accept_default() -> bool {
+    true
+}
+
+/// One security-group rule (AuthorizeSecurityGroup / AuthorizeSecurityGroupEgress).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SgRule {
+    /// `ingress` or `egress`.
+    pub direction: String,
+    /// `tcp`, `udp`, `icmp` or `all`.
+    pub protocol: String,
+    /// First port (-1 with `all`/`icmp`).
+    pub port_from: i32,
+    /// Last port.
+    pub port_to: i32,
+    /// Source (ingress) or destination (egress) CIDR, when the rule names one.
+    pub cidr: Option<Ipv4Net>,
+    /// Source (ingress) group, when the rule names one instead of a CIDR.
+    pub group: Option<String>,
+    /// `accept` (true) or `drop`.
+    pub accept: bool,
+    /// 1 (first) to 100.
+    pub priority: u8,
 }
 
 /// A successful call remembered under its ClientToken.
