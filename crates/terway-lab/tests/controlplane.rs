@@ -741,7 +741,8 @@ fn a_statefulset_pod_keeps_its_fixed_ip_when_recreated_and_moved_until_its_ttl_e
     assert_eq!(
         pe["status"]["instanceID"],
         lab.instance(other).as_str(),
-        "{pe}"
+        "{pe}\n{}",
+        controlplane_log(&lab)
     );
     assert_eq!(
         lab.world()["enis"][&eni]["instance_id"],
@@ -781,10 +782,13 @@ fn a_statefulset_pod_keeps_its_fixed_ip_when_recreated_and_moved_until_its_ttl_e
 
 #[test]
 fn killing_the_leader_during_a_burst_of_twenty_pods_leaks_and_duplicates_no_eni() {
+    // Four exclusive nodes: 7 pods each, less the DaemonSet's and the controlplane's pods.
     let lab = Lab::up(&[
         "--k8s",
         "--vswitches",
         "1",
+        "--node",
+        "exclusive",
         "--node",
         "exclusive",
         "--node",
@@ -906,14 +910,32 @@ fn serving_pod(name: &str, labels: &str) -> String {
     )
 }
 
-/// Whether pod `from` gets an HTTP answer (any status) from `ip:port` within 3 s.
+/// Whether pod `from` gets an HTTP answer (any status) from `ip:port` within 3 s (busybox nc; its
+/// static wget crashes).
 fn reaches(lab: &Lab, from: &str, ip: &str, port: u16) -> bool {
-    let script = format!("wget -T 3 -O /dev/null http://{ip}:{port}/ 2>&1; true");
+    let script = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {ip} {port} 2>&1; true");
     let (_, out, err) = common::run(&[
         "kubectl", "--lab", &lab.name, "--", "exec", from, "--", "sh", "-c", &script,
     ]);
-    let text = format!("{out}{err}");
-    text.contains("HTTP/1") || text.contains("saving to") || text.contains("100%")
+    format!("{out}{err}").contains("HTTP/1")
+}
+
+/// The controlplane replicas' last log lines, for a failure message.
+fn controlplane_log(lab: &Lab) -> String {
+    let (_, out, err) = common::run(&[
+        "kubectl",
+        "--lab",
+        &lab.name,
+        "--",
+        "-n",
+        NS,
+        "logs",
+        "-l",
+        "app=terway-controlplane",
+        "--prefix",
+        "--tail=40",
+    ]);
+    format!("{out}{err}")
 }
 
 #[test]

@@ -41,8 +41,15 @@ pub async fn reconcile_pod_eni<C: Cloud>(
     r
 }
 
-async fn drive<C: Cloud>(pe: &PodEni, ctx: &Context<C>) -> Result<Action, Error> {
-    let (ns, name) = (pe.namespace().unwrap_or_default(), pe.name_any());
+async fn drive<C: Cloud>(seen: &PodEni, ctx: &Context<C>) -> Result<Action, Error> {
+    let (ns, name) = (seen.namespace().unwrap_or_default(), seen.name_any());
+    // Decide on the PodENI as it is now, not as the watch cache last saw it: a reconcile woken by the
+    // pod can run before the cache has our own latest write (a recreated pod's adoption), and judging
+    // the pod by a stale UID would detach the ENI from the pod that just got it.
+    let Some(fresh) = pe_now(ctx, &ns, &name).await? else {
+        return Ok(Action::await_change());
+    };
+    let pe = &fresh;
     if pe.metadata.deletion_timestamp.is_some() {
         return release(pe, ctx).await;
     }
@@ -59,6 +66,14 @@ async fn drive<C: Cloud>(pe: &PodEni, ctx: &Context<C>) -> Result<Action, Error>
         .as_ref()
         .filter(|p| p.uid().unwrap_or_default() == made_for && ours(p));
     let Some(pod) = live else {
+        let recreated = pod
+            .as_ref()
+            .is_some_and(|p| ours(p) && p.uid().unwrap_or_default() != made_for);
+        if recreated && is_fixed(pe) {
+            // A new pod of this name: the `pod` controller hands it this fixed IP, and that change
+            // brings us back to bind it. Treating it as gone would detach the ENI it is about to get.
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
         return pod_gone(pe, ctx).await;
     };
     let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
@@ -82,13 +97,7 @@ async fn drive<C: Cloud>(pe: &PodEni, ctx: &Context<C>) -> Result<Action, Error>
                     .map_err(|e| Error::cloud(format!("PodENI {ns}/{name}: wait for {id} to attach"), e))?;
             }
             BindStep::Detach { from } => {
-                ctx.cloud
-                    .detach_network_interface(&id, &from)
-                    .await
-                    .map_err(|e| Error::cloud(format!("PodENI {ns}/{name}: detach {id} from {from}"), e))?;
-                wait::wait_eni_status(&ctx.cloud, &id, EniStatus::Available, ctx.wait_status)
-                    .await
-                    .map_err(|e| Error::cloud(format!("PodENI {ns}/{name}: wait for {id} to detach"), e))?;
+                detach_and_wait(ctx, &id, &from, &format!("PodENI {ns}/{name}")).await?
             }
             BindStep::Wait => tokio::time::sleep(Duration::from_millis(300)).await,
             BindStep::MarkBound => mark_bound(ctx, &current, &instance, &node).await?,
@@ -124,7 +133,7 @@ async fn pod_gone<C: Cloud>(pe: &PodEni, ctx: &Context<C>) -> Result<Action, Err
         Gone::Unbind => {
             let id = eni_id(pe).to_string();
             if !id.is_empty() {
-                detach_only(ctx, &id, &format!("PodENI {ns}/{name}")).await?;
+                release_eni(ctx, &id, &format!("PodENI {ns}/{name}"), false).await?;
             }
             let mut infos = status.eni_infos.clone();
             if let Some(info) = infos.get_mut(&id) {
@@ -147,28 +156,6 @@ async fn pod_gone<C: Cloud>(pe: &PodEni, ctx: &Context<C>) -> Result<Action, Err
         Gone::KeepFor(d) => Ok(Action::requeue(d + Duration::from_secs(1))),
         Gone::Keep => Ok(Action::await_change()),
     }
-}
-
-/// Detach ENI `id` (when attached) and wait until it is Available; `what` names its owner.
-async fn detach_only<C: Cloud>(ctx: &Context<C>, id: &str, what: &str) -> Result<(), Error> {
-    for _ in 0..8 {
-        match release_step(describe(ctx, id).await?.as_ref()) {
-            ReleaseStep::Forget | ReleaseStep::Delete => return Ok(()),
-            ReleaseStep::Wait => tokio::time::sleep(Duration::from_millis(300)).await,
-            ReleaseStep::Detach { from } => {
-                ctx.cloud
-                    .detach_network_interface(id, &from)
-                    .await
-                    .map_err(|e| Error::cloud(format!("{what}: detach {id} from {from}"), e))?;
-                wait::wait_eni_status(&ctx.cloud, id, EniStatus::Available, ctx.wait_status)
-                    .await
-                    .map_err(|e| Error::cloud(format!("{what}: wait for {id} to detach"), e))?;
-            }
-        }
-    }
-    Err(Error::Config(format!(
-        "{what}: ENI {id} is still changing state; retrying"
-    )))
 }
 
 /// The PodENI as the API server has it now (our own writes change it between steps).
@@ -315,7 +302,7 @@ async fn release<C: Cloud>(pe: &PodEni, ctx: &Context<C>) -> Result<Action, Erro
     let (ns, name) = (pe.namespace().unwrap_or_default(), pe.name_any());
     let id = eni_id(pe).to_string();
     if !id.is_empty() {
-        release_eni(ctx, &id, &format!("PodENI {ns}/{name}")).await?;
+        release_eni(ctx, &id, &format!("PodENI {ns}/{name}"), true).await?;
         match Api::<NetworkInterfaceCr>::all(ctx.client.clone())
             .delete(&id, &DeleteParams::default())
             .await
@@ -349,25 +336,37 @@ async fn release<C: Cloud>(pe: &PodEni, ctx: &Context<C>) -> Result<Action, Erro
     Ok(Action::await_change())
 }
 
-/// Detach (when attached) and delete ENI `id`; `what` names its owner in errors.
+/// Detach ENI `id` from `from` and wait until it is Available; `what` names its owner in errors.
+async fn detach_and_wait<C: Cloud>(
+    ctx: &Context<C>,
+    id: &str,
+    from: &str,
+    what: &str,
+) -> Result<(), Error> {
+    ctx.cloud
+        .detach_network_interface(id, from)
+        .await
+        .map_err(|e| Error::cloud(format!("{what}: detach {id} from {from}"), e))?;
+    wait::wait_eni_status(&ctx.cloud, id, EniStatus::Available, ctx.wait_status)
+        .await
+        .map_err(|e| Error::cloud(format!("{what}: wait for {id} to detach"), e))?;
+    Ok(())
+}
+
+/// Detach ENI `id` when attached, then delete it when `delete` (else keep it Available, a fixed IP
+/// waiting for its pod); `what` names its owner in errors.
 pub(super) async fn release_eni<C: Cloud>(
     ctx: &Context<C>,
     id: &str,
     what: &str,
+    delete: bool,
 ) -> Result<(), Error> {
     for _ in 0..8 {
         match release_step(describe(ctx, id).await?.as_ref()) {
             ReleaseStep::Forget => return Ok(()),
+            ReleaseStep::Delete if !delete => return Ok(()),
             ReleaseStep::Wait => tokio::time::sleep(Duration::from_millis(300)).await,
-            ReleaseStep::Detach { from } => {
-                ctx.cloud
-                    .detach_network_interface(id, &from)
-                    .await
-                    .map_err(|e| Error::cloud(format!("{what}: detach {id} from {from}"), e))?;
-                wait::wait_eni_status(&ctx.cloud, id, EniStatus::Available, ctx.wait_status)
-                    .await
-                    .map_err(|e| Error::cloud(format!("{what}: wait for {id} to detach"), e))?;
-            }
+            ReleaseStep::Detach { from } => detach_and_wait(ctx, id, &from, what).await?,
             ReleaseStep::Delete => {
                 ctx.cloud
                     .delete_network_interface(id)

@@ -41,7 +41,7 @@ pub async fn collect_orphans<C: Cloud>(ctx: &Context<C>) -> Result<usize, Error>
     for eni in enis.iter().filter(|e| orphaned(e, &pod_enis)) {
         let owner = eni.tags.get(TAG_POD_ENI).cloned().unwrap_or_default();
         tracing::info!(eni = %eni.id, podeni = %owner, "releasing an orphaned ENI");
-        release_eni(ctx, &eni.id, &format!("orphaned ENI of {owner}")).await?;
+        release_eni(ctx, &eni.id, &format!("orphaned ENI of {owner}"), true).await?;
         released += 1;
     }
     Ok(released)
