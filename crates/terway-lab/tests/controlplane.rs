@@ -15,6 +15,18 @@ use common::{eventually, Lab};
 use serde_json::Value;
 
 const NS: &str = "kube-system";
+
+/// The four-node burst test has the machine to itself (its timing is the point); the two-node tests
+/// share it with each other.
+static MACHINE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    MACHINE.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn alone() -> std::sync::RwLockWriteGuard<'static, ()> {
+    MACHINE.write().unwrap_or_else(|e| e.into_inner())
+}
 const LEASE_DURATION: Duration = Duration::from_secs(15);
 
 fn podnetworking(name: &str, vswitches: &[&str], groups: &[&str]) -> String {
@@ -117,6 +129,7 @@ fn holder_pod(identity: &str) -> String {
 
 #[test]
 fn podnetworkings_are_judged_and_the_lease_changes_hands() {
+    let _machine = shared();
     let lab = Lab::up(&["--k8s", "--node", "shared", "--node", "shared"]);
     let vsws: Vec<String> = lab.desc["nodes"]
         .as_array()
@@ -352,6 +365,7 @@ fn refused(lab: &Lab, yaml: &str) -> String {
 
 #[test]
 fn the_webhook_puts_pods_into_their_podnetworking_or_refuses_them_with_the_reason() {
+    let _machine = shared();
     let lab = Lab::up(&["--k8s", "--node", "exclusive", "--node", "shared"]);
     let node = |i: usize, key: &str| {
         lab.desc["nodes"][i][key]
@@ -495,6 +509,7 @@ fn in_cidr(ip: &str, cidr: &str) -> bool {
 
 #[test]
 fn pods_of_two_podnetworkings_get_enis_of_their_own_vswitches_and_give_them_back() {
+    let _machine = shared();
     let lab = Lab::up(&[
         "--k8s",
         "--node",
@@ -651,6 +666,7 @@ fn ready_pod(lab: &Lab, name: &str) -> Option<(String, String, String)> {
 
 #[test]
 fn a_statefulset_pod_keeps_its_fixed_ip_when_recreated_and_moved_until_its_ttl_ends() {
+    let _machine = shared();
     let lab = Lab::up(&[
         "--k8s",
         "--vswitches",
@@ -701,7 +717,7 @@ fn a_statefulset_pod_keeps_its_fixed_ip_when_recreated_and_moved_until_its_ttl_e
         get_json(&lab, &["pod", "db-0"])["status"],
         kubectl(&lab, &["get", "podenis", "-o", "wide"])
     );
-    let (node, ip, uid) = ready_pod(&lab, "db-0").unwrap_or_default();
+    let (_, ip, uid) = ready_pod(&lab, "db-0").unwrap_or_default();
     assert!(in_cidr(&ip, &cidr), "db-0 has {ip}, not in {vsw} {cidr}");
     let eni = get_json(&lab, &["podeni", "db-0"])["spec"]["allocations"][0]["eni"]["id"]
         .as_str()
@@ -716,10 +732,11 @@ fn a_statefulset_pod_keeps_its_fixed_ip_when_recreated_and_moved_until_its_ttl_e
         "db-0 not back: {}",
         get_json(&lab, &["pod", "db-0"])["status"]
     );
-    let (_, ip2, uid2) = ready_pod(&lab, "db-0").unwrap_or_default();
+    let (node, ip2, uid2) = ready_pod(&lab, "db-0").unwrap_or_default();
     assert_eq!(ip2, ip, "the recreated pod got another address");
 
-    // Moved to the other node (this one cordoned): the ENI follows it, detached and attached again.
+    // Moved to the other node (the one it is on cordoned): the ENI follows it, detached and attached
+    // again.
     let other = if node == "node0" { "node1" } else { "node0" };
     kubectl(&lab, &["cordon", &node]);
     kubectl(&lab, &["delete", "pod", "db-0", "--wait=false"]);
@@ -782,6 +799,7 @@ fn a_statefulset_pod_keeps_its_fixed_ip_when_recreated_and_moved_until_its_ttl_e
 
 #[test]
 fn killing_the_leader_during_a_burst_of_twenty_pods_leaks_and_duplicates_no_eni() {
+    let _machine = alone();
     // Four exclusive nodes: 7 pods each, less the DaemonSet's and the controlplane's pods.
     let lab = Lab::up(&[
         "--k8s",
@@ -940,6 +958,7 @@ fn controlplane_log(lab: &Lab) -> String {
 
 #[test]
 fn each_podnetworkings_security_groups_decide_who_reaches_its_pods_on_which_port() {
+    let _machine = shared();
     let lab = Lab::up(&[
         "--k8s",
         "--node",

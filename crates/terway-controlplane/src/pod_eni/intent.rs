@@ -11,7 +11,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 use terway_apis::events::Note;
-use terway_apis::{Allocation, Eni, NetworkingStatus, PodEni, PodEniSpec, PodNetworking};
+use terway_apis::{Allocation, Eni, NetworkingStatus, Phase, PodEni, PodEniSpec, PodNetworking};
 use terway_cloud::{Cloud, EniFilter, EniType};
 use terway_core::annotations::POD_NETWORKING;
 
@@ -227,12 +227,19 @@ async fn adopt<C: Cloud>(
         .await;
         return Ok(Action::requeue(Duration::from_secs(30)));
     }
+    let api = Api::<PodEni>::namespaced(ctx.client.clone(), &ns);
+    // First the binding is declared stale (Binding, no instance), then the PodENI names the new pod:
+    // in the other order the new pod's terwayd could take the old pod's Bind for its own and use an
+    // ENI the controller is about to move.
+    let stale = serde_json::json!({"status": {"phase": Phase::Binding, "instanceID": null}});
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&stale))
+        .await
+        .map_err(|e| Error::kube(format!("mark PodENI {ns}/{name} Binding"), e))?;
     let patch = serde_json::json!({"metadata": {
         "annotations": {POD_UID_ANNOTATION: pod.uid().unwrap_or_default()},
         "labels": {NODE_LABEL: node},
     }});
-    Api::<PodEni>::namespaced(ctx.client.clone(), &ns)
-        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(|e| Error::kube(format!("hand PodENI {ns}/{name} to the recreated pod"), e))?;
     tracing::info!(pod = %key_of(&ns, &name), %node, eni = %super::plan::eni_id(pe), "recreated pod takes over its fixed IP");
