@@ -12,6 +12,7 @@ pub mod leader;
 pub mod metrics;
 pub mod pod_eni;
 pub mod pod_networking;
+pub mod retry;
 pub mod webhook;
 
 pub use error::Error;

@@ -36,7 +36,7 @@ pub async fn reconcile_pod_eni<C: Cloud>(
     ctx.metrics
         .reconciled(POD_ENI, r.is_ok(), started.elapsed());
     if r.is_ok() {
-        ctx.succeeded(&format!("podeni/{key}"));
+        ctx.failures.clear(&format!("podeni/{key}"));
     }
     r
 }
@@ -389,7 +389,7 @@ pub fn pod_eni_error<C: Cloud>(pe: Arc<PodEni>, err: &Error, ctx: Arc<Context<C>
         "podeni/{}",
         key_of(&pe.namespace().unwrap_or_default(), &pe.name_any())
     );
-    let n = ctx.fail_count(&key);
+    let n = ctx.failures.record(&key);
     tracing::warn!(object = %key, error = %err, failures = n, "reconcile failed");
     Action::requeue(backoff(n))
 }

@@ -25,7 +25,7 @@ pub async fn reconcile_pod<C: Cloud>(pod: Arc<Pod>, ctx: Arc<Context<C>>) -> Res
     let r = ensure_intent(&pod, &ctx).await;
     ctx.metrics.reconciled(POD, r.is_ok(), started.elapsed());
     if r.is_ok() {
-        ctx.succeeded(&format!(
+        ctx.failures.clear(&format!(
             "pod/{}",
             key_of(&pod.namespace().unwrap_or_default(), &pod.name_any())
         ));
@@ -267,7 +267,7 @@ pub fn pod_error<C: Cloud>(pod: Arc<Pod>, err: &Error, ctx: Arc<Context<C>>) -> 
         "pod/{}",
         key_of(&pod.namespace().unwrap_or_default(), &pod.name_any())
     );
-    let n = ctx.fail_count(&key);
+    let n = ctx.failures.record(&key);
     tracing::warn!(object = %key, error = %err, failures = n, "reconcile failed");
     Action::requeue(backoff(n))
 }

@@ -20,8 +20,7 @@ pub use bind::{pod_eni_error, reconcile_pod_eni};
 pub use intent::{pod_error, reconcile_pod};
 pub use orphans::collect_orphans;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -38,6 +37,7 @@ use terway_core::annotations::POD_NETWORKING;
 use crate::error::Error;
 use crate::events::Events;
 use crate::metrics::Metrics;
+use crate::retry::Failures;
 
 /// Controller names (metrics, logs).
 pub const POD: &str = "pod";
@@ -64,7 +64,7 @@ pub struct Context<C> {
     pub events: Events,
     /// Metrics.
     pub metrics: Metrics,
-    failures: Mutex<HashMap<String, u32>>,
+    pub(super) failures: Failures,
 }
 
 impl<C: Cloud> Context<C> {
@@ -89,22 +89,8 @@ impl<C: Cloud> Context<C> {
             wait_deleted,
             events,
             metrics,
-            failures: Mutex::new(HashMap::new()),
+            failures: Failures::default(),
         }
-    }
-
-    fn fail_count(&self, key: &str) -> u32 {
-        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let n = f.entry(key.to_string()).or_insert(0);
-        *n += 1;
-        *n
-    }
-
-    fn succeeded(&self, key: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
     }
 
     /// The instance and zone of `node`, from the Node CR its terwayd writes.
@@ -146,7 +132,7 @@ fn key_of(ns: &str, name: &str) -> String {
 
 /// The delay before retrying an object that failed `n` times in a row.
 fn backoff(n: u32) -> Duration {
-    crate::pod_networking::error_backoff(n).min(Duration::from_secs(30))
+    crate::retry::error_backoff(n).min(Duration::from_secs(30))
 }
 
 /// Run the three until `shutdown` resolves. `orphan_period` spaces the orphan GC passes.

@@ -6,8 +6,7 @@
 
 pub mod verdict;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -24,6 +23,7 @@ use terway_cloud::Cloud;
 use crate::error::Error;
 use crate::events::Events;
 use crate::metrics::Metrics;
+use crate::retry::{error_backoff, Failures};
 use verdict::{judge, Observed, Verdict};
 
 /// Controller name (metrics, logs, field manager).
@@ -36,11 +36,6 @@ pub const REASON_FAILED: &str = "SyncPodNetworkingFailed";
 pub const READY_RECHECK: Duration = Duration::from_secs(300);
 /// A failed one sooner: the fix is often made in the cloud (a vSwitch created), not in the object.
 pub const FAIL_RECHECK: Duration = Duration::from_secs(30);
-/// Retry after an error starts here and doubles per consecutive failure of the object…
-pub const ERROR_BACKOFF_MIN: Duration = Duration::from_secs(1);
-/// …up to this.
-pub const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(120);
-
 /// What the reconciler needs.
 pub struct Context<C> {
     /// The API server.
@@ -54,7 +49,7 @@ pub struct Context<C> {
     /// Metrics.
     pub metrics: Metrics,
     /// Consecutive failures per object, for the error backoff.
-    failures: Mutex<HashMap<String, u32>>,
+    failures: Failures,
 }
 
 impl<C: Cloud> Context<C> {
@@ -72,19 +67,9 @@ impl<C: Cloud> Context<C> {
             vpc_id,
             events,
             metrics,
-            failures: Mutex::new(HashMap::new()),
+            failures: Failures::default(),
         }
     }
-
-    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// The delay before retrying an object that failed `n` times in a row (n ≥ 1).
-pub fn error_backoff(n: u32) -> Duration {
-    let factor = 1u32 << n.saturating_sub(1).min(16);
-    (ERROR_BACKOFF_MIN * factor).min(ERROR_BACKOFF_MAX)
 }
 
 /// Whether `verdict` differs from what the object's status says (`updateAt` aside).
@@ -110,7 +95,7 @@ pub async fn reconcile<C: Cloud>(
     ctx.metrics
         .reconciled(NAME, result.is_ok(), started.elapsed());
     if result.is_ok() {
-        ctx.failures().remove(&name);
+        ctx.failures.clear(&name);
     }
     result
 }
@@ -208,12 +193,7 @@ async fn reconcile_inner<C: Cloud>(pn: &PodNetworking, ctx: &Context<C>) -> Resu
 /// The one error policy: log, and retry the object with a backoff that doubles per failure in a row.
 pub fn error_policy<C: Cloud>(pn: Arc<PodNetworking>, err: &Error, ctx: Arc<Context<C>>) -> Action {
     let name = pn.name_any();
-    let n = {
-        let mut f = ctx.failures();
-        let n = f.entry(name.clone()).or_insert(0);
-        *n += 1;
-        *n
-    };
+    let n = ctx.failures.record(&name);
     let delay = error_backoff(n);
     tracing::warn!(podnetworking = %name, error = %err, failures = n, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
@@ -239,14 +219,6 @@ pub async fn run<C: Cloud>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn error_backoff_doubles_and_caps() {
-        assert_eq!(error_backoff(1), Duration::from_secs(1));
-        assert_eq!(error_backoff(2), Duration::from_secs(2));
-        assert_eq!(error_backoff(5), Duration::from_secs(16));
-        assert_eq!(error_backoff(40), ERROR_BACKOFF_MAX);
-    }
 
     #[test]
     fn an_unchanged_verdict_writes_nothing() {
