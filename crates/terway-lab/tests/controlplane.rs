@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::k8s::{apply, events, get_json, kubectl};
+use common::k8s::{apply, events, get_json, kubectl, pod_is_ready};
 use common::{eventually, Lab};
 use serde_json::Value;
 
@@ -60,17 +60,12 @@ fn replicas(lab: &Lab) -> Vec<(String, bool)> {
         .flatten()
         .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
         .map(|p| {
-            let ready = p["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True");
             (
                 p["metadata"]["name"]
                     .as_str()
                     .unwrap_or_default()
                     .to_string(),
-                ready,
+                pod_is_ready(p),
             )
         })
         .collect()
@@ -561,20 +556,7 @@ fn pods_of_two_podnetworkings_get_enis_of_their_own_vswitches_and_give_them_back
     apply(&lab, &labelled_pod("a1", "{app: alpha}"));
     apply(&lab, &labelled_pod("b1", "{app: beta}"));
     apply(&lab, &labelled_pod("plain", "{app: plain}"));
-    let running = |name: &str| {
-        let p = get_json(&lab, &["pod", name]);
-        let ready = p["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True");
-        ready.then(|| {
-            p["status"]["podIP"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string()
-        })
-    };
+    let running = |name: &str| ready_pod(&lab, name).map(|(_, ip, _)| ip);
     assert!(
         eventually(120, || running("a1").is_some()
             && running("b1").is_some()
@@ -649,13 +631,8 @@ fn pods_of_two_podnetworkings_get_enis_of_their_own_vswitches_and_give_them_back
 /// The (node, IP, UID) of pod `name` once it is Ready.
 fn ready_pod(lab: &Lab, name: &str) -> Option<(String, String, String)> {
     let p = get_json(lab, &["pod", name]);
-    let ready = p["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True");
     let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
-    (ready && p["metadata"]["deletionTimestamp"].is_null()).then(|| {
+    (pod_is_ready(&p) && p["metadata"]["deletionTimestamp"].is_null()).then(|| {
         (
             s(&p["spec"]["nodeName"]),
             s(&p["status"]["podIP"]),

@@ -59,6 +59,15 @@ pub fn deployment(name: &str, replicas: u32) -> String {
     )
 }
 
+/// Whether a pod object's `Ready` condition is True.
+pub fn pod_is_ready(p: &Value) -> bool {
+    p["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
 /// Pods of the Deployment `app`: (name, node, ip, ready).
 pub fn app_pods(lab: &Lab, app: &str) -> Vec<(String, String, String, bool)> {
     let list = get_json(lab, &["pods", "-l", &format!("app={app}")]);
@@ -67,11 +76,7 @@ pub fn app_pods(lab: &Lab, app: &str) -> Vec<(String, String, String, bool)> {
         .into_iter()
         .flatten()
         .map(|p| {
-            let ready = p["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            let ready = pod_is_ready(p);
             (
                 p["metadata"]["name"]
                     .as_str()
