@@ -208,6 +208,9 @@ pub struct EniConf {
     pub inhibit_eni_limit: GoDuration,
     /// No allocation after `IpNotEnough`/`QuotaExceeded.PrivateIpAddress` for this long.
     pub inhibit_ip_not_enough: GoDuration,
+    /// Route replies of connections that entered through the node's primary interface (hostPort,
+    /// NodePort) back out of it; on by default.
+    pub symmetric_routing: bool,
 
     /// Keys we do not know; kept so the daemon can warn about typos.
     #[serde(flatten)]
@@ -269,6 +272,7 @@ impl Default for EniConf {
             alloc_batch_window: GoDuration::from_millis(300),
             inhibit_eni_limit: GoDuration::from_secs(60),
             inhibit_ip_not_enough: GoDuration::from_secs(600),
+            symmetric_routing: true,
             unknown: BTreeMap::new(),
         }
     }

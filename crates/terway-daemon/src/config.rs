@@ -171,6 +171,8 @@ pub struct DaemonConfig {
     pub alloc_timeout: Duration,
     /// How to reach the cloud (used by [`crate::run`]).
     pub cloud: CloudOptions,
+    /// Program symmetric routing for DNATed connections in the node (done by the terwayd binary).
+    pub symmetric_routing: bool,
 }
 
 impl Default for DaemonConfig {
@@ -189,6 +191,7 @@ impl Default for DaemonConfig {
             gc_grace: Duration::from_secs(30),
             alloc_timeout: Duration::from_secs(90),
             cloud: Default::default(),
+            symmetric_routing: true,
         }
     }
 }
@@ -241,6 +244,7 @@ impl DaemonConfig {
             None => None,
         };
         self.mode = c.mode;
+        self.symmetric_routing = c.symmetric_routing;
         self.service_cidrs = c
             .service_cidr
             .iter()

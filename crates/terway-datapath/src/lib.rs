@@ -45,6 +45,7 @@ pub mod netns;
 pub mod nl;
 pub mod route;
 pub mod rule;
+pub mod symmetric;
 pub mod sysctl;
 pub mod tc;
 #[cfg(feature = "testbed")]

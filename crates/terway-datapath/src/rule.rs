@@ -22,6 +22,8 @@ pub struct Rule {
     pub iif: Option<String>,
     /// `oif` name.
     pub oif: Option<String>,
+    /// `fwmark mark/mask`.
+    pub fwmark: Option<(u32, u32)>,
     /// Table looked up.
     pub table: u32,
 }
@@ -36,6 +38,7 @@ impl Rule {
             dst: None,
             iif: None,
             oif: None,
+            fwmark: None,
             table,
         }
     }
@@ -49,6 +52,21 @@ impl Rule {
             dst: Some(dst),
             iif: None,
             oif: None,
+            fwmark: None,
+            table,
+        }
+    }
+
+    /// `pref priority fwmark mark/mask lookup table`.
+    pub fn fwmark(priority: u32, v4: bool, mark: u32, mask: u32, table: u32) -> Self {
+        Rule {
+            priority,
+            v4,
+            src: None,
+            dst: None,
+            iif: None,
+            oif: None,
+            fwmark: Some((mark, mask)),
             table,
         }
     }
@@ -80,6 +98,10 @@ impl Rule {
         if let Some(o) = &self.oif {
             m.attributes.push(RuleAttribute::Oifname(o.clone()));
         }
+        if let Some((mark, mask)) = self.fwmark {
+            m.attributes.push(RuleAttribute::FwMark(mark));
+            m.attributes.push(RuleAttribute::FwMask(mask));
+        }
         m
     }
 
@@ -91,6 +113,7 @@ impl Rule {
             dst: None,
             iif: None,
             oif: None,
+            fwmark: None,
             table: m.header.table as u32,
         };
         if m.header.action != RuleAction::ToTable {
@@ -104,6 +127,10 @@ impl Rule {
                 RuleAttribute::Destination(d) => r.dst = IpNet::new(*d, m.header.dst_len).ok(),
                 RuleAttribute::Iifname(i) => r.iif = Some(i.clone()),
                 RuleAttribute::Oifname(o) => r.oif = Some(o.clone()),
+                RuleAttribute::FwMark(v) => {
+                    r.fwmark = Some((*v, r.fwmark.map_or(u32::MAX, |(_, mask)| mask)))
+                }
+                RuleAttribute::FwMask(v) => r.fwmark = Some((r.fwmark.map_or(0, |(m, _)| m), *v)),
                 _ => {}
             }
         }
@@ -125,6 +152,9 @@ impl std::fmt::Display for Rule {
         }
         if let Some(o) = &self.oif {
             write!(f, " oif {o}")?;
+        }
+        if let Some((mark, mask)) = self.fwmark {
+            write!(f, " fwmark {mark:#x}/{mask:#x}")?;
         }
         write!(f, " lookup {}", self.table)
     }

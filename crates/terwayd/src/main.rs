@@ -9,6 +9,7 @@ use clap::Parser;
 use terway_daemon::{DaemonConfig, MetricsAddr};
 
 mod install;
+mod node_setup;
 
 /// What to do instead of serving.
 #[derive(Debug, clap::Subcommand)]
@@ -191,10 +192,16 @@ async fn with_node_override(
 
 /// Run with the pod source the flags name: the API server (kubeconfig or in-cluster) or the local file.
 async fn serve(args: &Args, cfg: DaemonConfig) -> Result<(), String> {
+    let symmetric = cfg.symmetric_routing;
     if args.kubeconfig.is_none() && !args.in_cluster {
-        return terway_daemon::run(cfg, shutdown_signal())
+        let (cloud, meta) = cfg.cloud.connect().await.map_err(|e| e.to_string())?;
+        let pods = terway_daemon::LocalPodSource::new(cfg.pods_file.clone());
+        let d = terway_daemon::Daemon::start(cfg, cloud, meta, pods)
             .await
-            .map_err(|e| e.to_string());
+            .map_err(|e| e.to_string())?;
+        node_setup::symmetric_routing(symmetric, d.node().primary_ip.into()).await;
+        shutdown_signal().await;
+        return d.stop().await.map_err(|e| e.to_string());
     }
     let node = cfg
         .node_name
@@ -216,6 +223,7 @@ async fn serve(args: &Args, cfg: DaemonConfig) -> Result<(), String> {
     let d = terway_daemon::Daemon::start_full(cfg, cloud, meta, pods, reporter, Some(pod_enis))
         .await
         .map_err(|e| e.to_string())?;
+    node_setup::symmetric_routing(symmetric, d.node().primary_ip.into()).await;
     let (stop_plugins, plugins_stop) = tokio::sync::watch::channel(false);
     let specs = d
         .node()

@@ -259,5 +259,15 @@ impl AsFd for Netns {
 }
 
 fn enter(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
+    // Already there (e.g. terwayd working in its own namespace): setns would need CAP_SYS_ADMIN, which a
+    // container with only NET_ADMIN lacks, for no change at all.
+    if let (Ok(target), Ok(here)) = (
+        nix::sys::stat::fstat(fd),
+        nix::sys::stat::stat("/proc/thread-self/ns/net"),
+    ) {
+        if target.st_ino == here.st_ino && target.st_dev == here.st_dev {
+            return Ok(());
+        }
+    }
     setns(fd, CloneFlags::CLONE_NEWNET).map_err(|e| ns_err(path, "setns", e))
 }

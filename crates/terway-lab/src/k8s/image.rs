@@ -1,6 +1,6 @@
 //! The `terway-rs/terwayd` container image, assembled from this workspace's binaries: `terwayd`,
 //! `terway` (what the init step installs on the node), `terway-cli` (the readiness probe) and
-//! `terway-controlplane` (the Deployment runs the same image), debug
+//! `terway-controlplane` (the Deployment runs the same image), Debian's `nft`, debug
 //! info stripped, with the shared libraries `ldd` names and the machine's CA bundle, as one layer of a docker-archive tar (what
 //! `ctr images import` reads). No registry and no image builder is needed, and the image holds
 //! exactly the binaries under test.
@@ -20,6 +20,10 @@ pub const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// The binaries in the image, at `/usr/bin/<name>`.
 pub const BINARIES: [&str; 4] = ["terwayd", "terway", "terway-cli", "terway-controlplane"];
+
+/// Machine tools the image carries at the same path, with their libraries: terwayd programs the node's
+/// symmetric routing with `nft` (Debian's nftables).
+pub const TOOLS: [&str; 1] = ["/usr/sbin/nft"];
 
 /// The absolute library paths in `ldd` output (`libc.so.6 => /lib/…/libc.so.6 (0x…)`, and the loader
 /// line `/lib64/ld-linux-x86-64.so.2 (0x…)`); the vDSO has no file.
@@ -111,6 +115,15 @@ pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
         let out = run(
             Command::new("ldd").arg(&src),
             &format!("list the libraries of {}", src.display()),
+        )?;
+        libs.extend(ldd_paths(&out));
+    }
+    for tool in TOOLS {
+        let src = Path::new(tool);
+        copy_in(src, " (install Debian's nftables)")?;
+        let out = run(
+            Command::new("ldd").arg(src),
+            &format!("list the libraries of {tool}"),
         )?;
         libs.extend(ldd_paths(&out));
     }

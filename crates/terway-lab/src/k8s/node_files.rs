@@ -162,7 +162,7 @@ evictionPressureTransitionPeriod: 30s
 }
 
 /// The conflist containerd reads: `terway` first (Terway's `10-terway.conflist`), talking to this node's
-/// terwayd; or the reference `bridge` + `host-local` chain on `bridge_subnet`.
+/// terwayd, then `portmap`; or the reference `bridge` + `host-local` chain on `bridge_subnet`.
 pub fn conflist(node: &NodePlan, cni: crate::plan::NodeCni, bridge_subnet: Ipv4Net) -> Value {
     match cni {
         crate::plan::NodeCni::Terway => {
@@ -171,7 +171,9 @@ pub fn conflist(node: &NodePlan, cni: crate::plan::NodeCni, bridge_subnet: Ipv4N
                 obj.remove("cniVersion");
                 obj.remove("name");
             }
-            json!({ "cniVersion": "1.0.0", "name": "terway", "plugins": [plugin] })
+            // hostPort through Debian's `portmap`, as deploy/eni-config.yaml chains it.
+            let portmap = json!({ "type": "portmap", "capabilities": { "portMappings": true } });
+            json!({ "cniVersion": "1.0.0", "name": "terway", "plugins": [plugin, portmap] })
         }
         crate::plan::NodeCni::Bridge => json!({
             "cniVersion": "1.0.0",
