@@ -11,7 +11,7 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
-pkgs=(iproute2 iputils-ping nftables iperf3 containernetworking-plugins)
+pkgs=(iproute2 iputils-ping nftables iperf3 containernetworking-plugins curl podman)
 command -v python3 >/dev/null 2>&1 && python3 -m pip --version >/dev/null 2>&1 || pkgs+=(python3 python3-pip)
 # shellcheck source=apt-lib.sh
 . "$(dirname "$0")/apt-lib.sh"

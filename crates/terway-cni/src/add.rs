@@ -26,6 +26,7 @@ pub const ROLLBACK_REASON: &str = "roll back ip for error";
 pub async fn add(req: &AttachmentRequest, conf: &PluginConf) -> Result<CniResult, CniError> {
     let started = Instant::now();
     let pod = pod_identity(req)?;
+    let wanted_ip = crate::requested_ip(req)?;
     let netns = req
         .netns
         .as_ref()
@@ -44,6 +45,7 @@ pub async fn add(req: &AttachmentRequest, conf: &PluginConf) -> Result<CniResult
             pod: Some(podref.clone()),
             netns: netns.path().display().to_string(),
             if_name: req.ifname.clone(),
+            ip: wanted_ip.map(|a| a.to_string()).unwrap_or_default(),
         })
         .await
         .map_err(|s| map_status(&format!("allocate IP for pod {pod}"), &s))?

@@ -49,13 +49,34 @@ pub fn handle(req: CniRequest) -> Result<HandlerOutput, CniError> {
     out
 }
 
-/// Pod identity from CNI_ARGS (Kubernetes keys) and the container id.
+/// Pod identity from CNI_ARGS (Kubernetes keys) and the container id. A runtime that is not Kubernetes
+/// (`ctr run --cni` sends no CNI_ARGS, podman only `K8S_POD_NAME=<container name>`) gets the identity
+/// `_runtime/<container id>`: the container id is the one name such a runtime repeats unchanged on every
+/// call for the container (a podman container can be renamed), and no Kubernetes pod can have that key.
 pub fn pod_identity(req: &AttachmentRequest) -> Result<PodIdentity, CniError> {
-    let (ns, name) = req.args.pod().ok_or_else(|| {
-        CniError::invalid_env(
-            "CNI_ARGS has no K8S_POD_NAMESPACE/K8S_POD_NAME; terway networks Kubernetes pods only",
-        )
-    })?;
+    let args = &req.args;
+    let Some((ns, name)) = args.pod() else {
+        if args
+            .k8s_pod_namespace
+            .as_deref()
+            .is_some_and(|n| !n.is_empty())
+        {
+            return Err(CniError::invalid_env(
+                "CNI_ARGS has K8S_POD_NAMESPACE but no K8S_POD_NAME; a Kubernetes runtime sends both",
+            ));
+        }
+        let key = terway_core::PodKey::runtime(&req.container_id).map_err(|e| {
+            CniError::invalid_env(format!("{e}; CNI_CONTAINERID names the container"))
+        })?;
+        if let Some(given) = args.k8s_pod_name.as_deref().filter(|n| !n.is_empty()) {
+            tracing::info!(container = %req.container_id, name = given, "not a Kubernetes pod (no K8S_POD_NAMESPACE): keyed by container id as {key}");
+        }
+        return Ok(PodIdentity {
+            namespace: key.namespace,
+            name: key.name,
+            container_id: req.container_id.clone(),
+        });
+    };
     // Validated as Kubernetes validates pod names: anything else cannot be a real pod, and a `/` or
     // `..` in a name must never reach a record key or a derived interface name.
     terway_core::PodKey::validated(ns, name).map_err(|e| {
@@ -63,8 +84,7 @@ pub fn pod_identity(req: &AttachmentRequest) -> Result<PodIdentity, CniError> {
             "{e}; K8S_POD_NAMESPACE/K8S_POD_NAME in CNI_ARGS must name a Kubernetes pod"
         ))
     })?;
-    let cid = req
-        .args
+    let cid = args
         .k8s_pod_infra_container_id
         .clone()
         .filter(|s| !s.is_empty())
@@ -74,6 +94,40 @@ pub fn pod_identity(req: &AttachmentRequest) -> Result<PodIdentity, CniError> {
         name: name.to_string(),
         container_id: cid,
     })
+}
+
+/// The address the runtime asks for (`IP=` in CNI_ARGS, which podman sends on `network reload` so the
+/// container keeps its address): the IPv4 one, as the daemon allocates one IPv4 per interface.
+pub fn requested_ip(req: &AttachmentRequest) -> Result<Option<std::net::Ipv4Addr>, CniError> {
+    match req.args.other.get("IP").filter(|v| !v.is_empty()) {
+        Some(raw) => ip_arg(raw),
+        None => Ok(None),
+    }
+}
+
+/// The IPv4 address of an `IP=` value: addresses (optionally with a prefix length), comma-separated.
+fn ip_arg(raw: &str) -> Result<Option<std::net::Ipv4Addr>, CniError> {
+    let mut v4 = Vec::new();
+    for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        // An address, possibly with a prefix length.
+        let addr = part.split('/').next().unwrap_or(part);
+        match addr.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(a)) => v4.push(a),
+            Ok(std::net::IpAddr::V6(_)) => {}
+            Err(_) => {
+                return Err(CniError::invalid_env(format!(
+                    "CNI_ARGS IP={raw}: {part:?} is not an IP address"
+                )))
+            }
+        }
+    }
+    match v4.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(*one)),
+        _ => Err(CniError::invalid_env(format!(
+            "CNI_ARGS IP={raw} asks for several IPv4 addresses; terway gives an interface one"
+        ))),
+    }
 }
 
 /// The daemon's view of the pod.
@@ -166,5 +220,23 @@ pub fn pod_ctx_if_present(
         // Gone, or a leftover file that is no longer a namespace (setns says EINVAL).
         Err(e) if gone(&e) => Ok(None),
         Err(e) => Err(datapath_error(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_arg_takes_the_one_ipv4_address_podman_sends() {
+        let v4 = |s: &str| s.parse::<std::net::Ipv4Addr>().ok();
+        assert_eq!(ip_arg("10.0.0.5").unwrap(), v4("10.0.0.5"));
+        assert_eq!(ip_arg("10.0.0.5/24").unwrap(), v4("10.0.0.5"));
+        assert_eq!(ip_arg("fd00::5,10.0.0.5").unwrap(), v4("10.0.0.5"));
+        assert_eq!(ip_arg("fd00::5").unwrap(), None);
+        for bad in ["10.0.0.5,10.0.0.6", "nonsense", "10.0.0.5,x"] {
+            let e = ip_arg(bad).unwrap_err();
+            assert_eq!(e.code, 4, "{bad}: {e}");
+        }
     }
 }

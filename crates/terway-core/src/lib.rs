@@ -40,4 +40,6 @@ pub use limits::{
     PoolSizing,
 };
 pub use merge_patch::merge_patch;
-pub use types::{annotations, reasons, vswitch_gateway, Mode, PodKey, PodNameError};
+pub use types::{
+    annotations, reasons, vswitch_gateway, Mode, PodKey, PodNameError, RUNTIME_NAMESPACE,
+};

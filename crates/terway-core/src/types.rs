@@ -19,6 +19,11 @@ pub struct PodKey {
     pub name: String,
 }
 
+/// The namespace of containers that a runtime other than Kubernetes networks through `terway` (`ctr run
+/// --cni`, podman), keyed by their container id. A Kubernetes namespace cannot start with `_`, so no pod
+/// ever shares a key with one of them.
+pub const RUNTIME_NAMESPACE: &str = "_runtime";
+
 /// Why a `namespace/name` string is not a pod key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0:?} is not a pod key of the form namespace/name")]
@@ -37,6 +42,9 @@ impl PodKey {
     /// DNS-1123 label (≤ 63), the name a DNS-1123 subdomain (≤ 253). Anything else could never name a
     /// real pod, and letting `/`, `..` or control characters through would make two pods share a key.
     pub fn validated(namespace: &str, name: &str) -> Result<Self, PodNameError> {
+        if namespace == RUNTIME_NAMESPACE {
+            return Self::runtime(name);
+        }
         check_dns1123_label(namespace).map_err(|why| PodNameError {
             field: "namespace",
             value: namespace.to_string(),
@@ -49,6 +57,41 @@ impl PodKey {
         })?;
         Ok(Self::new(namespace, name))
     }
+
+    /// The key of a container a non-Kubernetes runtime asked for: [`RUNTIME_NAMESPACE`] and its container
+    /// id, checked as the CNI specification restricts container ids (`[A-Za-z0-9][A-Za-z0-9_.-]*`, here at
+    /// most 253 characters).
+    pub fn runtime(container_id: &str) -> Result<Self, PodNameError> {
+        check_container_id(container_id).map_err(|why| PodNameError {
+            field: "container id",
+            value: container_id.to_string(),
+            why,
+        })?;
+        Ok(Self::new(RUNTIME_NAMESPACE, container_id))
+    }
+
+    /// Whether this key names a non-Kubernetes runtime's container, not a pod.
+    pub fn is_runtime(&self) -> bool {
+        self.namespace == RUNTIME_NAMESPACE
+    }
+}
+
+/// A CNI container id: 1–253 of `[A-Za-z0-9_.-]`, starting alphanumeric.
+pub fn check_container_id(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 253 {
+        return Err(format!("must be 1 to 253 characters long, got {}", s.len()));
+    }
+    let b = s.as_bytes();
+    if !b[0].is_ascii_alphanumeric() {
+        return Err("must start with a letter or digit".into());
+    }
+    if !b
+        .iter()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+    {
+        return Err("may contain only letters, digits, '_', '.' and '-'".into());
+    }
+    Ok(())
 }
 
 /// Why a pod namespace or name is not one Kubernetes would accept.
@@ -291,6 +334,23 @@ mod tests {
         }
         let e = PodKey::validated("a", "b/c").unwrap_err();
         assert_eq!(e.field, "name");
+    }
+
+    #[test]
+    fn runtime_containers_are_keyed_by_container_id_in_a_namespace_no_pod_can_have() {
+        assert!(check_dns1123_label(RUNTIME_NAMESPACE).is_err());
+        let podman = "4f1c2e9d0a7b4c3d8e6f5a4b3c2d1e0f4f1c2e9d0a7b4c3d8e6f5a4b3c2d1e0f";
+        for id in [podman, "web1", "My_ctr.2-x"] {
+            let k = PodKey::validated(RUNTIME_NAMESPACE, id).unwrap();
+            assert!(k.is_runtime());
+            assert_eq!(k, PodKey::runtime(id).unwrap());
+            assert_eq!(k.to_string(), format!("_runtime/{id}"));
+        }
+        for bad in ["", "-x", "a/b", "..", ".x", "a b", "a\n", &"c".repeat(254)] {
+            let e = PodKey::runtime(bad).unwrap_err();
+            assert_eq!(e.field, "container id", "{bad:?}");
+        }
+        assert!(!PodKey::new("default", "x").is_runtime());
     }
 
     #[test]

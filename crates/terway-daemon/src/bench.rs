@@ -93,6 +93,7 @@ fn req(name: &str) -> pb::AllocIpRequest {
         }),
         netns: String::new(),
         if_name: "eth0".into(),
+        ip: String::new(),
     }
 }
 

@@ -37,7 +37,9 @@ pub struct PodGcReport {
     pub deferred: u32,
 }
 
-/// Pure plan: every record and sticky reservation whose pod is not in `live`.
+/// Pure plan: every record and sticky reservation whose pod is not in `live`. Containers of
+/// non-Kubernetes runtimes (`_runtime/<container id>`) are never in a pod source: only their runtime's DEL
+/// (or a CNI GC) ends them.
 pub fn plan(
     live: &HashSet<PodKey>,
     records: &[Allocation],
@@ -46,12 +48,12 @@ pub fn plan(
     let mut p = PodGcPlan {
         release: records
             .iter()
-            .filter(|a| !live.contains(&a.pod))
+            .filter(|a| !a.pod.is_runtime() && !live.contains(&a.pod))
             .map(|a| (a.backend, a.key(), a.container_id.clone()))
             .collect(),
         drop_sticky: sticky
             .iter()
-            .filter(|(_, pod)| !live.contains(pod))
+            .filter(|(_, pod)| !pod.is_runtime() && !live.contains(pod))
             .cloned()
             .collect(),
     };
@@ -214,5 +216,18 @@ mod tests {
             plan(&[PodKey::new("a", "gone")].into(), &records[1..], &[]),
             PodGcPlan::default()
         );
+    }
+
+    #[test]
+    fn runtime_containers_are_left_to_their_runtime() {
+        let records = vec![
+            rec(terway_core::RUNTIME_NAMESPACE, "web1", "eth0"),
+            rec("a", "gone", "eth0"),
+        ];
+        let sticky = vec![(ResourceKind::SharedIp, PodKey::runtime("web1").unwrap())];
+        let p = plan(&HashSet::new(), &records, &sticky);
+        let released: Vec<String> = p.release.iter().map(|(_, k, _)| k.to_string()).collect();
+        assert_eq!(released, vec!["a/gone"]);
+        assert!(p.drop_sticky.is_empty());
     }
 }

@@ -124,6 +124,8 @@ impl<P: PodSource> Service<P> {
     /// Log the event, keep it for terway-cli's status and hand it to the reporter.
     fn emit(&self, ev: Event) {
         tracing::info!(target_object = %ev.target, kind = ev.kind.as_str(), reason = %ev.reason, message = %ev.message, "event");
+        // A runtime's container has no object in the API server to hang an event on: log and status only.
+        let runtime = matches!(&ev.target, EventTarget::Pod { key, .. } if key.is_runtime());
         self.push_event(format!(
             "{} {} {} {}: {}",
             now_ms(),
@@ -133,7 +135,9 @@ impl<P: PodSource> Service<P> {
             ev.message
         ));
         self.metrics.event(&ev.reason);
-        self.reporter.event(ev);
+        if !runtime {
+            self.reporter.event(ev);
+        }
     }
 
     /// The datapath description of a record: exactly what was recorded at allocation.
@@ -222,8 +226,21 @@ impl<P: PodSource> Service<P> {
                 "pod {pod}: container id is required"
             )));
         }
+        let wanted_ip = match req.ip.as_str() {
+            "" => None,
+            s => Some(s.parse::<std::net::Ipv4Addr>().map_err(|_| {
+                DaemonError::InvalidRequest(format!(
+                    "pod {pod}: requested address {s:?} is not an IPv4 address"
+                ))
+            })?),
+        };
         let _claim = self.claims.claim(&pod)?;
-        let meta = self.pods.pod(&pod, &uid).await;
+        // A non-Kubernetes runtime's container has no pod object to read.
+        let meta = if pod.is_runtime() {
+            None
+        } else {
+            self.pods.pod(&pod, &uid).await
+        };
         if let Some(m) = &meta {
             if let Some(why) = m.not_ours() {
                 return Err(DaemonError::InvalidRequest(why));
@@ -262,6 +279,7 @@ impl<P: PodSource> Service<P> {
             uid,
             sticky,
             qos: meta.as_ref().map(qos_of).unwrap_or_default(),
+            ip: wanted_ip,
         };
         let deadline = Instant::now() + self.cfg.alloc_timeout;
         match backend.allocate(&areq, deadline).await {

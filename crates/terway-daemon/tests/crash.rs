@@ -212,6 +212,7 @@ async fn sigkill_during_churn_leaks_nothing_and_never_double_assigns() {
                                 pod: pod(&n, &c),
                                 netns: String::new(),
                                 if_name: "eth0".into(),
+                                ip: String::new(),
                             })
                             .await
                         }

@@ -25,6 +25,7 @@ async fn alloc_if(
         pod,
         netns: "/var/run/netns/x".into(),
         if_name: if_name.into(),
+        ip: String::new(),
     })
     .await
     .map(|r| r.into_inner())
@@ -195,4 +196,84 @@ async fn a_state_file_from_before_interface_records_is_upgraded_on_start() {
         keys.contains(&r#"["default","old","eth0"]"#.to_string()),
         "{keys:?}"
     );
+}
+
+async fn alloc_asking(
+    c: &mut pb::terway_backend_client::TerwayBackendClient<tonic::transport::Channel>,
+    pod: Option<pb::PodRef>,
+    ip: &str,
+) -> Result<pb::AllocIpReply, tonic::Status> {
+    c.alloc_ip(pb::AllocIpRequest {
+        pod,
+        netns: "/var/run/netns/x".into(),
+        if_name: "eth0".into(),
+        ip: ip.into(),
+    })
+    .await
+    .map(|r| r.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn runtime_containers_get_addresses_survive_the_pod_gc_and_get_their_address_back_on_request()
+{
+    let env = Env::new(|_| {});
+    // The pods file lists no pod at all: a Kubernetes pod allocated now would be released by the GC.
+    env.write_pods(&[]);
+    let d = env.start(env.daemon_config()).await;
+    let mut c = client(&env.socket()).await;
+    let rt = terway_core::RUNTIME_NAMESPACE;
+    let a = alloc_if(&mut c, pod_in(rt, "ctr-web1", "ctr-web1"), "eth0")
+        .await
+        .expect("a runtime container gets an address without a pod object");
+    let ip_a = ip_of(&a);
+    let gc = d.gc().await.unwrap();
+    assert_eq!(
+        gc.released_pods, 0,
+        "the pod GC leaves runtime containers alone"
+    );
+    let info = c
+        .get_ip_info(pb::GetIpInfoRequest {
+            pod: pod_in(rt, "ctr-web1", "ctr-web1"),
+            if_name: "eth0".into(),
+        })
+        .await
+        .expect("still allocated after GC")
+        .into_inner();
+    assert!(format!("{info:?}").contains(&ip_a.to_string()));
+    // A second container asking for the first one's address is refused, naming the holder.
+    let e = alloc_asking(&mut c, pod_in(rt, "other", "other"), &ip_a.to_string())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message().contains("in use by _runtime/ctr-web1"),
+        "{}",
+        e.message()
+    );
+    // podman's `network reload`: DEL, then ADD with IP= of the old address, within the cooldown.
+    c.release_ip(pb::ReleaseIpRequest {
+        pod: pod_in(rt, "ctr-web1", "ctr-web1"),
+        reason: "reload".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let again = alloc_asking(
+        &mut c,
+        pod_in(rt, "ctr-web1", "ctr-web1"),
+        &ip_a.to_string(),
+    )
+    .await
+    .expect("the address just released comes back on request");
+    assert_eq!(ip_of(&again), ip_a);
+    // An address this node does not hold cannot be had.
+    let e = alloc_asking(&mut c, pod_in(rt, "x", "x"), "192.0.2.7")
+        .await
+        .unwrap_err();
+    assert!(
+        e.message().contains("not on any of this node's ENIs"),
+        "{}",
+        e.message()
+    );
+    d.stop().await.unwrap();
 }

@@ -17,6 +17,7 @@ mod down;
 mod faults_cmd;
 mod k8s;
 mod kubectl_cmd;
+mod node_exec;
 mod node_files;
 mod plan;
 mod pod;
@@ -70,6 +71,8 @@ enum Command {
     Cloud(cloud::CloudArgs),
     /// Run the real kubectl against a Kubernetes lab (`up --k8s`): `terway-lab kubectl -- get pods -o wide`.
     Kubectl(kubectl_cmd::KubectlArgs),
+    /// Run a command inside a Kubernetes lab node (its network and mount namespaces): `terway-lab node-exec node0 -- ctr containers ls`.
+    NodeExec(node_exec::NodeExecArgs),
     /// Run an OpenAPI action on a lab's emulated cloud as its owner: `terway-lab api CreateSecurityGroup VpcId=…`.
     Api(api_cmd::ApiArgs),
     /// Internal: the background process that owns a lab (started by `up`).
@@ -100,6 +103,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench::run(a),
         Command::Cloud(a) => cloud::run(a),
         Command::Kubectl(a) => kubectl_cmd::run(a),
+        Command::NodeExec(a) => node_exec::run(a),
         Command::Api(a) => api_cmd::run(a),
         Command::ServeLab(a) => supervisor::serve(a),
     };

@@ -41,6 +41,8 @@ pub struct AllocRequest {
     pub sticky: bool,
     /// QoS to record with the allocation.
     pub qos: QosAnswer,
+    /// The address the runtime asks for (CNI_ARGS `IP=`), if any.
+    pub ip: Option<std::net::Ipv4Addr>,
 }
 
 /// One source of pod addresses.

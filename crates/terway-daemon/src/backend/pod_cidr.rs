@@ -85,6 +85,23 @@ pub fn pick(cidr: Ipv4Net, st: &CidrState, now_ms: u64) -> Option<Ipv4Addr> {
         .map(Ipv4Addr::from)
 }
 
+/// `ip`, asked for by its container (CNI_ARGS `IP=`), if it is a free pod address of `cidr`; a cooling
+/// down address is given back, as the runtime names it itself.
+pub fn pick_requested(cidr: Ipv4Net, st: &CidrState, ip: Ipv4Addr) -> Result<Ipv4Addr, String> {
+    let (first, last) = host_range(cidr);
+    let n = u32::from(ip);
+    if n == first || !(first..=last).contains(&n) {
+        return Err(format!(
+            "address {ip} is not a pod address of this node's PodCIDR {cidr}; start the container without IP= \
+             to get a new address"
+        ));
+    }
+    match st.in_use.get(&ip) {
+        Some(owner) => Err(format!("address {ip} is in use by {owner}")),
+        None => Ok(ip),
+    }
+}
+
 /// Counts in the pool's terms, for metrics and status.
 pub fn counts(cidr: Ipv4Net, st: &CidrState, now_ms: u64) -> PoolCounts {
     let total = pod_addresses(cidr);
@@ -213,7 +230,13 @@ impl PodCidr {
         let now = now_ms();
         let alloc = {
             let mut st = self.lock();
-            let Some(ip) = pick(self.inner.cidr, &st, now) else {
+            let picked = match req.ip {
+                Some(ip) => Some(pick_requested(self.inner.cidr, &st, ip).map_err(|why| {
+                    DaemonError::InvalidRequest(format!("pod {}: {why}", req.key))
+                })?),
+                None => pick(self.inner.cidr, &st, now),
+            };
+            let Some(ip) = picked else {
                 let c = counts(self.inner.cidr, &st, now);
                 return Err(DaemonError::Exhausted {
                     pod: req.key.to_string(),
@@ -491,5 +514,23 @@ mod tests {
         // Released at once, no cooldown: the next pick moves on anyway.
         let b = pick(c, &st, 0).unwrap();
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn a_requested_address_must_be_a_free_pod_address_of_the_cidr() {
+        let c = cidr();
+        let mut st = CidrState::default();
+        let a = |n: u8| Ipv4Addr::new(10, 244, 1, n);
+        st.in_use.insert(a(2), key("other"));
+        st.cooldown.insert(a(3), u64::MAX);
+        assert_eq!(pick_requested(c, &st, a(3)), Ok(a(3)), "cooling down");
+        assert_eq!(pick_requested(c, &st, a(6)), Ok(a(6)));
+        assert!(pick_requested(c, &st, a(2))
+            .unwrap_err()
+            .contains("in use by ns/other"));
+        for n in [1, 0, 7, 9] {
+            let e = pick_requested(c, &st, a(n)).unwrap_err();
+            assert!(e.contains("not a pod address"), "{n}: {e}");
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use terway_cloud::{Cloud, Metadata};
 
-use super::decide::{blocked_reason, pick_slot};
+use super::decide::{blocked_reason, pick_requested, pick_slot};
 use super::state::{AllocKey, Allocation, Eni, IpSlot, PodKey};
 use super::{now_ms, Pool};
 use crate::backend::AllocRequest;
@@ -116,9 +116,15 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
             return Err(DaemonError::NotReady("terwayd is shutting down".into()));
         }
         let now = now_ms();
-        if let Some((eni_id, ip)) =
-            pick_slot(&st, &req.key.pod, now, self.inner.cfg.pool.eni_selection)
-        {
+        let picked =
+            match req.ip {
+                // Never waits for the cloud: either the pool has the address or nobody can make it.
+                Some(ip) => Some(pick_requested(&st, &req.key.pod, ip, now).map_err(|why| {
+                    DaemonError::InvalidRequest(format!("pod {}: {why}", req.key))
+                })?),
+                None => pick_slot(&st, &req.key.pod, now, self.inner.cfg.pool.eni_selection),
+            };
+        if let Some((eni_id, ip)) = picked {
             let Some(snapshot) = st.set_slot(&eni_id, ip, IpSlot::in_use(&req.key)) else {
                 return Err(DaemonError::NotReady(format!(
                     "ENI {eni_id} vanished while allocating"

@@ -120,6 +120,45 @@ pub fn pick_slot(
     Some((eni.id.clone(), ip))
 }
 
+/// The slot of `ip` for `pod`, which asked for that address (CNI_ARGS `IP=`: podman's `network reload`
+/// re-adds a container with the address it had). A recently released address is given back although it
+/// is cooling down: the cooldown keeps a *different* pod from inheriting an address unasked, and here the
+/// runtime names the address itself. Err says why it cannot be had.
+pub fn pick_requested(
+    state: &PoolState,
+    pod: &PodKey,
+    ip: Ipv4Addr,
+    now_ms: u64,
+) -> Result<(String, Ipv4Addr), String> {
+    let Some((eni, slot)) = state
+        .enis
+        .values()
+        .find_map(|e| e.ips.get(&ip).map(|s| (e, s)))
+    else {
+        return Err(format!(
+            "address {ip} is not on any of this node's ENIs (released to the cloud, or never this node's);              start the container without IP= to get a new address"
+        ));
+    };
+    if eni.phase != EniPhase::Ready {
+        return Err(format!(
+            "address {ip} is on ENI {}, which is being detached and deleted",
+            eni.id
+        ));
+    }
+    match slot {
+        IpSlot::InUse { pod: owner, .. } => Err(format!("address {ip} is in use by {owner}")),
+        IpSlot::Releasing => Err(format!("address {ip} is being returned to the cloud")),
+        IpSlot::Sticky {
+            pod: owner,
+            until_ms,
+        } if owner != pod && *until_ms > now_ms => Err(format!(
+            "address {ip} is reserved for {owner} (a sticky address) for another {} s",
+            (until_ms - now_ms).div_ceil(1000)
+        )),
+        IpSlot::Idle | IpSlot::Cooldown { .. } | IpSlot::Sticky { .. } => Ok((eni.id.clone(), ip)),
+    }
+}
+
 /// Inputs of [`plan`] besides the state.
 #[derive(Debug, Clone, Copy)]
 pub struct PlanParams<'a> {

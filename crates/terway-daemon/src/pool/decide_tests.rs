@@ -513,3 +513,46 @@ fn capacity_follows_terway_formula() {
     };
     assert_eq!(capacity(2, 6, &c, EniPoolKind::SharedIps).max_enis, 0);
 }
+
+#[test]
+fn a_requested_address_is_given_back_while_cooling_down_but_never_taken_from_another_pod() {
+    let mut deleting = eni("eni-b", &[(20, IpSlot::Idle)]);
+    deleting.phase = EniPhase::Deleting;
+    let s = state(vec![
+        eni(
+            "eni-a",
+            &[
+                (1, used("primary")),
+                (2, IpSlot::Idle),
+                (3, IpSlot::Cooldown { until_ms: 9_000 }),
+                (4, used("other")),
+                (
+                    5,
+                    IpSlot::Sticky {
+                        pod: pod("sts-0"),
+                        until_ms: 9_000,
+                    },
+                ),
+                (6, IpSlot::Releasing),
+            ],
+        ),
+        deleting,
+    ]);
+    let me = pod("me");
+    let got = |n: u8| pick_requested(&s, &me, ip(n), 1_000);
+    assert_eq!(got(2), Ok(("eni-a".into(), ip(2))));
+    assert_eq!(got(3), Ok(("eni-a".into(), ip(3))), "cooling down");
+    for (n, why) in [
+        (4, "in use by ns/other"),
+        (5, "reserved for ns/sts-0"),
+        (6, "being returned"),
+        (20, "being detached"),
+        (99, "not on any of this node's ENIs"),
+    ] {
+        let e = got(n).unwrap_err();
+        assert!(e.contains(why), "{n}: {e}");
+    }
+    // The sticky reservation's own pod, or anyone once it ended.
+    assert!(pick_requested(&s, &pod("sts-0"), ip(5), 1_000).is_ok());
+    assert!(pick_requested(&s, &me, ip(5), 9_000).is_ok());
+}

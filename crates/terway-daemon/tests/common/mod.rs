@@ -224,6 +224,7 @@ pub async fn alloc(
         pod: pod(name, cid),
         netns: "/var/run/netns/x".into(),
         if_name: "eth0".into(),
+        ip: String::new(),
     })
     .await
     .map(|r| r.into_inner())

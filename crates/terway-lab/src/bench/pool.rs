@@ -47,6 +47,7 @@ async fn warm_path(
                     pod: Some(pod.clone()),
                     netns: String::new(),
                     if_name: "eth0".into(),
+                    ip: String::new(),
                 })
                 .await
                 .map_err(|e| anyhow::anyhow!("AllocIP for {}: {e}", pod.name))?;
