@@ -9,7 +9,7 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::{lab_bin, Lab};
+use common::{eventually, lab_bin, Lab};
 use serde_json::Value;
 
 /// A namespace this test made, deleted on drop.
@@ -156,4 +156,168 @@ fn the_old_sandboxs_last_del_leaves_the_new_sandbox_alone() {
     lab.pod_del("node0", "web").expect("pod del web");
     let (_, route) = ip(&["-n", &node_ns, "route", "show", &ip_b]);
     assert!(route.trim().is_empty(), "route to {ip_b} left: {route}");
+}
+
+/// Containers of pod `pod` in node0's containerd of CRI kind `kind` (`sandbox`, the pause container, or
+/// `container`), as `(id, pid)`; pid 0 when it has no running task.
+fn cri_containers(lab: &Lab, pod: &str, kind: &str) -> Vec<(String, u32)> {
+    let sh = |script: &str| {
+        common::run(&[
+            "node-exec",
+            "--lab",
+            &lab.name,
+            "node0",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+        .1
+    };
+    let ids = sh(&format!(
+        "ctr -n k8s.io containers ls -q \
+         'labels.\"io.kubernetes.pod.name\"=={pod},labels.\"io.cri-containerd.kind\"=={kind}'"
+    ));
+    let tasks = sh("ctr -n k8s.io tasks ls");
+    ids.split_whitespace()
+        .map(|id| {
+            let pid = tasks
+                .lines()
+                .find(|l| l.starts_with(id) && l.contains("RUNNING"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            (id.to_string(), pid)
+        })
+        .collect()
+}
+
+/// The sandboxes of `pod` (one filter: ctr ORs separate ones).
+fn sandboxes(lab: &Lab, pod: &str) -> Vec<(String, u32)> {
+    cri_containers(lab, pod, "sandbox")
+}
+
+/// The pod's IP and whether it is Ready.
+fn pod_ip_ready(lab: &Lab, pod: &str) -> (String, bool) {
+    let p = common::k8s::get_json(lab, &["pod", pod]);
+    (
+        p["status"]["podIP"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        common::k8s::pod_is_ready(&p),
+    )
+}
+
+/// Whether `ip:80` answers the lab's outside host.
+fn answers(lab: &Lab, ip: &str) -> bool {
+    let Some(outside) = lab.desc["outside_host"]["netns"].as_str() else {
+        return false;
+    };
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            outside,
+            "curl",
+            "-s",
+            "-m",
+            "2",
+            "-o",
+            "/dev/null",
+        ])
+        .arg(format!("http://{ip}:80/"))
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The same recreation driven by the real kubelet through containerd's CRI: the pod's sandbox dies, the
+/// kubelet stops it (DEL A), runs a new one (ADD B) and its garbage collector removes A a minute or so
+/// later (RemovePodSandbox). B must keep its network through all of it.
+#[test]
+fn a_sandbox_the_kubelet_recreates_keeps_its_network_after_the_old_one_is_removed() {
+    let lab = Lab::up(&["--k8s", "--node", "shared"]);
+    common::k8s::apply(
+        &lab,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  terminationGracePeriodSeconds: 5\n  \
+         containers:\n  - name: main\n    image: terway-lab.local/workload:1\n    imagePullPolicy: Never\n    \
+         command: [/bin/sh, -c, \"httpd -p 80 -h /tmp && trap 'exit 0' TERM INT; sleep 2147483647 & wait\"]\n",
+    );
+    assert!(
+        eventually(90, || pod_ip_ready(&lab, "web").1),
+        "web never Ready"
+    );
+    let first = sandboxes(&lab, "web");
+    assert_eq!(first.len(), 1, "{first:?}");
+    let (sandbox_a, pid_a) = first[0].clone();
+    assert_ne!(pid_a, 0, "sandbox {sandbox_a} has no running task");
+    let (ip_a, _) = pod_ip_ready(&lab, "web");
+    assert!(eventually(30, || answers(&lab, &ip_a)), "web at {ip_a}");
+
+    // The sandbox dies (its pause process, which the lab's containerd started).
+    assert!(Command::new("kill")
+        .args(["-9", &pid_a.to_string()])
+        .status()
+        .is_ok_and(|s| s.success()));
+    let recreated = eventually(90, || {
+        let s = sandboxes(&lab, "web");
+        s.iter().any(|(id, pid)| *id != sandbox_a && *pid != 0) && pod_ip_ready(&lab, "web").1
+    });
+    assert!(
+        recreated,
+        "the kubelet did not recreate web's sandbox: {:?}",
+        sandboxes(&lab, "web")
+    );
+    let (ip_b, _) = pod_ip_ready(&lab, "web");
+    assert!(
+        eventually(30, || answers(&lab, &ip_b)),
+        "the recreated sandbox at {ip_b} does not answer"
+    );
+    // The kubelet's container GC (every minute) removes a dead sandbox once no container refers to it,
+    // and it keeps the newest dead container of each name, which still is A's. One restart of the app
+    // container (inside B) makes that one B's, and A goes.
+    let app = cri_containers(&lab, "web", "container");
+    let (_, app_pid) = app
+        .iter()
+        .find(|(_, pid)| *pid != 0)
+        .cloned()
+        .unwrap_or_else(|| panic!("web has no running app container: {app:?}"));
+    assert!(Command::new("kill")
+        .args(["-9", &app_pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success()));
+    let removed = eventually(150, || {
+        sandboxes(&lab, "web")
+            .iter()
+            .all(|(id, _)| *id != sandbox_a)
+    });
+    assert!(
+        removed,
+        "the kubelet never removed sandbox {sandbox_a}: {:?}",
+        sandboxes(&lab, "web")
+    );
+    let (ip_now, ready) = pod_ip_ready(&lab, "web");
+    assert!(
+        ready && ip_now == ip_b,
+        "web after A's removal: {ip_now} ready={ready}"
+    );
+    for _ in 0..3 {
+        assert!(
+            answers(&lab, &ip_b),
+            "web at {ip_b} lost its network when the kubelet removed the old sandbox"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let node = lab.desc["nodes"][0]["netns"].as_str().expect("node netns");
+    let (_, rules) = ip(&["-n", node, "rule", "show"]);
+    assert!(
+        rules.contains(&format!("from {ip_b} ")),
+        "B's rules: {rules}"
+    );
+    if ip_a != ip_b {
+        assert!(
+            !rules.contains(&format!("{ip_a} ")),
+            "A's rules left: {rules}"
+        );
+    }
 }
