@@ -21,11 +21,21 @@ async fn alloc_if(
     pod: Option<pb::PodRef>,
     if_name: &str,
 ) -> Result<pb::AllocIpReply, tonic::Status> {
+    alloc_with(c, pod, if_name, "").await
+}
+
+/// AllocIP for one interface, asking for `ip` (empty: any).
+async fn alloc_with(
+    c: &mut pb::terway_backend_client::TerwayBackendClient<tonic::transport::Channel>,
+    pod: Option<pb::PodRef>,
+    if_name: &str,
+    ip: &str,
+) -> Result<pb::AllocIpReply, tonic::Status> {
     c.alloc_ip(pb::AllocIpRequest {
         pod,
         netns: "/var/run/netns/x".into(),
         if_name: if_name.into(),
-        ip: String::new(),
+        ip: ip.into(),
     })
     .await
     .map(|r| r.into_inner())
@@ -198,21 +208,6 @@ async fn a_state_file_from_before_interface_records_is_upgraded_on_start() {
     );
 }
 
-async fn alloc_asking(
-    c: &mut pb::terway_backend_client::TerwayBackendClient<tonic::transport::Channel>,
-    pod: Option<pb::PodRef>,
-    ip: &str,
-) -> Result<pb::AllocIpReply, tonic::Status> {
-    c.alloc_ip(pb::AllocIpRequest {
-        pod,
-        netns: "/var/run/netns/x".into(),
-        if_name: "eth0".into(),
-        ip: ip.into(),
-    })
-    .await
-    .map(|r| r.into_inner())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn runtime_containers_get_addresses_survive_the_pod_gc_and_get_their_address_back_on_request()
 {
@@ -241,9 +236,14 @@ async fn runtime_containers_get_addresses_survive_the_pod_gc_and_get_their_addre
         .into_inner();
     assert!(format!("{info:?}").contains(&ip_a.to_string()));
     // A second container asking for the first one's address is refused, naming the holder.
-    let e = alloc_asking(&mut c, pod_in(rt, "other", "other"), &ip_a.to_string())
-        .await
-        .unwrap_err();
+    let e = alloc_with(
+        &mut c,
+        pod_in(rt, "other", "other"),
+        "eth0",
+        &ip_a.to_string(),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
     assert!(
         e.message().contains("in use by _runtime/ctr-web1"),
@@ -258,16 +258,17 @@ async fn runtime_containers_get_addresses_survive_the_pod_gc_and_get_their_addre
     })
     .await
     .unwrap();
-    let again = alloc_asking(
+    let again = alloc_with(
         &mut c,
         pod_in(rt, "ctr-web1", "ctr-web1"),
+        "eth0",
         &ip_a.to_string(),
     )
     .await
     .expect("the address just released comes back on request");
     assert_eq!(ip_of(&again), ip_a);
     // An address this node does not hold cannot be had.
-    let e = alloc_asking(&mut c, pod_in(rt, "x", "x"), "192.0.2.7")
+    let e = alloc_with(&mut c, pod_in(rt, "x", "x"), "eth0", "192.0.2.7")
         .await
         .unwrap_err();
     assert!(

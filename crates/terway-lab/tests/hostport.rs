@@ -9,39 +9,9 @@ mod common;
 use std::process::Command;
 
 use common::k8s::{apply, get_json, kubectl};
-use common::{eventually, Lab};
+use common::{eventually, http_from_outside, Lab};
 
 const HOST_PORT: u16 = 18080;
-
-/// The HTTP status `curl` gets from `url` inside the namespace `netns`, or what went wrong.
-fn http_status(netns: &str, url: &str) -> Result<String, String> {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            netns,
-            "curl",
-            "-s",
-            "-m",
-            "3",
-            "-o",
-            "/dev/null",
-        ])
-        .args(["-w", "%{http_code}", url])
-        .output()
-        .map_err(|e| format!("run curl: {e}"))?;
-    let code = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if out.status.success() && code != "000" {
-        Ok(code)
-    } else {
-        Err(format!(
-            "curl {url}: exit {:?}, code {code}, {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
 #[test]
 fn a_host_port_answers_a_client_outside_the_node() {
     let lab = Lab::up(&["--k8s", "--node", "shared"]);
@@ -76,18 +46,14 @@ fn a_host_port_answers_a_client_outside_the_node() {
         .as_str()
         .expect("node netns")
         .to_string();
-    let outside = lab.desc["outside_host"]["netns"]
-        .as_str()
-        .expect("outside host netns")
-        .to_string();
     let pod_ip = pod["status"]["podIP"].as_str().unwrap_or_default();
 
     // The pod answers directly (the VPC routes its address to its ENI) …
-    let direct = http_status(&outside, &format!("http://{pod_ip}:80/"));
+    let direct = http_from_outside(&lab, &format!("http://{pod_ip}:80/"));
     assert!(direct.is_ok(), "pod {pod_ip} itself: {direct:?}");
     // … and through the node's hostPort, which is the case that needs symmetric routing.
     let url = format!("http://{node_ip}:{HOST_PORT}/");
-    let via_node = http_status(&outside, &url);
+    let via_node = http_from_outside(&lab, &url);
     let rules = Command::new("ip")
         .args(["-n", &node_ns, "rule", "show"])
         .output()
@@ -103,6 +69,6 @@ fn a_host_port_answers_a_client_outside_the_node() {
     );
     // Every later connection too (the mark is per connection, not a one-off).
     for _ in 0..5 {
-        assert!(http_status(&outside, &url).is_ok());
+        assert!(http_from_outside(&lab, &url).is_ok());
     }
 }

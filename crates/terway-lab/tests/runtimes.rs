@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use common::{eventually, lab_bin, run, Lab};
+use common::{eventually, http_from_outside, lab_bin, run, Lab};
 use serde_json::Value;
 
 /// `sh -c script` inside node0 of `lab`.
@@ -51,28 +51,6 @@ fn held(lab: &Lab, key: &str) -> Vec<String> {
         .flatten()
         .filter_map(|i| i["ipv4"].as_str().map(String::from))
         .collect()
-}
-
-/// The HTTP status `ip:80` gives the lab's outside host (a VPC host beside the nodes).
-fn http_from_outside(lab: &Lab, ip: &str) -> Option<String> {
-    let outside = lab.desc["outside_host"]["netns"].as_str()?;
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            outside,
-            "curl",
-            "-s",
-            "-m",
-            "2",
-            "-o",
-            "/dev/null",
-        ])
-        .args(["-w", "%{http_code}", &format!("http://{ip}:80/")])
-        .output()
-        .ok()?;
-    let code = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    (code != "000" && !code.is_empty()).then_some(code)
 }
 
 /// node0's cgroup root (what its kubelet runs under): other runtimes' containers go beneath it, so the
@@ -157,7 +135,8 @@ fn ctr_run_with_cni_gets_a_vpc_address_and_gives_it_back_when_the_container_ends
     );
     let ip = ips[0].clone();
     assert!(
-        eventually(30, || http_from_outside(&lab, &ip).is_some()),
+        eventually(30, || http_from_outside(&lab, &format!("http://{ip}/"))
+            .is_ok()),
         "the ctr container at {ip} does not answer the VPC"
     );
     node_ok(&lab, &format!("ctr -n {ns} tasks kill -s KILL ctr-web"));
@@ -238,7 +217,8 @@ fn podman_containers_get_addresses_keep_them_across_network_reload_and_give_them
         "terwayd's record of {key}"
     );
     assert!(
-        eventually(30, || http_from_outside(&lab, &ip).is_some()),
+        eventually(30, || http_from_outside(&lab, &format!("http://{ip}/"))
+            .is_ok()),
         "the podman container at {ip} does not answer the VPC"
     );
 
@@ -247,7 +227,8 @@ fn podman_containers_get_addresses_keep_them_across_network_reload_and_give_them
     assert_eq!(ip_of(), ip, "podman network reload changed the address");
     assert_eq!(held(&lab, &key), vec![ip.clone()]);
     assert!(
-        eventually(30, || http_from_outside(&lab, &ip).is_some()),
+        eventually(30, || http_from_outside(&lab, &format!("http://{ip}/"))
+            .is_ok()),
         "the podman container at {ip} does not answer after network reload"
     );
 

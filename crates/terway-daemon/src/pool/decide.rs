@@ -136,7 +136,8 @@ pub fn pick_requested(
         .find_map(|e| e.ips.get(&ip).map(|s| (e, s)))
     else {
         return Err(format!(
-            "address {ip} is not on any of this node's ENIs (released to the cloud, or never this node's);              start the container without IP= to get a new address"
+            "address {ip} is not on any of this node's ENIs (released to the cloud, or never this node's); \
+             start the container without IP= to get a new address"
         ));
     };
     if eni.phase != EniPhase::Ready {

@@ -283,3 +283,36 @@ pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
 }
+
+/// The HTTP status `url` gives `curl` on the lab's outside host (a VPC host beside the nodes, 2 s at most),
+/// or what went wrong.
+pub fn http_from_outside(lab: &Lab, url: &str) -> Result<String, String> {
+    let outside = lab.desc["outside_host"]["netns"]
+        .as_str()
+        .ok_or("the lab describes no outside host")?;
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            outside,
+            "curl",
+            "-s",
+            "-m",
+            "2",
+            "-o",
+            "/dev/null",
+        ])
+        .args(["-w", "%{http_code}", url])
+        .output()
+        .map_err(|e| format!("run curl: {e}"))?;
+    let code = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if out.status.success() && code != "000" && !code.is_empty() {
+        Ok(code)
+    } else {
+        Err(format!(
+            "curl {url}: exit {:?}, code {code}, {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
