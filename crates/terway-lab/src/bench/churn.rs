@@ -170,13 +170,17 @@ pub fn churn(
     })
 }
 
-/// Calls by action (all, and in the steady-state second half of the run) and throttled calls.
+/// Calls by action (all; in the steady state; in the drain after the last arrival) and throttled calls.
 pub fn call_stats(r: &ChurnResult, pods: usize) -> Value {
-    // Steady state: the second half of the arrival schedule (the pool has warmed up by then), to the end.
+    // Steady state: the second half of the arrival schedule (the pool has warmed up by then) up to the
+    // last arrival. After it the load leaves and the pool trims back to its high watermark: that drain is
+    // the pool doing its job, not churn, and is reported on its own.
     let half = r.arrival_span / 2;
     let half_ms = r.start_ms + half.as_millis() as u64;
+    let end_ms = r.start_ms + r.arrival_span.as_millis() as u64;
     let mut by_action: BTreeMap<String, u64> = BTreeMap::new();
     let mut steady: BTreeMap<String, u64> = BTreeMap::new();
+    let mut drain: BTreeMap<String, u64> = BTreeMap::new();
     let mut throttled = 0u64;
     let mut errors = 0u64;
     for c in &r.calls {
@@ -191,11 +195,10 @@ pub fn call_stats(r: &ChurnResult, pods: usize) -> Value {
         } else if code != "OK" {
             errors += 1;
         }
-        if c.get("at_ms")
-            .and_then(Value::as_u64)
-            .is_some_and(|t| t >= half_ms)
-        {
-            *steady.entry(action.clone()).or_default() += 1;
+        match c.get("at_ms").and_then(Value::as_u64) {
+            Some(t) if t > end_ms => *drain.entry(action.clone()).or_default() += 1,
+            Some(t) if t >= half_ms => *steady.entry(action.clone()).or_default() += 1,
+            _ => {}
         }
         *by_action.entry(action).or_default() += 1;
     }
@@ -203,6 +206,10 @@ pub fn call_stats(r: &ChurnResult, pods: usize) -> Value {
     // Pods started in the second half of the arrival schedule.
     let steady_pods = r.outcomes.iter().filter(|o| o.started >= half).count();
     let steady_total: u64 = steady.values().sum();
+    let drain_total: u64 = drain.values().sum();
+    let count = |m: &BTreeMap<String, u64>, a: &str| m.get(a).copied().unwrap_or(0);
+    let eni_cycles =
+        count(&steady, "CreateNetworkInterface").max(count(&steady, "DeleteNetworkInterface"));
     let per_pod = |n: u64, p: usize| {
         if p == 0 {
             None
@@ -215,7 +222,8 @@ pub fn call_stats(r: &ChurnResult, pods: usize) -> Value {
         "per_pod": per_pod(total, pods),
         "by_action": by_action,
         "by_action_per_pod": by_action.iter().map(|(k, v)| (k.clone(), json!(per_pod(*v, pods)))).collect::<serde_json::Map<_, _>>(),
-        "steady_state": { "pods": steady_pods, "calls": steady_total, "per_pod": per_pod(steady_total, steady_pods), "by_action": steady },
+        "steady_state": { "pods": steady_pods, "calls": steady_total, "per_pod": per_pod(steady_total, steady_pods), "by_action": steady, "eni_create_delete_cycles": eni_cycles },
+        "drain": { "calls": drain_total, "by_action": drain },
         "throttled": throttled,
         "other_errors": errors,
     })
@@ -274,6 +282,13 @@ pub fn section(name: &'static str, r: &ChurnResult, o: &ChurnOpts, extra: Value)
         "pod failures (throttling)".into(),
         format!("{} ({throttled_pods})", failures.len()),
     ]);
+    if let Some(first) = failures.first() {
+        // The first one says why; `--json` has the first few.
+        t.row(vec![
+            "  first failure".into(),
+            first.chars().take(160).collect(),
+        ]);
+    }
     t.row(vec![
         "cloud calls per pod (all)".into(),
         fmt(calls["per_pod"].as_f64(), 3),
@@ -286,6 +301,20 @@ pub fn section(name: &'static str, r: &ChurnResult, o: &ChurnOpts, extra: Value)
                 .and_then(Value::as_f64),
             3,
         ),
+    ]);
+    t.row(vec![
+        "ENI create/delete cycles (steady state)".into(),
+        calls
+            .pointer("/steady_state/eni_create_delete_cycles")
+            .map(Value::to_string)
+            .unwrap_or_default(),
+    ]);
+    t.row(vec![
+        "cloud calls after the last arrival (drain)".into(),
+        calls
+            .pointer("/drain/calls")
+            .map(Value::to_string)
+            .unwrap_or_default(),
     ]);
     t.row(vec![
         "throttled cloud calls".into(),
@@ -404,24 +433,33 @@ mod tests {
                 call(100, "AssignPrivateIpAddresses", "Throttling.User"),
                 call(2_000, "AssignPrivateIpAddresses", "OK"),
                 call(6_000, "UnassignPrivateIpAddresses", "OK"),
+                call(6_500, "DeleteNetworkInterface", "OK"),
+                call(12_000, "DeleteNetworkInterface", "OK"),
             ],
             wall: Duration::from_secs(15),
             start_ms: 1_000_000,
             arrival_span: Duration::from_secs(10),
         };
         let v = call_stats(&r, 10);
-        assert_eq!(v["total"], 4);
+        assert_eq!(v["total"], 6);
         assert_eq!(v["throttled"], 1);
-        assert_eq!(v["per_pod"].as_f64(), Some(0.4));
-        // Second half starts at 5 s: pods 5..9 and the one Unassign call.
+        assert_eq!(v["per_pod"].as_f64(), Some(0.6));
+        // Second half starts at 5 s and ends with the last arrival at 10 s: pods 5..9, the Unassign and
+        // the first Delete; the Delete at 12 s is the drain.
         assert_eq!(
             v.pointer("/steady_state/pods").and_then(Value::as_u64),
             Some(5)
         );
         assert_eq!(
             v.pointer("/steady_state/per_pod").and_then(Value::as_f64),
-            Some(0.2)
+            Some(0.4)
         );
+        assert_eq!(
+            v.pointer("/steady_state/eni_create_delete_cycles")
+                .and_then(Value::as_u64),
+            Some(1)
+        );
+        assert_eq!(v.pointer("/drain/calls").and_then(Value::as_u64), Some(1));
         assert_eq!(
             v.pointer("/by_action/AssignPrivateIpAddresses")
                 .and_then(Value::as_u64),
