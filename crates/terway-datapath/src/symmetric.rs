@@ -97,12 +97,9 @@ pub async fn primary_interface(nl: &Netlink, node_ip: IpAddr) -> Result<Link> {
 /// Program the marking table and the rule in `netns` (idempotent: the table is replaced, the rule ensured).
 pub async fn ensure(netns: &Netns, nl: &Netlink, cfg: &SymmetricRouting) -> Result<()> {
     nft(netns, &cfg.ruleset())?;
-    // Another mark or priority from an earlier configuration must not linger.
+    // A rule of ours with another mark (an earlier terwayd's) must not linger beside the wanted one.
     let wanted = cfg.rule();
-    rule::remove_rules_where(nl, true, |r| {
-        r.fwmark.is_some() && r.table == MAIN_TABLE && is_ours(r) && *r != wanted
-    })
-    .await?;
+    rule::remove_rules_where(nl, true, |r| is_ours(r) && *r != wanted).await?;
     rule::ensure_rule(nl, &wanted).await
 }
 
@@ -112,7 +109,7 @@ pub async fn remove(netns: &Netns, nl: &Netlink) -> Result<()> {
         netns,
         &format!("table inet {TABLE} {{}}\ndelete table inet {TABLE}\n"),
     )?;
-    rule::remove_rules_where(nl, true, |r| r.table == MAIN_TABLE && is_ours(r)).await?;
+    rule::remove_rules_where(nl, true, is_ours).await?;
     Ok(())
 }
 
@@ -128,9 +125,13 @@ pub fn table_present(netns: &Netns) -> Result<bool> {
     Ok(out.status.success())
 }
 
-/// The rules this module makes: an fwmark rule at our priority.
+/// The rules this module makes: an fwmark rule at our priority that looks up the main table.
 fn is_ours(r: &Rule) -> bool {
-    r.priority == DEFAULT_PRIORITY && r.fwmark.is_some() && r.src.is_none() && r.dst.is_none()
+    r.priority == DEFAULT_PRIORITY
+        && r.table == MAIN_TABLE
+        && r.fwmark.is_some()
+        && r.src.is_none()
+        && r.dst.is_none()
 }
 
 fn nft_error(detail: &str) -> Error {
