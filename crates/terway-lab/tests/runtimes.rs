@@ -10,22 +10,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use common::{eventually, http_from_outside, lab_bin, run, Lab};
+use common::{eventually, http_from_outside, lab_bin, node_sh, Lab};
 use serde_json::Value;
-
-/// `sh -c script` inside node0 of `lab`.
-fn node_sh(lab: &Lab, script: &str) -> (bool, String, String) {
-    run(&[
-        "node-exec",
-        "--lab",
-        &lab.name,
-        "node0",
-        "--",
-        "sh",
-        "-c",
-        script,
-    ])
-}
 
 /// `sh -c script` inside node0, which must succeed; its stdout.
 fn node_ok(lab: &Lab, script: &str) -> String {

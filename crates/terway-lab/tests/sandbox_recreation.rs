@@ -161,19 +161,7 @@ fn the_old_sandboxs_last_del_leaves_the_new_sandbox_alone() {
 /// Containers of pod `pod` in node0's containerd of CRI kind `kind` (`sandbox`, the pause container, or
 /// `container`), as `(id, pid)`; pid 0 when it has no running task.
 fn cri_containers(lab: &Lab, pod: &str, kind: &str) -> Vec<(String, u32)> {
-    let sh = |script: &str| {
-        common::run(&[
-            "node-exec",
-            "--lab",
-            &lab.name,
-            "node0",
-            "--",
-            "sh",
-            "-c",
-            script,
-        ])
-        .1
-    };
+    let sh = |script: &str| common::node_sh(lab, script).1;
     let ids = sh(&format!(
         "ctr -n k8s.io containers ls -q \
          'labels.\"io.kubernetes.pod.name\"=={pod},labels.\"io.cri-containerd.kind\"=={kind}'"

@@ -316,3 +316,17 @@ pub fn http_from_outside(lab: &Lab, url: &str) -> Result<String, String> {
         ))
     }
 }
+
+/// `sh -c script` inside node0 of `lab` (`terway-lab node-exec`: the node's network and mount namespaces).
+pub fn node_sh(lab: &Lab, script: &str) -> (bool, String, String) {
+    run(&[
+        "node-exec",
+        "--lab",
+        &lab.name,
+        "node0",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ])
+}
