@@ -2,25 +2,17 @@
 //! connections (an nftables `ct state` rule in that namespace only), a "pod" behind a veth and an unrelated
 //! peer behind another. Everything lives in namespaces this test creates and deletes.
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
+use common::Namespaces;
 use ipnet::IpNet;
 use terway_datapath::addr::{self, Scope};
 use terway_datapath::conntrack::{self, Flush, Position};
 use terway_datapath::route::{self, Route};
 use terway_datapath::{link, testbed, Netlink, Netns};
-
-/// Named namespaces deleted on drop (and only those).
-struct Namespaces(Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for n in &self.0 {
-            let _ = Netns::delete_named(n);
-        }
-    }
-}
 
 const POD4: Ipv4Addr = Ipv4Addr::new(10, 70, 0, 5);
 const NODE4: Ipv4Addr = Ipv4Addr::new(10, 70, 0, 1);

@@ -1,21 +1,16 @@
 //! Every primitive against the real kernel, inside namespaces this test creates.
 
+mod common;
+
 use std::net::IpAddr;
+
+use common::Namespaces;
 
 use terway_datapath::addr::{self, Scope};
 use terway_datapath::route::{self, Route, MAIN_TABLE};
 use terway_datapath::rule::{self, Rule};
 use terway_datapath::tc::{self, Tbf};
 use terway_datapath::{link, neigh, sysctl, MacAddr, Netlink, Netns};
-
-struct NsGuard(Vec<String>);
-impl Drop for NsGuard {
-    fn drop(&mut self) {
-        for n in &self.0 {
-            let _ = Netns::delete_named(n);
-        }
-    }
-}
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -25,7 +20,7 @@ fn ip(s: &str) -> IpAddr {
 async fn primitives_are_idempotent_and_exact() {
     let sfx = format!("{:08x}", rand::random::<u32>());
     let (a_name, b_name) = (format!("tpa{sfx}"), format!("tpb{sfx}"));
-    let _g = NsGuard(vec![a_name.clone(), b_name.clone()]);
+    let _g = Namespaces(vec![a_name.clone(), b_name.clone()]);
     let a = Netns::create_named(&a_name).unwrap();
     let b = Netns::create_named(&b_name).unwrap();
     let nla = Netlink::open(&a).unwrap();
@@ -272,7 +267,7 @@ async fn primitives_are_idempotent_and_exact() {
 #[tokio::test]
 async fn ensure_veth_and_macvlan_are_idempotent() {
     let name = format!("tpm{:08x}", rand::random::<u32>());
-    let _g = NsGuard(vec![name.clone()]);
+    let _g = Namespaces(vec![name.clone()]);
     let ns = Netns::create_named(&name).unwrap();
     let nl = Netlink::open(&ns).unwrap();
     let a = link::ensure_veth(&nl, "v0", "v1", None, Some(1450), None)

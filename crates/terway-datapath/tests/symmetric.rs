@@ -3,25 +3,17 @@
 //! leaves through the secondary ENI and the client never hears back; with it the reply returns through the
 //! primary interface. Everything lives in namespaces this test creates and deletes.
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use common::Namespaces;
 use ipnet::IpNet;
 use terway_datapath::addr::{self, Scope};
 use terway_datapath::route::{self, Route, MAIN_TABLE};
 use terway_datapath::rule::{self, Rule};
 use terway_datapath::symmetric::{self, SymmetricRouting};
 use terway_datapath::{link, sysctl, testbed, Netlink, Netns};
-
-/// Named namespaces deleted on drop (and only those).
-struct Namespaces(Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for n in &self.0 {
-            let _ = Netns::delete_named(n);
-        }
-    }
-}
 
 const NODE: Ipv4Addr = Ipv4Addr::new(10, 72, 0, 10);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 72, 0, 1);

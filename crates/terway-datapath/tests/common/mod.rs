@@ -149,3 +149,14 @@ pub async fn wait_no_cali(tb: &Testbed) -> Vec<String> {
 pub fn lock_dir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
+
+/// Named network namespaces a test made, deleted on drop (and only those), even when the test fails.
+pub struct Namespaces(pub Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = terway_datapath::Netns::delete_named(n);
+        }
+    }
+}
