@@ -79,7 +79,11 @@ impl RateLimiter {
 
     /// How long a call to `action` made now must wait; the token is taken.
     pub fn reserve(&self, action: &str) -> Duration {
-        let now = Instant::now();
+        self.reserve_at(action, Instant::now())
+    }
+
+    /// [`RateLimiter::reserve`] at a given instant (the pool simulator runs the limiter in virtual time).
+    pub fn reserve_at(&self, action: &str, now: Instant) -> Duration {
         let per_minute = self.per_minute(action);
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         buckets

@@ -6,6 +6,7 @@ use std::time::Instant;
 use terway_cloud::{Cloud, Metadata};
 
 use super::decide::{blocked_reason, pick_requested, pick_slot};
+use super::ledger::released_slot;
 use super::state::{AllocKey, Allocation, Eni, IpSlot, PodKey};
 use super::{now_ms, Pool};
 use crate::backend::AllocRequest;
@@ -199,21 +200,7 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
             st.pods.remove(key);
             let now = now_ms();
             st.last_activity_ms = now;
-            let cfg = &self.inner.cfg.pool;
-            let cooldown = cfg.ip_reuse_cooldown.as_millis() as u64;
-            let final_slot = if alloc.sticky {
-                let hold = (cfg.ip_sticky_time.as_millis() as u64).max(cooldown);
-                IpSlot::Sticky {
-                    pod: pod.clone(),
-                    until_ms: now + hold,
-                }
-            } else if cooldown > 0 {
-                IpSlot::Cooldown {
-                    until_ms: now + cooldown,
-                }
-            } else {
-                IpSlot::Idle
-            };
+            let final_slot = released_slot(&self.inner.cfg.pool, pod, alloc.sticky, now);
             // In memory: not free yet. On disk: the final state.
             let snapshot = st
                 .set_slot(&alloc.eni_id, alloc.ip, IpSlot::Releasing)

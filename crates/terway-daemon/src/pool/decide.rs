@@ -160,6 +160,15 @@ pub fn pick_requested(
     }
 }
 
+/// ENI creations a pool of `kind` runs at once: exclusive pods each wait for a whole ENI, so two attach
+/// side by side; a shared pool's one creation brings many slots and Assign fills it further.
+pub fn max_concurrent_creates(kind: EniPoolKind) -> u32 {
+    match kind {
+        EniPoolKind::Exclusive => 2,
+        EniPoolKind::SharedIps => 1,
+    }
+}
+
 /// Inputs of [`plan`] besides the state.
 #[derive(Debug, Clone, Copy)]
 pub struct PlanParams<'a> {
@@ -181,14 +190,22 @@ pub struct PlanParams<'a> {
     pub vswitch_available: bool,
 }
 
-/// What the pool should do next. Growth covers waiting pods plus the low watermark (and warm-up);
-/// release trims idle slots above the high watermark, whole ENIs first when they are entirely idle.
+/// What the pool should do next. Growth starts when waiting pods plus the low watermark exceed what the
+/// pool has (and for warm-up) and, for shared addresses, fills to the high watermark; release trims idle
+/// slots above the high watermark, whole ENIs first when they are entirely idle.
 pub fn plan(state: &PoolState, p: &PlanParams<'_>) -> Vec<Op> {
     let mut ops = Vec::new();
     let counts = state.counts(p.now_ms);
     let wm = watermarks(p.cfg, p.cap);
     let have = counts.idle + state.adding;
-    let mut deficit = (state.demand + wm.min_idle).saturating_sub(have);
+    let short = (state.demand + wm.min_idle).saturating_sub(have);
+    // Below the low watermark a shared pool refills to the high one: pods keep arriving while the call is
+    // out, and asking for one address per pod that dipped under min is one cloud call per pod. Holding up to
+    // max idle is what max_pool_size allows. Exclusive slots are whole ENIs, too dear to hold ahead.
+    let mut deficit = match p.kind {
+        EniPoolKind::SharedIps if short > 0 => (state.demand + wm.max_idle).saturating_sub(have),
+        _ => short,
+    };
     if !state.warm_up_done {
         let warm = p.cfg.warm_up.min(p.cap.total());
         deficit = deficit.max(warm.saturating_sub(counts.total + state.adding));

@@ -199,11 +199,12 @@ fn pick_ignores_deleting_enis_and_releasing_slots() {
 }
 
 #[test]
-fn cold_pool_creates_an_eni_sized_for_the_demand() {
+fn cold_pool_creates_an_eni_sized_for_the_demand_and_the_high_watermark() {
     let mut s = state(vec![]);
     s.demand = 4;
     let c = cfg(2, 10);
-    assert_eq!(plan(&s, &params(&c)), vec![Op::Create { secondary: 5 }]);
+    // 4 waiting + 10 high watermark, capped by the ENI's 10 slots.
+    assert_eq!(plan(&s, &params(&c)), vec![Op::Create { secondary: 9 }]);
 }
 
 #[test]
@@ -223,14 +224,15 @@ fn create_is_capped_at_ten_secondaries_and_one_in_flight() {
         vec![
             Op::Create { secondary: 10 },
             Op::Create { secondary: 10 },
-            Op::Create { secondary: 2 }
+            Op::Create { secondary: 10 }
         ]
     );
     s.creating = 1;
     s.adding = 11;
+    // 25 waiting + 10 high watermark − 11 on the way: two more, the third ENI being the node's last.
     assert_eq!(
         plan(&s, &p),
-        vec![Op::Create { secondary: 10 }, Op::Create { secondary: 2 }]
+        vec![Op::Create { secondary: 10 }, Op::Create { secondary: 10 }]
     );
 }
 
@@ -249,7 +251,7 @@ fn existing_enis_are_filled_before_creating_and_busy_ones_skipped() {
                 eni_id: "eni-b".into(),
                 count: 9
             },
-            Op::Create { secondary: 2 }
+            Op::Create { secondary: 9 }
         ]
     );
 }
@@ -264,7 +266,7 @@ fn assign_skips_full_enis_and_blocked_vswitches() {
     s.inhibits.vswitch_exhausted("vsw-b", 0, 10_000);
     s.demand = 1;
     let c = cfg(0, 10);
-    assert_eq!(plan(&s, &params(&c)), vec![Op::Create { secondary: 0 }]);
+    assert_eq!(plan(&s, &params(&c)), vec![Op::Create { secondary: 9 }]);
 }
 
 #[test]
@@ -315,16 +317,29 @@ fn blocked_reason_waits_for_cooldown_and_in_flight_work() {
 }
 
 #[test]
-fn low_watermark_refills_in_the_background() {
+fn below_the_low_watermark_a_shared_pool_refills_to_the_high_one() {
     let s = state(vec![eni("eni-a", &[(1, used("a")), (2, IpSlot::Idle)])]);
     let c = cfg(4, 8);
+    // 1 idle < 4: one call brings it to 8, not one call per address that dips under 4.
     assert_eq!(
         plan(&s, &params(&c)),
         vec![Op::Assign {
             eni_id: "eni-a".into(),
-            count: 3
+            count: 7
         }]
     );
+    // At or above the low watermark nothing is asked for.
+    let s = state(vec![eni(
+        "eni-a",
+        &[
+            (1, used("a")),
+            (2, IpSlot::Idle),
+            (3, IpSlot::Idle),
+            (4, IpSlot::Idle),
+            (5, IpSlot::Idle),
+        ],
+    )]);
+    assert!(plan(&s, &params(&c)).is_empty());
 }
 
 #[test]

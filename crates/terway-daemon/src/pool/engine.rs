@@ -9,10 +9,11 @@ use terway_cloud::{Cloud, CloudError, Metadata};
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use super::decide::{plan, Op, PlanParams};
-use super::state::{EniPhase, IpSlot, PoolState};
+use super::decide::{max_concurrent_creates, plan, Op, PlanParams};
+use super::ledger::{reserve, settle, warm_up_reached, Outcome};
+use super::schedule::{manager_tick, RoundClock};
+use super::state::{EniPhase, PoolState};
 use super::vswitch::{order_candidates, VSwitchCandidate};
-use super::EniPoolKind;
 use super::{now_ms, Pool};
 use crate::error::DaemonError;
 use crate::store::Change;
@@ -41,11 +42,7 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
             now_ms: now,
             allow_release,
             reclaim_extra,
-            max_concurrent_creates: if self.inner.kind == EniPoolKind::Exclusive {
-                2
-            } else {
-                1
-            },
+            max_concurrent_creates: max_concurrent_creates(self.inner.kind),
             vswitch_available: self.vswitch_usable(st, now),
         }
     }
@@ -102,17 +99,14 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
     /// The manager loop: runs until `stop` turns true.
     pub async fn run_manager(&self, mut stop: watch::Receiver<bool>) {
         let cfg = &self.inner.cfg.pool;
-        let mut last_sync = Instant::now();
-        let mut last_reclaim = Instant::now();
+        // Periods are measured on the monotonic clock; cooldowns (persisted) on the wall clock.
+        let started = Instant::now();
+        let mono_ms = || started.elapsed().as_millis() as u64;
+        let mut clock = RoundClock::new(mono_ms());
         // The first round refills to min idle and finishes warm-up right away.
         self.plan_and_spawn(false, 0);
         loop {
-            let waiting = self.lock().demand > 0;
-            let tick = if waiting {
-                Duration::from_millis(200)
-            } else {
-                cfg.sync_period.min(Duration::from_secs(1))
-            };
+            let tick = manager_tick(cfg, self.lock().demand > 0);
             tokio::select! {
                 _ = self.inner.wake.notified() => {}
                 _ = tokio::time::sleep(tick) => {}
@@ -125,22 +119,9 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
                 // Let concurrent requests pile up so one cloud call serves them all.
                 tokio::time::sleep(cfg.batch_window).await;
             }
-            let allow_release = last_sync.elapsed() >= cfg.sync_period;
-            if allow_release {
-                last_sync = Instant::now();
-            }
-            let mut reclaim = 0;
-            if let Some(after) = cfg.idle_reclaim_after {
-                let quiet = now_ms().saturating_sub(self.lock().last_activity_ms);
-                if allow_release
-                    && quiet >= after.as_millis() as u64
-                    && last_reclaim.elapsed() >= cfg.idle_reclaim_interval
-                {
-                    reclaim = cfg.idle_reclaim_batch;
-                    last_reclaim = Instant::now();
-                }
-            }
-            self.plan_and_spawn(allow_release, reclaim);
+            let quiet = now_ms().saturating_sub(self.lock().last_activity_ms);
+            let round = clock.next(cfg, mono_ms(), quiet);
+            self.plan_and_spawn(round.allow_release, round.reclaim_extra);
             // Cooldowns may have ended: let waiters look again.
             self.inner.changed.notify_waiters();
             self.publish_metrics();
@@ -167,47 +148,15 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
                     eni_id: e.id.clone(),
                 });
             }
-            for op in &ops {
-                match op {
-                    Op::Assign { eni_id, count } => {
-                        st.adding += count;
-                        if let Some(e) = st.enis.get_mut(eni_id) {
-                            e.busy = true;
-                        }
-                    }
-                    Op::Create { secondary } => {
-                        st.creating += 1;
-                        st.adding += secondary + 1;
-                    }
-                    Op::Unassign { eni_id, ips } => {
-                        if let Some(e) = st.enis.get_mut(eni_id) {
-                            e.busy = true;
-                            for ip in ips {
-                                e.ips.insert(*ip, IpSlot::Releasing);
-                            }
-                            e.version += 1;
-                        }
-                    }
-                    Op::DeleteEni { eni_id } => {
-                        if let Some(e) = st.enis.get_mut(eni_id) {
-                            e.busy = true;
-                            e.phase = EniPhase::Deleting;
-                            e.version += 1;
-                        }
-                    }
-                }
-            }
-            if !st.warm_up_done {
-                let total = st.counts(now).total + st.adding;
-                if total >= self.inner.cfg.pool.warm_up.min(self.inner.capacity.total()) {
-                    st.warm_up_done = true;
-                    let store = self.inner.store.clone();
-                    tokio::spawn(async move {
-                        let _ = store
-                            .commit(vec![Change::PutMeta("warm_up_done".into(), "true".into())])
-                            .await;
-                    });
-                }
+            reserve(&mut st, &ops);
+            let warm_target = self.inner.cfg.pool.warm_up.min(self.inner.capacity.total());
+            if warm_up_reached(&mut st, warm_target, now) {
+                let store = self.inner.store.clone();
+                tokio::spawn(async move {
+                    let _ = store
+                        .commit(vec![Change::PutMeta("warm_up_done".into(), "true".into())])
+                        .await;
+                });
             }
             ops
         };
@@ -229,45 +178,23 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
 
     async fn run_op(&self, op: Op) {
         let res = match op.clone() {
-            Op::Assign { eni_id, count } => {
-                let r = self.op_assign(&eni_id, count).await;
-                let mut st = self.lock();
-                st.adding = st.adding.saturating_sub(count);
-                if let Some(e) = st.enis.get_mut(&eni_id) {
-                    e.busy = false;
-                }
-                r
-            }
-            Op::Create { secondary } => {
-                let r = self.op_create(secondary).await;
-                let mut st = self.lock();
-                st.adding = st.adding.saturating_sub(secondary + 1);
-                st.creating = st.creating.saturating_sub(1);
-                r
-            }
+            Op::Assign { eni_id, count } => self.op_assign(&eni_id, count).await,
+            Op::Create { secondary } => self.op_create(secondary).await,
             Op::Unassign { eni_id, ips } => self.op_unassign(&eni_id, &ips).await,
             Op::DeleteEni { eni_id } => self.op_delete(&eni_id).await,
         };
-        let now = now_ms();
-        let mut st = self.lock();
-        match res {
-            Ok(()) => {
-                st.failures = 0;
-                st.backoff_until_ms = 0;
-            }
+        let outcome = match &res {
+            Ok(()) => Outcome::Done,
             Err(e) => {
                 tracing::warn!(op = ?op, error = %e, "pool operation failed");
-                st.failures = (st.failures + 1).min(6);
-                st.backoff_until_ms = now + (250u64 << st.failures).min(10_000);
-                if let DaemonError::Cloud(CloudError::EniLimitExceeded { .. }) = &e {
-                    st.inhibits.eni_limit_hit(
-                        now,
-                        self.inner.cfg.pool.inhibit_eni_limit.as_millis() as u64,
-                    );
+                Outcome::Failed {
+                    message: e.to_string(),
+                    eni_limit: matches!(e, DaemonError::Cloud(CloudError::EniLimitExceeded { .. })),
                 }
-                st.last_error = Some(e.to_string());
             }
-        }
+        };
+        let inhibit_ms = self.inner.cfg.pool.inhibit_eni_limit.as_millis() as u64;
+        settle(&mut self.lock(), &op, &outcome, now_ms(), inhibit_ms);
     }
 
     /// Addresses went back to the VPC: a vSwitch that had none may have some again, so its inhibit

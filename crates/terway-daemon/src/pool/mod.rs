@@ -1,16 +1,19 @@
 //! The IP/ENI pool: pods take free slots under a short lock (fast path) or wait for the background
 //! manager to get more from the cloud (slow path) without holding any lock while the cloud works.
 //!
-//! Layout: [`state`] (the model), [`decide`] (pure decisions), [`inhibit`] and [`vswitch`] (pure
-//! helpers), [`engine`] (the manager loop), [`ops`] (crash-safe cloud operations), [`alloc`] (allocate/release),
+//! Layout: [`state`] (the model), [`decide`] (pure decisions), [`ledger`] (pure bookkeeping around
+//! operations), [`schedule`] (pure timing), [`inhibit`] and [`vswitch`] (pure helpers), [`engine`] (the
+//! manager loop), [`ops`] (crash-safe cloud operations), [`alloc`] (allocate/release),
 //! [`reconcile`] (start-up recovery and GC against the cloud).
 
 pub mod alloc;
 pub mod decide;
 pub mod engine;
 pub mod inhibit;
+pub mod ledger;
 pub mod ops;
 pub mod reconcile;
+pub mod schedule;
 pub mod state;
 pub mod vswitch;
 
@@ -140,6 +143,7 @@ struct Inner<C, M> {
     ops_in_flight: AtomicUsize,
     ops_done: Notify,
     vswitches: Mutex<VSwitchCache>,
+    attach_times: Mutex<schedule::AttachTimes>,
 }
 
 impl<C: Cloud, M: Metadata> Pool<C, M> {
@@ -175,6 +179,7 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
                 ops_in_flight: AtomicUsize::new(0),
                 ops_done: Notify::new(),
                 vswitches: Mutex::new(VSwitchCache::default()),
+                attach_times: Mutex::new(schedule::AttachTimes::default()),
             }),
         }
     }
@@ -214,6 +219,14 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
         // A panic while holding the lock leaves consistent-enough data (every mutation is a few
         // assignments), so keep serving instead of poisoning the whole daemon.
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Recent attach durations (for when to first look at a new ENI).
+    pub(crate) fn attach_times(&self) -> MutexGuard<'_, schedule::AttachTimes> {
+        self.inner
+            .attach_times
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Run a read-only closure over the state (status, tests).

@@ -11,6 +11,7 @@ use terway_cloud::{
 };
 
 use super::engine::{TAG_CREATOR, TAG_INSTANCE, TAG_INTENT};
+use super::schedule::AttachTimes;
 use super::state::{Eni, EniPhase, IpSlot};
 use super::{now_ms, Pool};
 use crate::error::{DaemonError, Result};
@@ -248,13 +249,17 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
         Ok(())
     }
 
-    /// Wait until the ENI is InUse and the instance sees its MAC and every address in metadata.
+    /// Wait until the ENI is InUse and the instance sees its MAC and every address in metadata. The
+    /// Describes start late enough to skip what no recent attach took, then come at most 200 ms apart.
     pub(crate) async fn wait_ready(&self, eni_id: &str) -> Result<Eni> {
         let deadline = Instant::now() + self.inner.cfg.pool.eni_ready_timeout;
-        let mut delay = Duration::from_millis(50);
         let asked = Instant::now();
+        let first_look = self.attach_times().first_look();
+        tokio::time::sleep(first_look).await;
+        let mut looks = 0;
         let mut seen_attaching = false;
         let nic: NetworkInterface = loop {
+            looks += 1;
             match self
                 .call(
                     "DescribeNetworkInterfaceAttribute",
@@ -262,7 +267,10 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
                 )
                 .await
             {
-                Ok(Some(n)) if n.status == EniStatus::InUse => break n,
+                Ok(Some(n)) if n.status == EniStatus::InUse => {
+                    self.attach_times().record(asked.elapsed());
+                    break n;
+                }
                 Ok(Some(n)) if n.status == EniStatus::Attaching => seen_attaching = true,
                 // Back to Available after Attaching (or for longer than any Describe lag) = the attach failed;
                 // waiting out the ready timeout would only delay the pod.
@@ -297,8 +305,7 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
                 }
                 .into());
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
+            tokio::time::sleep(AttachTimes::next_look(looks)).await;
         };
         let ips: Vec<Ipv4Addr> = nic.private_ips.iter().map(|p| p.address).collect();
         let remaining = deadline
