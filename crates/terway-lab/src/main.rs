@@ -23,6 +23,7 @@ mod plan;
 mod pod;
 mod probe;
 mod procs;
+mod simulate;
 mod state;
 mod status;
 mod supervisor;
@@ -73,6 +74,9 @@ enum Command {
     Kubectl(kubectl_cmd::KubectlArgs),
     /// Run a command inside a Kubernetes lab node (its network and mount namespaces): `terway-lab node-exec node0 -- ctr containers ls`.
     NodeExec(node_exec::NodeExecArgs),
+    /// The daemon's pool decisions against a model of the cloud in virtual time: start latency, cloud calls
+    /// and idle addresses for a trace; `--sweep` finds min/max pool settings.
+    Simulate(simulate::SimulateArgs),
     /// Run an OpenAPI action on a lab's emulated cloud as its owner: `terway-lab api CreateSecurityGroup VpcId=…`.
     Api(api_cmd::ApiArgs),
     /// Internal: the background process that owns a lab (started by `up`).
@@ -105,6 +109,7 @@ fn main() -> ExitCode {
         Command::Kubectl(a) => kubectl_cmd::run(a),
         Command::NodeExec(a) => node_exec::run(a),
         Command::Api(a) => api_cmd::run(a),
+        Command::Simulate(a) => simulate::run(a),
         Command::ServeLab(a) => supervisor::serve(a),
     };
     match result {

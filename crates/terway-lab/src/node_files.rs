@@ -24,12 +24,22 @@ pub fn eni_conf(plan: &LabPlan, node: &NodePlan) -> Value {
 
 /// The `eni_conf` keys every node of the lab shares (a DaemonSet lab's `eni-config` ConfigMap).
 pub fn eni_conf_common(plan: &LabPlan) -> Value {
-    json!({
+    let mut conf = json!({
         "version": "1",
         "access_key": ACCESS_KEY_ID,
         "access_secret": ACCESS_KEY_SECRET,
         "region_id": REGION,
         "service_cidr": plan.service_cidr.to_string(),
+    });
+    if let (Some(c), Value::Object(knobs)) = (conf.as_object_mut(), lab_pool_knobs()) {
+        c.extend(knobs);
+    }
+    conf
+}
+
+/// The pool knobs where every lab node departs from Terway's defaults (`simulate` starts from them too).
+pub fn lab_pool_knobs() -> Value {
+    json!({
         // The lab churns pods quickly: a short cooldown keeps addresses flowing without disabling it.
         "ip_reuse_cooldown": "2s",
         // Trim the pool above max_pool_size every 5 s instead of Terway's 2 min, so a lab converges

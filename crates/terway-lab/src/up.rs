@@ -76,8 +76,9 @@ pub struct UpArgs {
     pub terwayd: crate::plan::TerwaydInstall,
 }
 
-fn parse_delay(s: &str) -> anyhow::Result<(u64, u64)> {
-    let bad = || anyhow::anyhow!("--attach-delay-ms {s:?}: expected N or MIN-MAX in milliseconds");
+/// `N` or `MIN-MAX` milliseconds.
+pub(crate) fn parse_delay(s: &str) -> anyhow::Result<(u64, u64)> {
+    let bad = || anyhow::anyhow!("delay {s:?}: expected N or MIN-MAX in milliseconds");
     match s.split_once('-') {
         Some((a, b)) => {
             let (a, b) = (

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::cni::{call, terway, Pod, PodSet, Subject};
-use super::lab::{pool_status, Lab, LabSpec};
+use super::lab::{pool_status, wait_idle, Lab, LabSpec};
 use super::report::{fmt, Chart, Section, Table, Target};
 use super::stats::{ms, Summary};
 use super::{ChurnOpts, CommonOpts};
+use crate::simulate::trace::Trace;
 
 /// Extra latency per action (ms): reads fast, writes slow, spread over the 20–100 ms real calls take.
 /// The lab has no per-call random latency knob, so each action gets a fixed value from that range.
@@ -46,16 +47,21 @@ pub struct PoolSample {
 }
 
 /// Per-pod outcome.
-struct PodOutcome {
-    started: Duration,
-    add: Result<Duration, String>,
-    del: Result<Duration, String>,
+pub struct PodOutcome {
+    /// When its ADD started, after the churn's start.
+    pub started: Duration,
+    /// ADD → ready, or why it failed.
+    pub add: Result<Duration, String>,
+    /// DEL, when measured (the simulator does not model it).
+    pub del: Option<Result<Duration, String>>,
+    /// What the ADD waited on, when it could not take a free address at once and the source knows.
+    pub waited_for: Option<String>,
 }
 
 /// What one churn measured.
 pub struct ChurnResult {
     /// Pod outcomes.
-    outcomes: Vec<PodOutcome>,
+    pub outcomes: Vec<PodOutcome>,
     /// Pool samples.
     pub samples: Vec<PoolSample>,
     /// Emulator call log (records of this run).
@@ -68,18 +74,36 @@ pub struct ChurnResult {
     pub arrival_span: Duration,
 }
 
-/// Run a churn on the lab's shared node: `pods` pods, one every 1/`rate` s, each deleted `lifetime` s
-/// after its ADD returned.
+/// The trace a churn runs: `--trace FILE`, else `--pods` arrivals at `--rate` (steady or Poisson), each
+/// living `--lifetime` s — the same trace `terway-lab simulate` generates from the same flags.
+pub fn trace_of(o: &ChurnOpts) -> anyhow::Result<Trace> {
+    match &o.trace {
+        Some(p) => Trace::load(p),
+        None => Trace::generate(o.pods, o.rate, o.lifetime, o.arrivals, o.seed),
+    }
+}
+
+/// Run a churn on the lab's shared node: each pod of `trace` ADDed at its arrival time (however long earlier
+/// ADDs take) and deleted its lifetime after its ADD returned.
 pub fn churn(
     lab: &Lab,
     subject: &Subject,
-    o: &ChurnOpts,
+    trace: &Trace,
+    min_pool: u32,
     run_id: &str,
     quiet: bool,
 ) -> anyhow::Result<ChurnResult> {
     let node = lab.node("shared")?;
     let socket = node.socket.clone();
-    let set = Arc::new(PodSet::create(run_id, "ch", o.pods)?);
+    // Start from a pool at its low watermark, not in the middle of the daemon's first fill: "cold" means no
+    // pod has grown it yet, and `terway-lab simulate` starts from the same point.
+    {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(wait_idle(&socket, min_pool, Duration::from_secs(60)))?;
+    }
+    let set = Arc::new(PodSet::create(run_id, "ch", trace.pods.len())?);
     let since_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -110,30 +134,34 @@ pub fn churn(
             }
         })
     };
-    let interval = Duration::from_secs_f64(1.0 / o.rate.max(0.01));
-    let lifetime = Duration::from_secs_f64(o.lifetime.max(0.0));
     let outcomes: Mutex<Vec<(usize, PodOutcome)>> = Mutex::new(Vec::new());
     std::thread::scope(|sc| {
-        for i in 0..o.pods {
-            // Steady arrivals: pod i starts at i × interval regardless of how long earlier ADDs take.
-            let due = start + interval * i as u32;
+        for (i, tp) in trace.pods.iter().enumerate() {
+            let due = start + Duration::from_millis(tp.at_ms);
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 std::thread::sleep(wait);
             }
             if !quiet && i % 100 == 0 && i > 0 {
-                eprintln!("bench churn: {i}/{} pods started…", o.pods);
+                eprintln!("bench churn: {i}/{} pods started…", trace.pods.len());
             }
             let (set, outcomes) = (&set, &outcomes);
+            let lifetime = Duration::from_millis(tp.lifetime_ms);
             sc.spawn(move || {
                 let pod: &Pod = &set.pods[i];
                 let started = start.elapsed();
                 let add = call(subject, "ADD", pod).map(|(d, _)| d);
                 std::thread::sleep(lifetime);
-                let del = call(subject, "DEL", pod).map(|(d, _)| d);
+                let del = Some(call(subject, "DEL", pod).map(|(d, _)| d));
+                let o = PodOutcome {
+                    started,
+                    add,
+                    del,
+                    waited_for: None,
+                };
                 outcomes
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .push((i, PodOutcome { started, add, del }));
+                    .push((i, o));
             });
         }
     });
@@ -166,7 +194,7 @@ pub fn churn(
         calls,
         wall,
         start_ms: since_ms,
-        arrival_span: interval * o.pods as u32,
+        arrival_span: Duration::from_millis(trace.arrival_span_ms()),
     })
 }
 
@@ -229,25 +257,59 @@ pub fn call_stats(r: &ChurnResult, pods: usize) -> Value {
     })
 }
 
-/// Build the section for a churn result.
-pub fn section(name: &'static str, r: &ChurnResult, o: &ChurnOpts, extra: Value) -> Section {
+/// ADD→ready over the pods whose ADD succeeded.
+pub fn add_summary(r: &ChurnResult) -> Option<Summary> {
     let adds: Vec<Duration> = r
         .outcomes
         .iter()
         .filter_map(|p| p.add.as_ref().ok().copied())
         .collect();
+    Summary::of(&adds)
+}
+
+/// Pods whose ADD took longer than `limit`, grouped by what they waited on (most common first).
+pub fn slow_waits(r: &ChurnResult, limit: Duration) -> (usize, Vec<(String, usize)>) {
+    let mut by: BTreeMap<String, usize> = BTreeMap::new();
+    let mut n = 0;
+    for o in &r.outcomes {
+        if o.add.as_ref().is_ok_and(|d| *d > limit) {
+            n += 1;
+            // The ENI id and attach time vary per pod; group by the kind of wait.
+            let why = o
+                .waited_for
+                .as_deref()
+                .map(|w| w.split(" (").next().unwrap_or(w).to_string())
+                .unwrap_or_else(|| "not reported".into());
+            *by.entry(why).or_default() += 1;
+        }
+    }
+    let mut v: Vec<(String, usize)> = by.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    (n, v)
+}
+
+/// Build the section for a churn result.
+pub fn section(name: &'static str, r: &ChurnResult, o: &ChurnOpts, extra: Value) -> Section {
     let dels: Vec<Duration> = r
         .outcomes
         .iter()
-        .filter_map(|p| p.del.as_ref().ok().copied())
+        .filter_map(|p| p.del.as_ref().and_then(|d| d.as_ref().ok()).copied())
         .collect();
     let failures: Vec<&String> = r
         .outcomes
         .iter()
-        .flat_map(|p| p.add.as_ref().err().into_iter().chain(p.del.as_ref().err()))
+        .flat_map(|p| {
+            p.add
+                .as_ref()
+                .err()
+                .into_iter()
+                .chain(p.del.as_ref().and_then(|d| d.as_ref().err()))
+        })
         .collect();
     let throttled_pods = failures.iter().filter(|e| e.contains("Throttl")).count();
-    let add = Summary::of(&adds);
+    let add = add_summary(r);
+    let attach_max = super::lab::attach_max_ms(&o.attach_delay_ms);
+    let (slow, slow_why) = slow_waits(r, Duration::from_millis(attach_max));
     let del = Summary::of(&dels);
     let calls = call_stats(r, o.pods);
     let mut s = Section::new(name);
@@ -270,6 +332,13 @@ pub fn section(name: &'static str, r: &ChurnResult, o: &ChurnOpts, extra: Value)
         "ADD→ready max (ms)".into(),
         fmt(add.map(|a| a.max_ms), 1),
     ]);
+    t.row(vec![
+        format!("pods waiting longer than one attach ({attach_max} ms)"),
+        slow.to_string(),
+    ]);
+    for (why, n) in &slow_why {
+        t.row(vec![format!("  waiting for {why}"), n.to_string()]);
+    }
     t.row(vec![
         "DEL p50 / p99 (ms)".into(),
         format!(
@@ -370,9 +439,16 @@ pub fn section(name: &'static str, r: &ChurnResult, o: &ChurnOpts, extra: Value)
         "wall_ms": ms(r.wall),
         "add_to_ready": add, "del": del,
         "pod_failures": failures.len(), "pod_throttling_failures": throttled_pods,
+        "slow_pods": { "longer_than_ms": attach_max, "count": slow, "waiting_for": slow_why.iter().map(|(w, n)| json!({"what": w, "pods": n})).collect::<Vec<_>>() },
         "first_failures": failures.iter().take(3).collect::<Vec<_>>(),
         "cloud_calls": calls,
         "pool_samples": r.samples,
+        // Every call of the run, ms after the first arrival: what each phase cost, and when.
+        "call_log": r.calls.iter().map(|c| json!({
+            "t_ms": c.get("at_ms").and_then(Value::as_u64).map(|t| t as i64 - r.start_ms as i64),
+            "action": c.get("action"),
+            "code": c.get("code"),
+        })).collect::<Vec<_>>(),
         "setup": extra,
     });
     s
@@ -401,7 +477,8 @@ pub fn bench(opts: &CommonOpts, o: &ChurnOpts) -> anyhow::Result<Section> {
     )?;
     let node = lab.node("shared")?.name.clone();
     let subject = terway(&lab, &node)?;
-    let r = churn(&lab, &subject, o, run_id, opts.json);
+    let trace = trace_of(o)?;
+    let r = churn(&lab, &subject, &trace, o.min_pool, run_id, opts.json);
     // Leave an existing lab as we found it.
     let _ = lab.emulator("POST", "/_emulator/faults", Some(&json!({})));
     let r = r?;
@@ -422,7 +499,8 @@ mod tests {
         let pod = |s: u64| PodOutcome {
             started: Duration::from_secs(s),
             add: Ok(Duration::from_millis(10)),
-            del: Ok(Duration::from_millis(5)),
+            del: Some(Ok(Duration::from_millis(5))),
+            waited_for: None,
         };
         let call = |at: u64, action: &str, code: &str| json!({ "at_ms": 1_000_000 + at, "action": action, "code": code });
         let r = ChurnResult {

@@ -269,6 +269,11 @@ fn status_json(name: &str) -> anyhow::Result<Value> {
     Ok(entry)
 }
 
+/// The upper end of a `MIN-MAX` attach delay in ms (0 when it does not parse: no pod is then "slow").
+pub fn attach_max_ms(range: &str) -> u64 {
+    super::parse_range_ms(range).map(|r| r.1).unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

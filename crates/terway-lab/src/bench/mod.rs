@@ -4,7 +4,7 @@
 //! Results print as tables; `--json` prints one JSON document; `--plot FILE.png|svg` draws the charts.
 //! Everything runs in namespaces the benchmark (or the lab it brings up) creates. See docs/benchmarks.md.
 
-mod churn;
+pub(crate) mod churn;
 mod cloud;
 mod cni;
 mod datapath;
@@ -15,7 +15,7 @@ mod k8s;
 mod lab;
 mod plot;
 mod pool;
-mod report;
+pub(crate) mod report;
 mod stats;
 
 use std::path::PathBuf;
@@ -97,6 +97,21 @@ pub struct ChurnOpts {
     /// ENI attach delay (`MIN-MAX` ms).
     #[arg(long, default_value = "1500-2500")]
     pub attach_delay_ms: String,
+    /// Run this arrival trace (`{"pods": [{"at_ms", "lifetime_ms"}]}`, e.g. from `simulate --trace-out`)
+    /// instead of --pods/--rate/--lifetime.
+    #[arg(long)]
+    pub trace: Option<std::path::PathBuf>,
+    /// Spacing of generated arrivals.
+    #[arg(long, value_enum, default_value = "steady")]
+    pub arrivals: crate::simulate::trace::Arrivals,
+    /// Seed of generated Poisson arrivals.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// `MIN-MAX` (or `N`) milliseconds, as `--attach-delay-ms` takes them.
+pub fn parse_range_ms(s: &str) -> anyhow::Result<(u64, u64)> {
+    crate::up::parse_delay(s)
 }
 
 /// `bench datapath` sizes.
@@ -268,6 +283,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 min_pool: 5,
                 max_pool: 10,
                 attach_delay_ms: "1500-2500".into(),
+                trace: None,
+                arrivals: crate::simulate::trace::Arrivals::Steady,
+                seed: 1,
             };
             push("churn", churn::bench(&opts, &churn));
         }

@@ -14,6 +14,7 @@ use super::lab::{wait_idle, Lab, LabSpec};
 use super::report::{fmt, Section, Table};
 use super::stats::{per_second, Summary};
 use super::{ChurnOpts, CommonOpts, PoolOpts};
+use crate::simulate::trace::Arrivals;
 
 /// Warm-path AllocIP/ReleaseIP on one connection: in rounds, allocate as many pods as the pool has idle
 /// IPs, then release them, then wait for the released IPs to leave their reuse cooldown — so every timed
@@ -84,6 +85,9 @@ pub fn bench(opts: &CommonOpts, o: &PoolOpts) -> anyhow::Result<Section> {
         min_pool: 5,
         max_pool: 10,
         attach_delay_ms: "200-600".into(),
+        trace: None,
+        arrivals: Arrivals::Steady,
+        seed: 1,
     };
     let lab = match &opts.lab {
         Some(n) => Lab::existing(n)?,
@@ -128,7 +132,15 @@ pub fn bench(opts: &CommonOpts, o: &PoolOpts) -> anyhow::Result<Section> {
         eprintln!("bench pool: churn of {} pods with pool 5/10…", o.churn_pods);
     }
     let subject = terway(&lab, &node.name)?;
-    let ch = churn::churn(&lab, &subject, &churn_opts, run_id, opts.json)?;
+    let trace = churn::trace_of(&churn_opts)?;
+    let ch = churn::churn(
+        &lab,
+        &subject,
+        &trace,
+        churn_opts.min_pool,
+        run_id,
+        opts.json,
+    )?;
     let mut sec = churn::section(
         "pool",
         &ch,
