@@ -9,10 +9,10 @@ use terway_cloud::{Cloud, CloudError, Metadata};
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use super::decide::{max_concurrent_creates, plan, Op, PlanParams};
-use super::ledger::{reserve, settle, warm_up_reached, Outcome};
+use super::decide::{max_concurrent_creates, Op, PlanParams};
+use super::ledger::{plan_round, settle, Outcome};
 use super::schedule::{manager_tick, RoundClock};
-use super::state::{EniPhase, PoolState};
+use super::state::PoolState;
 use super::vswitch::{order_candidates, VSwitchCandidate};
 use super::{now_ms, Pool};
 use crate::error::DaemonError;
@@ -133,24 +133,10 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
         let now = now_ms();
         let ops = {
             let mut st = self.lock();
-            st.inhibits.expire(now);
-            let mut ops = plan(
-                &st,
-                &self.plan_params(&st, now, allow_release, reclaim_extra),
-            );
-            // ENIs whose delete failed earlier are retried.
-            for e in st
-                .enis
-                .values()
-                .filter(|e| e.phase == EniPhase::Deleting && !e.busy)
-            {
-                ops.push(Op::DeleteEni {
-                    eni_id: e.id.clone(),
-                });
-            }
-            reserve(&mut st, &ops);
+            let params = self.plan_params(&st, now, allow_release, reclaim_extra);
             let warm_target = self.inner.cfg.pool.warm_up.min(self.inner.capacity.total());
-            if warm_up_reached(&mut st, warm_target, now) {
+            let (ops, warmed) = plan_round(&mut st, &params, warm_target);
+            if warmed {
                 let store = self.inner.store.clone();
                 tokio::spawn(async move {
                     let _ = store

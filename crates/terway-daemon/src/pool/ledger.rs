@@ -2,7 +2,7 @@
 //! runs, what its end gives back (and the backoff after a failure), and which state a released address
 //! goes to. The engine and the pool simulator both call these, so they count the same way.
 
-use super::decide::Op;
+use super::decide::{plan, Op, PlanParams};
 use super::state::{EniPhase, IpSlot, PodKey, PoolState};
 use crate::config::PoolConfig;
 
@@ -39,6 +39,26 @@ pub fn reserve(st: &mut PoolState, ops: &[Op]) {
             }
         }
     }
+}
+
+/// One manager round, pure: expire inhibits, plan, retry ENIs whose delete failed earlier, reserve what the
+/// operations will do and check the one-time warm-up. Returns the operations to start and whether warm-up
+/// (`warm_target` slots) was reached in this round.
+pub fn plan_round(st: &mut PoolState, p: &PlanParams<'_>, warm_target: u32) -> (Vec<Op>, bool) {
+    st.inhibits.expire(p.now_ms);
+    let mut ops = plan(st, p);
+    for e in st
+        .enis
+        .values()
+        .filter(|e| e.phase == EniPhase::Deleting && !e.busy)
+    {
+        ops.push(Op::DeleteEni {
+            eni_id: e.id.clone(),
+        });
+    }
+    reserve(st, &ops);
+    let warmed = warm_up_reached(st, warm_target, p.now_ms);
+    (ops, warmed)
 }
 
 /// Whether the one-time warm-up (`warm_target` slots, counting those on the way) is reached now for the
