@@ -104,7 +104,7 @@ pub struct ChurnOpts {
     /// Spacing of generated arrivals.
     #[arg(long, value_enum, default_value = "steady")]
     pub arrivals: crate::simulate::trace::Arrivals,
-    /// Seed of generated Poisson arrivals.
+    /// Seed of generated Poisson arrivals (`simulate` seeds its attach times with it too).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
 }

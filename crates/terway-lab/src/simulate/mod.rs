@@ -24,7 +24,7 @@ use crate::bench::churn::{self, ChurnResult, PodOutcome, PoolSample, API_LATENCY
 use crate::bench::{parse_range_ms, ChurnOpts};
 use cloud::{CloudModel, SimCloud};
 use pool::{Costs, SimPool, WALL_BASE_MS};
-use trace::{Arrivals, Trace};
+use trace::Trace;
 
 /// `terway-lab simulate`.
 #[derive(Debug, Clone, clap::Args)]
@@ -33,34 +33,14 @@ pub struct SimulateArgs {
     /// reuse cooldown 2 s, pool sync 5 s).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Pod arrivals, `{"pods": [{"at_ms": …, "lifetime_ms": …}]}`; absent: generated from --pods, --rate,
-    /// --lifetime and --arrivals (the trace `bench churn` runs with the same flags).
-    #[arg(long)]
-    pub trace: Option<PathBuf>,
+    /// The trace (`--trace`, or `--pods`/`--rate`/`--lifetime`/`--arrivals`/`--seed`), the pool when no
+    /// --config is given (`--min-pool`/`--max-pool`) and the attach time: the flags of `bench churn`, so the
+    /// same flags run the same trace in both.
+    #[command(flatten)]
+    pub churn: ChurnOpts,
     /// Write the trace that ran (to replay it live: `bench churn --trace FILE`).
     #[arg(long)]
     pub trace_out: Option<PathBuf>,
-    /// Generated trace: pods in total.
-    #[arg(long, default_value_t = 1000)]
-    pub pods: usize,
-    /// Generated trace: pod creations per second.
-    #[arg(long, default_value_t = 10.0)]
-    pub rate: f64,
-    /// Generated trace: seconds each pod lives after its ADD returned.
-    #[arg(long, default_value_t = 5.0)]
-    pub lifetime: f64,
-    /// Generated trace: spacing of arrivals.
-    #[arg(long, value_enum, default_value = "steady")]
-    pub arrivals: Arrivals,
-    /// `min_pool_size` when no --config is given.
-    #[arg(long, default_value_t = 5)]
-    pub min_pool: u32,
-    /// `max_pool_size` when no --config is given.
-    #[arg(long, default_value_t = 10)]
-    pub max_pool: u32,
-    /// ENI attach time (`MIN-MAX` ms, uniform), as `bench churn --attach-delay-ms`.
-    #[arg(long, default_value = "1500-2500")]
-    pub attach_delay_ms: String,
     /// ENI detach time (`MIN-MAX` ms), the emulator's default.
     #[arg(long, default_value = "100-400")]
     pub detach_delay_ms: String,
@@ -80,9 +60,6 @@ pub struct SimulateArgs {
     /// ENI garbage-collection period, s (the lab's terwayd runs it every 15 s).
     #[arg(long, default_value_t = 15)]
     pub gc_period_s: u64,
-    /// Random seed (attach times, Poisson arrivals).
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
     /// Grid of eni_conf knobs to try: `min_pool_size=0..20,max_pool_size=5..40` (`A..B`, `A..B:STEP`
     /// or `v1|v2|…`); prints every point, the frontier and a recommendation.
     #[arg(long)]
@@ -154,8 +131,8 @@ fn base_conf(args: &SimulateArgs) -> anyhow::Result<Value> {
         None => {
             let mut v = crate::node_files::lab_pool_knobs();
             if let Some(o) = v.as_object_mut() {
-                o.insert("min_pool_size".into(), json!(args.min_pool));
-                o.insert("max_pool_size".into(), json!(args.max_pool));
+                o.insert("min_pool_size".into(), json!(args.churn.min_pool));
+                o.insert("max_pool_size".into(), json!(args.churn.max_pool));
             }
             Ok(v)
         }
@@ -165,16 +142,7 @@ fn base_conf(args: &SimulateArgs) -> anyhow::Result<Value> {
 impl Setup {
     /// Resolve the trace, the cloud model and the instance type's quotas.
     pub fn new(args: SimulateArgs) -> anyhow::Result<Self> {
-        let trace = match &args.trace {
-            Some(p) => Trace::load(p)?,
-            None => Trace::generate(
-                args.pods,
-                args.rate,
-                args.lifetime,
-                args.arrivals,
-                args.seed,
-            )?,
-        };
+        let trace = churn::trace_of(&args.churn)?;
         let spec = terway_emulator::catalogue::builtin()
             .into_iter()
             .find(|s| s.instance_type == args.instance_type)
@@ -190,7 +158,7 @@ impl Setup {
                 .map(|(a, ms)| (a.to_string(), *ms))
                 .collect(),
             overhead_ms: args.api_overhead_ms,
-            attach_ms: parse_range_ms(&args.attach_delay_ms)?,
+            attach_ms: parse_range_ms(&args.churn.attach_delay_ms)?,
             detach_ms: parse_range_ms(&args.detach_delay_ms)?,
             rate_limits: BTreeMap::new(),
         };
@@ -228,7 +196,7 @@ impl Setup {
         let cap = capacity(self.eni_quantity, self.ips_per_eni, &cfg, kind);
         let mut model = self.model.clone();
         model.rate_limits = eni_conf.rate_limit.clone();
-        let cloud = SimCloud::new(model, self.args.seed);
+        let cloud = SimCloud::new(model, self.args.churn.seed);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .start_paused(true)
@@ -287,14 +255,9 @@ impl Setup {
         let get = |k: &str| conf.get(k).and_then(Value::as_u64).unwrap_or(0) as u32;
         ChurnOpts {
             pods: self.trace.pods.len(),
-            rate: self.args.rate,
-            lifetime: self.args.lifetime,
             min_pool: get("min_pool_size"),
             max_pool: get("max_pool_size"),
-            attach_delay_ms: self.args.attach_delay_ms.clone(),
-            trace: self.args.trace.clone(),
-            arrivals: self.args.arrivals,
-            seed: self.args.seed,
+            ..self.args.churn.clone()
         }
     }
 
@@ -311,7 +274,7 @@ impl Setup {
             &o,
             json!({ "simulated": true, "eni_conf": conf, "instance_type": self.args.instance_type,
                     "api_overhead_ms": self.args.api_overhead_ms, "commit_ms": self.args.commit_ms,
-                    "add_overhead_ms": self.args.add_overhead_ms, "seed": self.args.seed }),
+                    "add_overhead_ms": self.args.add_overhead_ms, "seed": self.args.churn.seed }),
         );
         if let Some(t) = s.tables.first_mut() {
             t.title = format!("Simulated {}", t.title.to_lowercase());

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use terway_daemon::config::PoolConfig;
 use terway_daemon::pool::decide::{
-    blocked_reason, max_concurrent_creates, pick_slot, plan, Op, PlanParams,
+    blocked_reason, max_concurrent_creates, pick_slot, Op, PlanParams,
 };
-use terway_daemon::pool::ledger::{released_slot, reserve, settle, warm_up_reached, Outcome};
+use terway_daemon::pool::ledger::{plan_round, released_slot, settle, Outcome};
 use terway_daemon::pool::schedule::{manager_tick, AttachTimes, RoundClock};
 use terway_daemon::pool::state::{Capacity, Eni, EniPhase, IpSlot, PodKey, PoolState};
 use terway_daemon::pool::EniPoolKind;
@@ -260,24 +260,15 @@ impl SimPool {
 
     /// `plan_and_spawn`.
     fn plan_and_spawn(self: &Rc<Self>, allow_release: bool, reclaim_extra: u32) {
-        let now = self.now_ms();
         let ops = {
             let mut st = self.st.borrow_mut();
-            st.inhibits.expire(now);
-            let mut ops = plan(&st, &self.params(allow_release, reclaim_extra));
-            for e in st
-                .enis
-                .values()
-                .filter(|e| e.phase == EniPhase::Deleting && !e.busy)
-            {
-                ops.push(Op::DeleteEni {
-                    eni_id: e.id.clone(),
-                });
-            }
-            reserve(&mut st, &ops);
             let warm_target = self.cfg.warm_up.min(self.cap.total());
-            warm_up_reached(&mut st, warm_target, now);
-            ops
+            plan_round(
+                &mut st,
+                &self.params(allow_release, reclaim_extra),
+                warm_target,
+            )
+            .0
         };
         for op in ops {
             self.in_flight.set(self.in_flight.get() + 1);
