@@ -630,7 +630,8 @@ fn pods_of_two_podnetworkings_get_enis_of_their_own_vswitches_and_give_them_back
 
 /// The (node, IP, UID) of pod `name` once it is Ready.
 fn ready_pod(lab: &Lab, name: &str) -> Option<(String, String, String)> {
-    let p = get_json(lab, &["pod", name]);
+    // Between a StatefulSet pod's deletion and its recreation there is no pod of that name: not ready yet.
+    let p = get_json(lab, &["pod", name, "--ignore-not-found"]);
     let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
     (pod_is_ready(&p) && p["metadata"]["deletionTimestamp"].is_null()).then(|| {
         (
