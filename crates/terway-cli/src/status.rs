@@ -41,6 +41,11 @@ pub fn to_json(r: &pb::StatusReply) -> Value {
             "action": c.action, "result": c.result, "duration_ms": c.duration_ms, "at_unix_ms": c.at_unix_ms,
         })).collect::<Vec<_>>(),
         "inhibits": r.inhibits,
+        "slow_allocations": r.slow_allocations.iter().map(|s| json!({
+            "pod": s.pod, "waited_ms": s.waited_ms, "waited_on": s.waited_on, "eni_id": s.eni_id,
+            "attach_ms": s.attach_ms, "enis_ready_meanwhile": s.enis_ready_meanwhile, "reason": s.reason,
+            "at_unix_ms": s.at_unix_ms,
+        })).collect::<Vec<_>>(),
         "events": r.events,
     })
 }
@@ -177,6 +182,23 @@ pub fn render(r: &pb::StatusReply, with_ips: bool) -> String {
         &["ACTION", "RESULT", "TOOK", "AT (unix ms)"],
         &calls,
     ));
+    if !r.slow_allocations.is_empty() {
+        let slow: Vec<Vec<String>> = r
+            .slow_allocations
+            .iter()
+            .rev()
+            .take(20)
+            .map(|s| {
+                vec![
+                    s.pod.clone(),
+                    format!("{} ms", s.waited_ms),
+                    s.reason.clone(),
+                ]
+            })
+            .collect();
+        out.push_str("\nallocations that waited for the cloud (newest first):\n");
+        out.push_str(&table(&["POD", "WAITED", "WAITED ON"], &slow));
+    }
     if !r.events.is_empty() {
         out.push_str("\nevents:\n");
         for e in &r.events {
@@ -242,6 +264,16 @@ mod tests {
             inhibits: vec!["vSwitch vsw-2 has no free IP".into()],
             events: vec![],
             limits: None,
+            slow_allocations: vec![pb::SlowAllocation {
+                pod: "default/a".into(),
+                waited_ms: 2210,
+                waited_on: "new-eni".into(),
+                eni_id: "eni-1".into(),
+                attach_ms: 2003,
+                enis_ready_meanwhile: 1,
+                reason: "a new ENI (eni-1, attach 2003 ms)".into(),
+                at_unix_ms: 5,
+            }],
         }
     }
 
@@ -259,6 +291,10 @@ mod tests {
         assert!(text.contains("vsw-2 has no free IP"));
         assert!(text.contains("AssignPrivateIpAddresses"));
         assert!(text.contains("10.0.0.6  idle"), "{text}");
+        assert!(
+            text.contains("default/a  2210 ms  a new ENI (eni-1, attach 2003 ms)"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -270,5 +306,7 @@ mod tests {
         assert_eq!(v["pods"][0]["ipv4"], "10.0.0.5");
         assert_eq!(v["recent_calls"][0]["duration_ms"], 12);
         assert!(v["limits"].is_null());
+        assert_eq!(v["slow_allocations"][0]["waited_on"], "new-eni");
+        assert_eq!(v["slow_allocations"][0]["attach_ms"], 2003);
     }
 }

@@ -68,6 +68,13 @@ pub struct InhibitLabel {
     pub kind: String,
 }
 
+/// Label: what a slow allocation waited on.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WaitedOnLabel {
+    /// new-eni | assign-ips | cooldown.
+    pub waited_on: String,
+}
+
 /// Label: an event reason.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
@@ -94,6 +101,8 @@ pub struct Metrics {
     pub reconcile_seconds: Family<ReconcilerLabel, Histogram>,
     /// Events recorded by reason.
     pub events: Family<ReasonLabel, Counter>,
+    /// Allocations that waited for the cloud, by what they waited on.
+    pub slow_allocations: Family<WaitedOnLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -141,6 +150,12 @@ impl Metrics {
         );
         let events = Family::<ReasonLabel, Counter>::default();
         registry.register("events", "Events recorded by reason", events.clone());
+        let slow_allocations = Family::<WaitedOnLabel, Counter>::default();
+        registry.register(
+            "slow_allocations",
+            "Allocations that waited for the cloud, by what they waited on",
+            slow_allocations.clone(),
+        );
         registry.register(
             "inhibit_active",
             "Active allocation inhibits by kind",
@@ -156,6 +171,7 @@ impl Metrics {
             reconciles,
             reconcile_seconds,
             events,
+            slow_allocations,
         }
     }
 
@@ -215,6 +231,15 @@ impl Metrics {
         self.alloc_latency
             .get_or_create(&PathLabel { path: path.into() })
             .observe(secs);
+    }
+
+    /// Count an allocation that waited for the cloud.
+    pub fn slow_allocation(&self, waited_on: &str) {
+        self.slow_allocations
+            .get_or_create(&WaitedOnLabel {
+                waited_on: waited_on.into(),
+            })
+            .inc();
     }
 
     /// Count a cloud call.
@@ -317,6 +342,7 @@ mod tests {
         m.latency("fast", 0.001);
         m.cloud_call("AssignPrivateIpAddresses", "ok");
         m.set_inhibits(true, 2);
+        m.slow_allocation("new-eni");
         let text = m.encode();
         for needle in [
             "terwayd_pool_ips{backend=\"shared-ip\",state=\"in_use\"} 2",
@@ -325,6 +351,7 @@ mod tests {
             "terwayd_alloc_latency_seconds_count{path=\"fast\"} 1",
             "terwayd_cloud_calls_total{action=\"AssignPrivateIpAddresses\",result=\"ok\"} 1",
             "terwayd_inhibit_active{kind=\"vswitch_exhausted\"} 2",
+            "terwayd_slow_allocations_total{waited_on=\"new-eni\"} 1",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -195,6 +195,22 @@ fn fill_pool_status<C: Cloud, M: Metadata>(pool: &Pool<C, M>, reply: &mut pb::St
             duration_ms: c.duration_ms,
             at_unix_ms: c.at_ms,
         }));
+    reply
+        .slow_allocations
+        .extend(
+            pool.slow_allocations()
+                .into_iter()
+                .map(|s| pb::SlowAllocation {
+                    reason: s.reason.to_string(),
+                    pod: s.pod,
+                    waited_ms: s.waited_ms,
+                    waited_on: s.reason.kind.label().into(),
+                    eni_id: s.reason.eni.unwrap_or_default(),
+                    attach_ms: s.reason.attach_ms.unwrap_or(0),
+                    enis_ready_meanwhile: s.reason.enis_ready_meanwhile,
+                    at_unix_ms: s.at_ms,
+                }),
+        );
     reply.limits = pool.node().limits.as_ref().map(|l| pb::InstanceLimits {
         eni_quantity: l.eni_quantity,
         eni_private_ip_quantity: l.eni_private_ip_quantity,

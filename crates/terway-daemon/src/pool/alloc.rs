@@ -8,6 +8,7 @@ use terway_cloud::{Cloud, Metadata};
 use super::decide::{blocked_reason, pick_requested, pick_slot};
 use super::ledger::released_slot;
 use super::state::{AllocKey, Allocation, Eni, IpSlot, PodKey};
+use super::waits::{SlowAllocation, WaitReason};
 use super::{now_ms, Pool};
 use crate::backend::AllocRequest;
 use crate::error::{DaemonError, Result};
@@ -63,11 +64,14 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
             served_slow: false,
         };
         let tokio_deadline = tokio::time::Instant::from_std(deadline);
+        let enis_ready_then = self.waits().enis_ready();
         loop {
             let notified = self.inner.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some((alloc, snapshot)) = self.try_take(req, &mut guard)? {
+            if let Some((alloc, snapshot, waited)) =
+                self.try_take(req, &mut guard, enis_ready_then)?
+            {
                 let path = if guard.served_slow {
                     AllocPath::Slow
                 } else {
@@ -84,6 +88,9 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
                 {
                     self.undo_allocation(&alloc);
                     return Err(e);
+                }
+                if let Some(reason) = waited {
+                    self.record_slow(req, started, reason);
                 }
                 return Ok((alloc, path));
             }
@@ -106,12 +113,28 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
         }
     }
 
-    /// Take a free slot under the lock, or register demand; `Ok(None)` means "wait".
+    /// Keep, log and count an allocation that waited for the cloud, with what it waited on.
+    fn record_slow(&self, req: &AllocRequest, started: Instant, reason: WaitReason) {
+        let waited_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(pod = %req.key, waited_ms, waited_on = %reason, "allocation waited for the pool");
+        self.inner.metrics.slow_allocation(reason.kind.label());
+        self.waits().record(SlowAllocation {
+            pod: req.key.pod.to_string(),
+            waited_ms,
+            reason,
+            at_ms: now_ms(),
+        });
+    }
+
+    /// Take a free slot under the lock, or register demand; `Ok(None)` means "wait". With the slot comes
+    /// what the request waited on, when it had to wait.
+    #[allow(clippy::type_complexity)]
     fn try_take(
         &self,
         req: &AllocRequest,
         guard: &mut DemandGuard<'_, C, M>,
-    ) -> Result<Option<(Allocation, Eni)>> {
+        enis_ready_then: u32,
+    ) -> Result<Option<(Allocation, Eni, Option<WaitReason>)>> {
         let mut st = self.lock();
         if st.stopping {
             return Err(DaemonError::NotReady("terwayd is shutting down".into()));
@@ -146,12 +169,13 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
             };
             st.pods.insert(req.key.clone(), alloc.clone());
             st.last_activity_ms = now;
+            let waited = self.waits().slot_taken(ip, guard.armed, enis_ready_then);
             if guard.armed {
                 st.demand = st.demand.saturating_sub(1);
                 guard.armed = false;
                 guard.served_slow = true;
             }
-            return Ok(Some((alloc, snapshot)));
+            return Ok(Some((alloc, snapshot, waited)));
         }
         let params = self.plan_params(&st, now, false, 0);
         if let Some(reason) = blocked_reason(&st, &params, &self.inner.node.instance_id) {

@@ -2,7 +2,7 @@
 //! manager to get more from the cloud (slow path) without holding any lock while the cloud works.
 //!
 //! Layout: [`state`] (the model), [`decide`] (pure decisions), [`ledger`] (pure bookkeeping around
-//! operations), [`schedule`] (pure timing), [`inhibit`] and [`vswitch`] (pure helpers), [`engine`] (the
+//! operations), [`schedule`] (pure timing), [`inhibit`], [`vswitch`] and [`waits`] (pure helpers), [`engine`] (the
 //! manager loop), [`ops`] (crash-safe cloud operations), [`alloc`] (allocate/release),
 //! [`reconcile`] (start-up recovery and GC against the cloud).
 
@@ -16,6 +16,7 @@ pub mod reconcile;
 pub mod schedule;
 pub mod state;
 pub mod vswitch;
+pub mod waits;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::Ipv4Addr;
@@ -144,6 +145,7 @@ struct Inner<C, M> {
     ops_done: Notify,
     vswitches: Mutex<VSwitchCache>,
     attach_times: Mutex<schedule::AttachTimes>,
+    waits: Mutex<waits::WaitLog>,
 }
 
 impl<C: Cloud, M: Metadata> Pool<C, M> {
@@ -180,6 +182,7 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
                 ops_done: Notify::new(),
                 vswitches: Mutex::new(VSwitchCache::default()),
                 attach_times: Mutex::new(schedule::AttachTimes::default()),
+                waits: Mutex::new(waits::WaitLog::default()),
             }),
         }
     }
@@ -227,6 +230,16 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
             .attach_times
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Slot origins and slow allocations (why pods waited).
+    pub(crate) fn waits(&self) -> MutexGuard<'_, waits::WaitLog> {
+        self.inner.waits.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The recent allocations that waited for the cloud, oldest first.
+    pub fn slow_allocations(&self) -> Vec<waits::SlowAllocation> {
+        self.waits().slow().cloned().collect()
     }
 
     /// Run a read-only closure over the state (status, tests).

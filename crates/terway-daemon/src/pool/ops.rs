@@ -68,8 +68,15 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
         let snapshot = {
             let mut st = self.lock();
             st.enis.get_mut(eni_id).map(|e| {
+                let mut waits = self.waits();
                 for ip in &ips {
                     e.ips.entry(*ip).or_insert(IpSlot::Idle);
+                    waits.slot_added(
+                        *ip,
+                        super::waits::SlotOrigin::Assigned {
+                            eni: eni_id.to_string(),
+                        },
+                    );
                 }
                 e.version += 1;
                 e.clone()
@@ -193,12 +200,17 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
         }
         .await;
         match attached {
-            Ok(eni) => {
+            Ok((eni, attach)) => {
                 let snapshot = {
                     let mut st = self.lock();
                     st.pending_enis.remove(&eni.id);
                     st.pending_enis.remove(&intent.id);
                     st.enis.insert(eni.id.clone(), eni.clone());
+                    self.waits().eni_ready(
+                        &eni.id,
+                        eni.ips.keys().copied(),
+                        attach.as_millis() as u64,
+                    );
                     eni
                 };
                 tracing::info!(eni = %snapshot.id, vswitch = vswitch_id, ips = snapshot.ips.len(), "ENI ready");
@@ -251,14 +263,15 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
 
     /// Wait until the ENI is InUse and the instance sees its MAC and every address in metadata. The
     /// Describes start late enough to skip what no recent attach took, then come at most 200 ms apart.
-    pub(crate) async fn wait_ready(&self, eni_id: &str) -> Result<Eni> {
+    /// Returns the ENI and how long the attach took (request to InUse).
+    pub(crate) async fn wait_ready(&self, eni_id: &str) -> Result<(Eni, Duration)> {
         let deadline = Instant::now() + self.inner.cfg.pool.eni_ready_timeout;
         let asked = Instant::now();
         let first_look = self.attach_times().first_look();
         tokio::time::sleep(first_look).await;
         let mut looks = 0;
         let mut seen_attaching = false;
-        let nic: NetworkInterface = loop {
+        let (nic, attach): (NetworkInterface, Duration) = loop {
             looks += 1;
             match self
                 .call(
@@ -268,8 +281,9 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
                 .await
             {
                 Ok(Some(n)) if n.status == EniStatus::InUse => {
-                    self.attach_times().record(asked.elapsed());
-                    break n;
+                    let attach = asked.elapsed();
+                    self.attach_times().record(attach);
+                    break (n, attach);
                 }
                 Ok(Some(n)) if n.status == EniStatus::Attaching => seen_attaching = true,
                 // Back to Available after Attaching (or for longer than any Describe lag) = the attach failed;
@@ -312,7 +326,7 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
             .saturating_duration_since(Instant::now())
             .max(Duration::from_secs(1));
         let meta = self.wait_metadata_ips(&nic.mac, &ips, remaining).await?;
-        Ok(Eni {
+        let eni = Eni {
             id: nic.id.clone(),
             mac: nic.mac.to_lowercase(),
             vswitch_id: nic.vswitch_id.clone(),
@@ -324,7 +338,8 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
             version: 1,
             busy: false,
             full: false,
-        })
+        };
+        Ok((eni, attach))
     }
 
     /// Poll metadata until the ENI (by MAC) is visible with all `ips`.
@@ -445,6 +460,7 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
                 for ip in ips {
                     if res.is_ok() {
                         e.ips.remove(ip);
+                        self.waits().forget(*ip);
                     } else if e.ips.get(ip) == Some(&IpSlot::Releasing) {
                         e.ips.insert(*ip, IpSlot::Idle);
                     }
@@ -478,7 +494,12 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
         let res = self.destroy_eni(eni_id).await;
         match res {
             Ok(()) => {
-                self.lock().enis.remove(eni_id);
+                if let Some(gone) = self.lock().enis.remove(eni_id) {
+                    let mut waits = self.waits();
+                    for ip in gone.ips.keys() {
+                        waits.forget(*ip);
+                    }
+                }
                 self.persist(vec![
                     Change::DelEni(eni_id.into()),
                     Change::DelIntent(intent.id),

@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::cni::{call, terway, Pod, PodSet, Subject};
-use super::lab::{pool_status, wait_idle, Lab, LabSpec};
+use super::lab::{daemon_status, wait_idle, Lab, LabSpec};
 use super::report::{fmt, Chart, Section, Table, Target};
 use super::stats::{ms, Summary};
 use super::{ChurnOpts, CommonOpts};
 use crate::simulate::trace::Trace;
+use terway_daemon::pool::waits::{WaitKind, WaitReason};
 
 /// Extra latency per action (ms): reads fast, writes slow, spread over the 20–100 ms real calls take.
 /// The lab has no per-call random latency knob, so each action gets a fixed value from that range.
@@ -54,8 +55,9 @@ pub struct PodOutcome {
     pub add: Result<Duration, String>,
     /// DEL, when measured (the simulator does not model it).
     pub del: Option<Result<Duration, String>>,
-    /// What the ADD waited on, when it could not take a free address at once and the source knows.
-    pub waited_for: Option<String>,
+    /// What the ADD waited on, when it could not take a free address at once (the daemon's status service
+    /// or the simulator says).
+    pub waited_for: Option<WaitReason>,
 }
 
 /// What one churn measured.
@@ -111,8 +113,11 @@ pub fn churn(
     let start = Instant::now();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let samples = Arc::new(Mutex::new(Vec::new()));
+    // Slow allocations the daemon reported, by pod name; sampled with the pool so that none falls out
+    // of the daemon's bounded list before it is read.
+    let slow = Arc::new(Mutex::new(BTreeMap::<String, WaitReason>::new()));
     let sampler = {
-        let (stop, samples) = (stop.clone(), samples.clone());
+        let (stop, samples, slow) = (stop.clone(), samples.clone(), slow.clone());
         std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -120,15 +125,28 @@ pub fn churn(
             else {
                 return;
             };
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                if let Ok(p) = rt.block_on(pool_status(&socket)) {
-                    let s = PoolSample {
-                        t_s: start.elapsed().as_secs_f64(),
-                        total: p.total,
-                        idle: p.idle,
-                        in_use: p.in_use,
-                    };
-                    samples.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+            loop {
+                // One more reading after the stop, for the allocations of the last samples' interval.
+                let last = stop.load(std::sync::atomic::Ordering::Relaxed);
+                if let Ok(reply) = rt.block_on(daemon_status(&socket)) {
+                    if let Some(p) = reply.pool {
+                        let s = PoolSample {
+                            t_s: start.elapsed().as_secs_f64(),
+                            total: p.total,
+                            idle: p.idle,
+                            in_use: p.in_use,
+                        };
+                        samples.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+                    }
+                    let mut slow = slow.lock().unwrap_or_else(|e| e.into_inner());
+                    for a in &reply.slow_allocations {
+                        if let Some((pod, reason)) = wait_reason_of(a) {
+                            slow.insert(pod, reason);
+                        }
+                    }
+                }
+                if last {
+                    break;
                 }
                 std::thread::sleep(Duration::from_millis(500));
             }
@@ -170,9 +188,17 @@ pub fn churn(
     std::thread::sleep(Duration::from_secs(3));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = sampler.join();
-    drop(set);
     let mut outcomes = outcomes.into_inner().unwrap_or_else(|e| e.into_inner());
     outcomes.sort_by_key(|(i, _)| *i);
+    {
+        let mut slow = slow.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, o) in outcomes.iter_mut() {
+            if let Some(p) = set.pods.get(*i) {
+                o.waited_for = slow.remove(&p.name);
+            }
+        }
+    }
+    drop(set);
     let calls = lab.emulator("GET", "/_emulator/calls", None)?;
     let calls = calls
         .as_array()
@@ -196,6 +222,19 @@ pub fn churn(
         start_ms: since_ms,
         arrival_span: Duration::from_millis(trace.arrival_span_ms()),
     })
+}
+
+/// A slow allocation of the daemon's status reply as (pod name, reason).
+fn wait_reason_of(a: &terway_rpc::v1::SlowAllocation) -> Option<(String, WaitReason)> {
+    let kind = WaitKind::from_label(&a.waited_on)?;
+    let name = a.pod.rsplit('/').next().unwrap_or(&a.pod).to_string();
+    let reason = WaitReason {
+        kind,
+        eni: (!a.eni_id.is_empty()).then(|| a.eni_id.clone()),
+        attach_ms: (kind == WaitKind::NewEni).then_some(a.attach_ms),
+        enis_ready_meanwhile: a.enis_ready_meanwhile,
+    };
+    Some((name, reason))
 }
 
 /// Calls by action (all; in the steady state; in the drain after the last arrival) and throttled calls.
@@ -269,19 +308,33 @@ pub fn add_summary(r: &ChurnResult) -> Option<Summary> {
 
 /// Pods whose ADD took longer than `limit`, grouped by what they waited on (most common first).
 pub fn slow_waits(r: &ChurnResult, limit: Duration) -> (usize, Vec<(String, usize)>) {
+    group_waits(r, |o| o.add.as_ref().is_ok_and(|d| *d > limit))
+}
+
+/// Pods that could not take a free address at once, grouped by what they waited on.
+pub fn cloud_waits(r: &ChurnResult) -> (usize, Vec<(String, usize)>) {
+    group_waits(r, |o| o.add.is_ok() && o.waited_for.is_some())
+}
+
+fn group_waits(
+    r: &ChurnResult,
+    counted: impl Fn(&PodOutcome) -> bool,
+) -> (usize, Vec<(String, usize)>) {
     let mut by: BTreeMap<String, usize> = BTreeMap::new();
     let mut n = 0;
-    for o in &r.outcomes {
-        if o.add.as_ref().is_ok_and(|d| *d > limit) {
-            n += 1;
-            // The ENI id and attach time vary per pod; group by the kind of wait.
-            let why = o
-                .waited_for
-                .as_deref()
-                .map(|w| w.split(" (").next().unwrap_or(w).to_string())
-                .unwrap_or_else(|| "not reported".into());
-            *by.entry(why).or_default() += 1;
-        }
+    for o in r.outcomes.iter().filter(|o| counted(o)) {
+        n += 1;
+        let why = match &o.waited_for {
+            Some(w) if w.enis_ready_meanwhile > 1 => {
+                format!(
+                    "{}, after earlier ones went to other pods",
+                    w.kind.describe()
+                )
+            }
+            Some(w) => w.kind.describe().to_string(),
+            None => "not reported".into(),
+        };
+        *by.entry(why).or_default() += 1;
     }
     let mut v: Vec<(String, usize)> = by.into_iter().collect();
     v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -310,6 +363,7 @@ pub fn section(name: &'static str, r: &ChurnResult, o: &ChurnOpts, extra: Value)
     let add = add_summary(r);
     let attach_max = super::lab::attach_max_ms(&o.attach_delay_ms);
     let (slow, slow_why) = slow_waits(r, Duration::from_millis(attach_max));
+    let (waited, waited_why) = cloud_waits(r);
     let del = Summary::of(&dels);
     let calls = call_stats(r, o.pods);
     let mut s = Section::new(name);
@@ -337,6 +391,13 @@ pub fn section(name: &'static str, r: &ChurnResult, o: &ChurnOpts, extra: Value)
         slow.to_string(),
     ]);
     for (why, n) in &slow_why {
+        t.row(vec![format!("  waiting for {why}"), n.to_string()]);
+    }
+    t.row(vec![
+        "pods that waited for the pool at all".into(),
+        waited.to_string(),
+    ]);
+    for (why, n) in &waited_why {
         t.row(vec![format!("  waiting for {why}"), n.to_string()]);
     }
     t.row(vec![
@@ -440,6 +501,7 @@ pub fn section(name: &'static str, r: &ChurnResult, o: &ChurnOpts, extra: Value)
         "add_to_ready": add, "del": del,
         "pod_failures": failures.len(), "pod_throttling_failures": throttled_pods,
         "slow_pods": { "longer_than_ms": attach_max, "count": slow, "waiting_for": slow_why.iter().map(|(w, n)| json!({"what": w, "pods": n})).collect::<Vec<_>>() },
+        "waited_for_pool": { "count": waited, "waiting_for": waited_why.iter().map(|(w, n)| json!({"what": w, "pods": n})).collect::<Vec<_>>() },
         "first_failures": failures.iter().take(3).collect::<Vec<_>>(),
         "cloud_calls": calls,
         "pool_samples": r.samples,
@@ -543,5 +605,71 @@ mod tests {
                 .and_then(Value::as_u64),
             Some(2)
         );
+    }
+
+    #[test]
+    fn waits_are_grouped_by_what_the_daemon_says() {
+        let reason = |kind, meanwhile| WaitReason {
+            kind,
+            eni: Some("eni-1".into()),
+            attach_ms: None,
+            enis_ready_meanwhile: meanwhile,
+        };
+        let pod = |add_ms: u64, w: Option<WaitReason>| PodOutcome {
+            started: Duration::ZERO,
+            add: Ok(Duration::from_millis(add_ms)),
+            del: None,
+            waited_for: w,
+        };
+        let r = ChurnResult {
+            outcomes: vec![
+                pod(2500, Some(reason(WaitKind::NewEni, 1))),
+                pod(2600, Some(reason(WaitKind::NewEni, 2))),
+                pod(2700, None),
+                pod(300, Some(reason(WaitKind::AssignIps, 0))),
+                pod(40, None),
+            ],
+            samples: vec![],
+            calls: vec![],
+            wall: Duration::from_secs(1),
+            start_ms: 0,
+            arrival_span: Duration::from_secs(1),
+        };
+        let (n, why) = slow_waits(&r, Duration::from_millis(2000));
+        assert_eq!(n, 3);
+        assert!(
+            why.contains(&("a new ENI to attach".to_string(), 1)),
+            "{why:?}"
+        );
+        assert!(why.contains(&(
+            "a new ENI to attach, after earlier ones went to other pods".to_string(),
+            1
+        )));
+        assert!(why.contains(&("not reported".to_string(), 1)));
+        let (n, why) = cloud_waits(&r);
+        assert_eq!(n, 3);
+        assert!(why.contains(&("AssignPrivateIpAddresses".to_string(), 1)));
+    }
+
+    #[test]
+    fn the_daemons_slow_allocation_becomes_a_reason() {
+        let a = terway_rpc::v1::SlowAllocation {
+            pod: "default/ch-1".into(),
+            waited_ms: 2100,
+            waited_on: "new-eni".into(),
+            eni_id: "eni-9".into(),
+            attach_ms: 2003,
+            enis_ready_meanwhile: 1,
+            reason: String::new(),
+            at_unix_ms: 1,
+        };
+        let (pod, r) = wait_reason_of(&a).unwrap();
+        assert_eq!(pod, "ch-1");
+        assert_eq!(r.to_string(), "a new ENI (eni-9, attach 2003 ms)");
+        let unknown = terway_rpc::v1::SlowAllocation {
+            waited_on: "something-new".into(),
+            ..a
+        };
+        assert!(wait_reason_of(&unknown).is_none());
     }
 }

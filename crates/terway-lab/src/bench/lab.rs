@@ -218,14 +218,19 @@ impl Drop for Lab {
     }
 }
 
-/// The daemon's pool status over its unix socket.
-pub async fn pool_status(socket: &Path) -> anyhow::Result<PoolStatus> {
+/// The daemon's whole status reply.
+pub async fn daemon_status(socket: &Path) -> anyhow::Result<terway_rpc::v1::StatusReply> {
     let ch = terway_rpc::connect_unix(socket, Duration::from_secs(5)).await?;
-    let reply = TerwayStatusClient::new(ch)
+    Ok(TerwayStatusClient::new(ch)
         .get_status(StatusRequest {})
         .await?
-        .into_inner();
-    reply
+        .into_inner())
+}
+
+/// The daemon's pool status over its unix socket.
+pub async fn pool_status(socket: &Path) -> anyhow::Result<PoolStatus> {
+    daemon_status(socket)
+        .await?
         .pool
         .ok_or_else(|| anyhow::anyhow!("daemon at {} reports no pool", socket.display()))
 }

@@ -7,7 +7,6 @@
 //! for a seed and thousands of pods take well under a second.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::rc::Rc;
 use std::time::Duration;
@@ -19,6 +18,7 @@ use terway_daemon::pool::decide::{
 use terway_daemon::pool::ledger::{plan_round, released_slot, settle, Outcome};
 use terway_daemon::pool::schedule::{manager_tick, AttachTimes, RoundClock};
 use terway_daemon::pool::state::{Capacity, Eni, EniPhase, IpSlot, PodKey, PoolState};
+use terway_daemon::pool::waits::{SlotOrigin, WaitLog, WaitReason};
 use terway_daemon::pool::EniPoolKind;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -54,7 +54,7 @@ pub struct PodRun {
     /// ADD → ready, or why it failed.
     pub add: Result<Duration, String>,
     /// What it waited on, when it could not take a free slot at once.
-    pub waited_for: Option<String>,
+    pub waited_for: Option<WaitReason>,
 }
 
 /// One sample of the pool's size.
@@ -68,13 +68,6 @@ pub struct Sample {
     pub idle: u32,
     /// Slots held by pods.
     pub in_use: u32,
-}
-
-/// Where a slot came from, for explaining waits.
-#[derive(Debug, Clone)]
-enum Origin {
-    NewEni { eni: String, attach_ms: u64 },
-    Assigned { eni: String },
 }
 
 /// The simulated pool.
@@ -91,8 +84,7 @@ pub struct SimPool {
     t0: Instant,
     in_flight: Cell<usize>,
     vswitches_fetched: Cell<Option<u64>>,
-    origins: RefCell<HashMap<Ipv4Addr, Origin>>,
-    enis_ready: Cell<u32>,
+    waits: RefCell<WaitLog>,
     stop: Cell<bool>,
     pub(super) samples: RefCell<Vec<Sample>>,
 }
@@ -119,8 +111,7 @@ impl SimPool {
             t0: Instant::now(),
             in_flight: Cell::new(0),
             vswitches_fetched: Cell::new(None),
-            origins: RefCell::new(HashMap::new()),
-            enis_ready: Cell::new(0),
+            waits: RefCell::new(WaitLog::default()),
             stop: Cell::new(false),
             samples: RefCell::new(Vec::new()),
         })
@@ -307,12 +298,12 @@ impl SimPool {
         {
             let mut st = self.st.borrow_mut();
             if let Some(e) = st.enis.get_mut(eni_id) {
-                let mut origins = self.origins.borrow_mut();
+                let mut waits = self.waits.borrow_mut();
                 for ip in &ips {
                     e.ips.entry(*ip).or_insert(IpSlot::Idle);
-                    origins.insert(
+                    waits.slot_added(
                         *ip,
-                        Origin::Assigned {
+                        SlotOrigin::Assigned {
                             eni: eni_id.to_string(),
                         },
                     );
@@ -355,18 +346,6 @@ impl SimPool {
         self.attach
             .borrow_mut()
             .record(Duration::from_millis(attach_ms));
-        {
-            let mut origins = self.origins.borrow_mut();
-            for ip in &ips {
-                origins.insert(
-                    *ip,
-                    Origin::NewEni {
-                        eni: id.clone(),
-                        attach_ms,
-                    },
-                );
-            }
-        }
         let eni = Eni {
             id: id.clone(),
             mac: String::new(),
@@ -381,8 +360,10 @@ impl SimPool {
             busy: false,
             full: false,
         };
-        self.st.borrow_mut().enis.insert(id, eni);
-        self.enis_ready.set(self.enis_ready.get() + 1);
+        self.st.borrow_mut().enis.insert(id.clone(), eni);
+        self.waits
+            .borrow_mut()
+            .eni_ready(&id, ips.iter().copied(), attach_ms);
         self.commit().await;
     }
 
@@ -390,8 +371,10 @@ impl SimPool {
         self.commit().await;
         self.call("UnassignPrivateIpAddresses").await;
         if let Some(e) = self.st.borrow_mut().enis.get_mut(eni_id) {
+            let mut waits = self.waits.borrow_mut();
             for ip in ips {
                 e.ips.remove(ip);
+                waits.forget(*ip);
             }
             e.busy = false;
             e.version += 1;
@@ -424,7 +407,12 @@ impl SimPool {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(2));
         }
-        self.st.borrow_mut().enis.remove(eni_id);
+        if let Some(gone) = self.st.borrow_mut().enis.remove(eni_id) {
+            let mut waits = self.waits.borrow_mut();
+            for ip in gone.ips.keys() {
+                waits.forget(*ip);
+            }
+        }
         self.commit().await;
     }
 
@@ -436,12 +424,12 @@ impl SimPool {
         let key = PodKey::new("sim", format!("pod-{i}"));
         let deadline = started + ALLOC_DEADLINE;
         let mut armed = false;
-        let ready_before = self.enis_ready.get();
+        let enis_ready_then = self.waits.borrow().enis_ready();
         let taken = loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match self.try_take(&key, &mut armed) {
+            match self.try_take(&key, &mut armed, enis_ready_then) {
                 Ok(Some(slot)) => break Ok(slot),
                 Ok(None) => {}
                 Err(why) => break Err(why),
@@ -458,7 +446,7 @@ impl SimPool {
                 ));
             }
         };
-        let (eni_id, ip, waited) = match taken {
+        let (eni_id, ip, waited_for) = match taken {
             Ok(t) => t,
             Err(why) => {
                 return PodRun {
@@ -472,10 +460,6 @@ impl SimPool {
         self.commit().await;
         tokio::time::sleep(self.costs.add_overhead).await;
         let add = started.elapsed();
-        let waited_for = waited.then(|| {
-            let rounds = self.enis_ready.get() - ready_before;
-            self.explain(ip, rounds)
-        });
         tokio::time::sleep(lifetime).await;
         self.release(&eni_id, ip, &key).await;
         PodRun {
@@ -485,28 +469,14 @@ impl SimPool {
         }
     }
 
-    fn explain(&self, ip: Ipv4Addr, enis_ready_meanwhile: u32) -> String {
-        let what = match self.origins.borrow().get(&ip) {
-            Some(Origin::NewEni { eni, attach_ms }) => {
-                format!("a new ENI ({eni}, attach {attach_ms} ms)")
-            }
-            Some(Origin::Assigned { eni }) => format!("AssignPrivateIpAddresses on {eni}"),
-            None => "an address to leave its reuse cooldown".into(),
-        };
-        if enis_ready_meanwhile > 1 {
-            format!("{what}; {enis_ready_meanwhile} ENIs became ready while it waited")
-        } else {
-            what
-        }
-    }
-
-    /// `try_take`: a free slot, or demand registered; the bool says whether the pod had to wait.
+    /// `try_take`: a free slot, or demand registered; with the slot, what the pod waited on if it waited.
     #[allow(clippy::type_complexity)]
     fn try_take(
         &self,
         key: &PodKey,
         armed: &mut bool,
-    ) -> Result<Option<(String, Ipv4Addr, bool)>, String> {
+        enis_ready_then: u32,
+    ) -> Result<Option<(String, Ipv4Addr, Option<WaitReason>)>, String> {
         let now = self.now_ms();
         let mut st = self.st.borrow_mut();
         if let Some((eni_id, ip)) = pick_slot(&st, key, now, self.cfg.eni_selection) {
@@ -519,7 +489,10 @@ impl SimPool {
                 },
             );
             st.last_activity_ms = now;
-            let waited = *armed;
+            let waited = self
+                .waits
+                .borrow_mut()
+                .slot_taken(ip, *armed, enis_ready_then);
             if *armed {
                 st.demand = st.demand.saturating_sub(1);
                 *armed = false;
@@ -544,7 +517,6 @@ impl SimPool {
             st.last_activity_ms = now;
             st.set_slot(eni_id, ip, IpSlot::Releasing);
         }
-        self.origins.borrow_mut().remove(&ip);
         self.commit().await;
         let slot = released_slot(&self.cfg, key, false, now);
         self.st.borrow_mut().set_slot(eni_id, ip, slot);
