@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use terway_cloud::{Cloud, Metadata};
 
-use super::decide::{blocked_reason, pick_requested, pick_slot};
+use super::decide::{blocked_reason, pick_requested, pick_slot_in_turn};
 use super::ledger::released_slot;
 use super::state::{AllocKey, Allocation, Eni, IpSlot, PodKey};
 use super::waits::{SlowAllocation, WaitReason};
@@ -34,18 +34,25 @@ impl AllocPath {
     }
 }
 
-/// Decrements the registered demand if the waiter leaves without a slot (error, timeout, cancel).
+/// Decrements the registered demand and leaves the wait queue if the waiter leaves without a slot
+/// (error, timeout, cancel).
 struct DemandGuard<'a, C: Cloud, M: Metadata> {
     pool: &'a Pool<C, M>,
-    armed: bool,
+    /// The place in the wait queue, while registered as demand.
+    ticket: Option<u64>,
     served_slow: bool,
 }
 
 impl<C: Cloud, M: Metadata> Drop for DemandGuard<'_, C, M> {
     fn drop(&mut self) {
-        if self.armed {
-            let mut st = self.pool.lock();
-            st.demand = st.demand.saturating_sub(1);
+        if let Some(t) = self.ticket {
+            {
+                let mut st = self.pool.lock();
+                st.demand = st.demand.saturating_sub(1);
+                self.pool.waits().queue.leave(t);
+            }
+            // Those queued behind it may now be first in line for a free slot.
+            self.pool.inner.changed.notify_waiters();
         }
     }
 }
@@ -60,7 +67,7 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
         let started = Instant::now();
         let mut guard = DemandGuard {
             pool: self,
-            armed: false,
+            ticket: None,
             served_slow: false,
         };
         let tokio_deadline = tokio::time::Instant::from_std(deadline);
@@ -146,7 +153,16 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
                 Some(ip) => Some(pick_requested(&st, &req.key.pod, ip, now).map_err(|why| {
                     DaemonError::InvalidRequest(format!("pod {}: {why}", req.key))
                 })?),
-                None => pick_slot(&st, &req.key.pod, now, self.inner.cfg.pool.eni_selection),
+                None => {
+                    let ahead = self.waits().queue.ahead(guard.ticket);
+                    pick_slot_in_turn(
+                        &st,
+                        &req.key.pod,
+                        now,
+                        self.inner.cfg.pool.eni_selection,
+                        ahead,
+                    )
+                }
             };
         if let Some((eni_id, ip)) = picked {
             let Some(snapshot) = st.set_slot(&eni_id, ip, IpSlot::in_use(&req.key)) else {
@@ -169,12 +185,14 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
             };
             st.pods.insert(req.key.clone(), alloc.clone());
             st.last_activity_ms = now;
-            let waited = self.waits().slot_taken(ip, guard.armed, enis_ready_then);
-            if guard.armed {
+            let mut waits = self.waits();
+            let waited = waits.slot_taken(ip, guard.ticket.is_some(), enis_ready_then);
+            if let Some(t) = guard.ticket.take() {
+                waits.queue.leave(t);
                 st.demand = st.demand.saturating_sub(1);
-                guard.armed = false;
                 guard.served_slow = true;
             }
+            drop(waits);
             return Ok(Some((alloc, snapshot, waited)));
         }
         let params = self.plan_params(&st, now, false, 0);
@@ -184,9 +202,9 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
                 reason,
             });
         }
-        if !guard.armed {
+        if guard.ticket.is_none() {
             st.demand += 1;
-            guard.armed = true;
+            guard.ticket = Some(self.waits().queue.join());
         }
         Ok(None)
     }
@@ -197,6 +215,8 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
         if st.pods.get(&key) == Some(alloc) {
             st.pods.remove(&key);
             st.set_slot(&alloc.eni_id, alloc.ip, IpSlot::Idle);
+            drop(st);
+            self.inner.changed.notify_waiters();
         }
     }
 

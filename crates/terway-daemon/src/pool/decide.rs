@@ -120,6 +120,32 @@ pub fn pick_slot(
     Some((eni.id.clone(), ip))
 }
 
+/// [`pick_slot`] for a request with `waiting_ahead` requests queued before it: waiting pods are served in
+/// the order they started waiting, so a request takes an ordinary free slot only while more are free than
+/// requests ahead of it (its own sticky slot it takes regardless). Without the order, the pods an ENI's
+/// arrival wakes race for its slots, and one that waited longest can lose to a pod that just arrived.
+pub fn pick_slot_in_turn(
+    state: &PoolState,
+    pod: &PodKey,
+    now_ms: u64,
+    policy: EniSelectionPolicy,
+    waiting_ahead: u32,
+) -> Option<(String, Ipv4Addr)> {
+    if waiting_ahead > 0 {
+        let ready = || state.enis.values().filter(|e| e.phase == EniPhase::Ready);
+        let own_sticky = ready().any(|e| {
+            e.ips
+                .values()
+                .any(|s| matches!(s, IpSlot::Sticky { pod: p, .. } if p == pod))
+        });
+        let free: usize = ready().map(|e| e.free(now_ms)).sum();
+        if !own_sticky && free <= waiting_ahead as usize {
+            return None;
+        }
+    }
+    pick_slot(state, pod, now_ms, policy)
+}
+
 /// The slot of `ip` for `pod`, which asked for that address (CNI_ARGS `IP=`: podman's `network reload`
 /// re-adds a container with the address it had). A recently released address is given back although it
 /// is cooling down: the cooldown keeps a *different* pod from inheriting an address unasked, and here the

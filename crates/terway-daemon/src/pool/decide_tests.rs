@@ -571,3 +571,33 @@ fn a_requested_address_is_given_back_while_cooling_down_but_never_taken_from_ano
     assert!(pick_requested(&s, &pod("sts-0"), ip(5), 1_000).is_ok());
     assert!(pick_requested(&s, &me, ip(5), 9_000).is_ok());
 }
+
+#[test]
+fn waiting_pods_are_served_in_turn() {
+    let s = state(vec![
+        eni("eni-a", &[(1, IpSlot::Idle), (2, IpSlot::Idle)]),
+        eni(
+            "eni-b",
+            &[(
+                3,
+                IpSlot::Sticky {
+                    pod: pod("web-0"),
+                    until_ms: 99_999,
+                },
+            )],
+        ),
+    ]);
+    let p = EniSelectionPolicy::MostIps;
+    // Two free slots: the second in line and a newcomer behind one waiter get one, the third does not.
+    assert!(pick_slot_in_turn(&s, &pod("x"), 1_000, p, 1).is_some());
+    assert_eq!(pick_slot_in_turn(&s, &pod("x"), 1_000, p, 2), None);
+    assert_eq!(
+        pick_slot_in_turn(&s, &pod("x"), 1_000, p, 0).map(|x| x.1),
+        Some(ip(1))
+    );
+    // A pod's own sticky address is not anybody else's turn.
+    assert_eq!(
+        pick_slot_in_turn(&s, &pod("web-0"), 1_000, p, 5),
+        Some(("eni-b".into(), ip(3)))
+    );
+}

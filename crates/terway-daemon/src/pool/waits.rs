@@ -136,6 +136,35 @@ pub struct SlowAllocation {
     pub at_ms: u64,
 }
 
+/// The requests waiting for a slot, in the order they started waiting (tickets ascending).
+#[derive(Debug, Default)]
+pub struct WaitQueue {
+    waiting: std::collections::BTreeSet<u64>,
+    next: u64,
+}
+
+impl WaitQueue {
+    /// Queue a request; its ticket.
+    pub fn join(&mut self) -> u64 {
+        self.next += 1;
+        self.waiting.insert(self.next);
+        self.next
+    }
+
+    /// The request left (served, gave up).
+    pub fn leave(&mut self, ticket: u64) {
+        self.waiting.remove(&ticket);
+    }
+
+    /// Requests queued before `ticket`; for a request not queued (`None`), every queued one.
+    pub fn ahead(&self, ticket: Option<u64>) -> u32 {
+        match ticket {
+            Some(t) => self.waiting.range(..t).count() as u32,
+            None => self.waiting.len() as u32,
+        }
+    }
+}
+
 /// Slot origins, a count of ENIs that became ready, and the recent slow allocations.
 #[derive(Debug, Default)]
 pub struct WaitLog {
@@ -146,6 +175,8 @@ pub struct WaitLog {
     seq: u64,
     enis_ready: u32,
     slow: VecDeque<SlowAllocation>,
+    /// Requests waiting for a slot, in order.
+    pub queue: WaitQueue,
 }
 
 impl WaitLog {
@@ -288,6 +319,23 @@ mod tests {
         }
         assert_eq!(w.slow().count(), SLOW_ALLOCATIONS_KEPT);
         assert_eq!(w.slow().next().map(|s| s.pod.as_str()), Some("ns/p3"));
+    }
+
+    #[test]
+    fn the_queue_counts_who_is_ahead() {
+        let mut q = WaitQueue::default();
+        let a = q.join();
+        let b = q.join();
+        let c = q.join();
+        assert_eq!(
+            (q.ahead(Some(a)), q.ahead(Some(c)), q.ahead(None)),
+            (0, 2, 3)
+        );
+        q.leave(a);
+        assert_eq!((q.ahead(Some(b)), q.ahead(Some(c))), (0, 1));
+        q.leave(b);
+        q.leave(c);
+        assert_eq!(q.ahead(None), 0);
     }
 
     #[test]

@@ -85,13 +85,22 @@ pub fn trace_of(o: &ChurnOpts) -> anyhow::Result<Trace> {
     }
 }
 
+/// `--settle` as a duration.
+pub fn settle_time(o: &ChurnOpts) -> anyhow::Result<Duration> {
+    if o.settle >= 0.0 && o.settle.is_finite() {
+        Ok(Duration::from_secs_f64(o.settle))
+    } else {
+        anyhow::bail!("--settle must be zero or more seconds, not {}", o.settle)
+    }
+}
+
 /// Run a churn on the lab's shared node: each pod of `trace` ADDed at its arrival time (however long earlier
 /// ADDs take) and deleted its lifetime after its ADD returned.
 pub fn churn(
     lab: &Lab,
     subject: &Subject,
     trace: &Trace,
-    min_pool: u32,
+    o: &ChurnOpts,
     run_id: &str,
     quiet: bool,
 ) -> anyhow::Result<ChurnResult> {
@@ -103,7 +112,7 @@ pub fn churn(
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        rt.block_on(wait_idle(&socket, min_pool, Duration::from_secs(60)))?;
+        rt.block_on(wait_idle(&socket, o.min_pool, Duration::from_secs(60)))?;
     }
     let set = Arc::new(PodSet::create(run_id, "ch", trace.pods.len())?);
     let since_ms = std::time::SystemTime::now()
@@ -185,7 +194,7 @@ pub fn churn(
     });
     let wall = start.elapsed();
     // Let the pool settle back towards its watermarks before the last samples.
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(settle_time(o)?);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = sampler.join();
     let mut outcomes = outcomes.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -540,7 +549,12 @@ pub fn bench(opts: &CommonOpts, o: &ChurnOpts) -> anyhow::Result<Section> {
     let node = lab.node("shared")?.name.clone();
     let subject = terway(&lab, &node)?;
     let trace = trace_of(o)?;
-    let r = churn(&lab, &subject, &trace, o.min_pool, run_id, opts.json);
+    // A trace file decides the pod count, not --pods.
+    let o = &ChurnOpts {
+        pods: trace.pods.len(),
+        ..o.clone()
+    };
+    let r = churn(&lab, &subject, &trace, o, run_id, opts.json);
     // Leave an existing lab as we found it.
     let _ = lab.emulator("POST", "/_emulator/faults", Some(&json!({})));
     let r = r?;

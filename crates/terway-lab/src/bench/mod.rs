@@ -107,6 +107,10 @@ pub struct ChurnOpts {
     /// Seed of generated Poisson arrivals (`simulate` seeds its attach times with it too).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Seconds the run goes on after the last pod is deleted, while the pool trims back to its watermarks
+    /// (its calls count as the drain).
+    #[arg(long, default_value_t = 3.0)]
+    pub settle: f64,
 }
 
 /// `MIN-MAX` (or `N`) milliseconds, as `--attach-delay-ms` takes them.
@@ -286,6 +290,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 trace: None,
                 arrivals: crate::simulate::trace::Arrivals::Steady,
                 seed: 1,
+                settle: 3.0,
             };
             push("churn", churn::bench(&opts, &churn));
         }

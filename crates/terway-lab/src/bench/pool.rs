@@ -88,6 +88,7 @@ pub fn bench(opts: &CommonOpts, o: &PoolOpts) -> anyhow::Result<Section> {
         trace: None,
         arrivals: Arrivals::Steady,
         seed: 1,
+        settle: 3.0,
     };
     let lab = match &opts.lab {
         Some(n) => Lab::existing(n)?,
@@ -133,14 +134,7 @@ pub fn bench(opts: &CommonOpts, o: &PoolOpts) -> anyhow::Result<Section> {
     }
     let subject = terway(&lab, &node.name)?;
     let trace = churn::trace_of(&churn_opts)?;
-    let ch = churn::churn(
-        &lab,
-        &subject,
-        &trace,
-        churn_opts.min_pool,
-        run_id,
-        opts.json,
-    )?;
+    let ch = churn::churn(&lab, &subject, &trace, &churn_opts, run_id, opts.json)?;
     let mut sec = churn::section(
         "pool",
         &ch,

@@ -57,6 +57,9 @@ pub struct SimulateArgs {
     /// p50 `bench churn` measures on this machine.
     #[arg(long, default_value_t = 45.0)]
     pub add_overhead_ms: f64,
+    /// CPUs of the node that ADDs share (default: this machine's, as for `bench churn` here).
+    #[arg(long)]
+    pub node_cpus: Option<usize>,
     /// ENI garbage-collection period, s (the lab's terwayd runs it every 15 s).
     #[arg(long, default_value_t = 15)]
     pub gc_period_s: u64,
@@ -172,8 +175,13 @@ impl Setup {
         let costs = Costs {
             commit: ms(args.commit_ms, "--commit-ms")?,
             add_overhead: ms(args.add_overhead_ms, "--add-overhead-ms")?,
+            node_cpus: match args.node_cpus {
+                Some(0) => anyhow::bail!("--node-cpus must be at least 1"),
+                Some(n) => n,
+                None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            },
             gc_period: Duration::from_secs(args.gc_period_s.max(1)),
-            settle: Duration::from_secs(3),
+            settle: churn::settle_time(&args.churn)?,
         };
         Ok(Setup {
             trace,
@@ -274,7 +282,7 @@ impl Setup {
             &o,
             json!({ "simulated": true, "eni_conf": conf, "instance_type": self.args.instance_type,
                     "api_overhead_ms": self.args.api_overhead_ms, "commit_ms": self.args.commit_ms,
-                    "add_overhead_ms": self.args.add_overhead_ms, "seed": self.args.churn.seed }),
+                    "add_overhead_ms": self.args.add_overhead_ms, "node_cpus": self.costs.node_cpus, "seed": self.args.churn.seed }),
         );
         if let Some(t) = s.tables.first_mut() {
             t.title = format!("Simulated {}", t.title.to_lowercase());

@@ -1,6 +1,6 @@
 //! The daemon's pool run in virtual time: the manager loop, the four cloud operations and pods allocating and
 //! releasing, step for step after `terway_daemon::pool` (engine, ops, alloc), calling its pure parts — `plan`,
-//! `pick_slot`, `blocked_reason`, `reserve`/`settle`, `released_slot`, `RoundClock`, `manager_tick` and the
+//! `pick_slot_in_turn`, `blocked_reason`, `reserve`/`settle`, `released_slot`, `RoundClock`, `manager_tick` and the
 //! attach-poll schedule — on the daemon's own `PoolState`. What is modelled rather than shared: durable
 //! commits (a fixed time), the plugin's own work around AllocIP (a fixed time), and the cloud
 //! ([`super::cloud`]). Everything runs on one thread of a paused tokio runtime, so a run is deterministic
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use terway_daemon::config::PoolConfig;
 use terway_daemon::pool::decide::{
-    blocked_reason, max_concurrent_creates, pick_slot, Op, PlanParams,
+    blocked_reason, max_concurrent_creates, pick_slot_in_turn, Op, PlanParams,
 };
 use terway_daemon::pool::ledger::{plan_round, released_slot, settle, Outcome};
 use terway_daemon::pool::schedule::{manager_tick, AttachTimes, RoundClock};
@@ -40,9 +40,12 @@ pub struct Costs {
     pub commit: Duration,
     /// An ADD's work besides waiting for an address (plugin exec, AllocIP round trip, datapath setup).
     pub add_overhead: Duration,
+    /// CPUs of the node: ADDs doing that work at once share them, so pods that an ENI's arrival wakes
+    /// together finish one after another rather than all at once.
+    pub node_cpus: usize,
     /// The period of the ENI garbage collector (two DescribeNetworkInterfaces per pass).
     pub gc_period: Duration,
-    /// How long the run goes on after the last pod is gone (`bench churn` samples for 3 s).
+    /// How long the run goes on after the last pod is gone (`--settle`, as in `bench churn`).
     pub settle: Duration,
 }
 
@@ -85,6 +88,7 @@ pub struct SimPool {
     in_flight: Cell<usize>,
     vswitches_fetched: Cell<Option<u64>>,
     waits: RefCell<WaitLog>,
+    cpus: tokio::sync::Semaphore,
     stop: Cell<bool>,
     pub(super) samples: RefCell<Vec<Sample>>,
 }
@@ -112,6 +116,7 @@ impl SimPool {
             in_flight: Cell::new(0),
             vswitches_fetched: Cell::new(None),
             waits: RefCell::new(WaitLog::default()),
+            cpus: tokio::sync::Semaphore::new(costs.node_cpus.max(1)),
             stop: Cell::new(false),
             samples: RefCell::new(Vec::new()),
         })
@@ -423,22 +428,24 @@ impl SimPool {
         let started_ms = self.mono_ms();
         let key = PodKey::new("sim", format!("pod-{i}"));
         let deadline = started + ALLOC_DEADLINE;
-        let mut armed = false;
+        let mut ticket = None;
         let enis_ready_then = self.waits.borrow().enis_ready();
         let taken = loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match self.try_take(&key, &mut armed, enis_ready_then) {
+            match self.try_take(&key, &mut ticket, enis_ready_then) {
                 Ok(Some(slot)) => break Ok(slot),
                 Ok(None) => {}
                 Err(why) => break Err(why),
             }
             self.wake.notify_one();
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                if armed {
+                if let Some(t) = ticket {
                     let mut st = self.st.borrow_mut();
                     st.demand = st.demand.saturating_sub(1);
+                    self.waits.borrow_mut().queue.leave(t);
+                    self.changed.notify_waiters();
                 }
                 break Err(format!(
                     "pod {key}: no address within {} s",
@@ -458,7 +465,11 @@ impl SimPool {
         };
         self.wake.notify_one();
         self.commit().await;
-        tokio::time::sleep(self.costs.add_overhead).await;
+        {
+            // The semaphore is never closed; if it were, the work would simply not queue.
+            let _cpu = self.cpus.acquire().await;
+            tokio::time::sleep(self.costs.add_overhead).await;
+        }
         let add = started.elapsed();
         tokio::time::sleep(lifetime).await;
         self.release(&eni_id, ip, &key).await;
@@ -474,12 +485,14 @@ impl SimPool {
     fn try_take(
         &self,
         key: &PodKey,
-        armed: &mut bool,
+        ticket: &mut Option<u64>,
         enis_ready_then: u32,
     ) -> Result<Option<(String, Ipv4Addr, Option<WaitReason>)>, String> {
         let now = self.now_ms();
         let mut st = self.st.borrow_mut();
-        if let Some((eni_id, ip)) = pick_slot(&st, key, now, self.cfg.eni_selection) {
+        let ahead = self.waits.borrow().queue.ahead(*ticket);
+        if let Some((eni_id, ip)) = pick_slot_in_turn(&st, key, now, self.cfg.eni_selection, ahead)
+        {
             st.set_slot(
                 &eni_id,
                 ip,
@@ -489,22 +502,20 @@ impl SimPool {
                 },
             );
             st.last_activity_ms = now;
-            let waited = self
-                .waits
-                .borrow_mut()
-                .slot_taken(ip, *armed, enis_ready_then);
-            if *armed {
+            let mut waits = self.waits.borrow_mut();
+            let waited = waits.slot_taken(ip, ticket.is_some(), enis_ready_then);
+            if let Some(t) = ticket.take() {
+                waits.queue.leave(t);
                 st.demand = st.demand.saturating_sub(1);
-                *armed = false;
             }
             return Ok(Some((eni_id, ip, waited)));
         }
         if let Some(why) = blocked_reason(&st, &self.params(false, 0), "i-sim") {
             return Err(format!("pod {key}: {why}"));
         }
-        if !*armed {
+        if ticket.is_none() {
             st.demand += 1;
-            *armed = true;
+            *ticket = Some(self.waits.borrow_mut().queue.join());
         }
         Ok(None)
     }
