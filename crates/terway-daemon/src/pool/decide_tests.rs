@@ -107,9 +107,9 @@ fn watermarks_apply_min_eni_and_capacity() {
     );
 }
 
-#[test]
-fn pick_prefers_the_pods_sticky_address() {
-    let s = state(vec![
+/// eni-a with two idle addresses, eni-b with web-0's sticky one.
+fn two_free_and_a_sticky() -> PoolState {
+    state(vec![
         eni("eni-a", &[(1, IpSlot::Idle), (2, IpSlot::Idle)]),
         eni(
             "eni-b",
@@ -121,7 +121,12 @@ fn pick_prefers_the_pods_sticky_address() {
                 },
             )],
         ),
-    ]);
+    ])
+}
+
+#[test]
+fn pick_prefers_the_pods_sticky_address() {
+    let s = two_free_and_a_sticky();
     assert_eq!(
         pick_slot(&s, &pod("web-0"), 1_000, EniSelectionPolicy::MostIps),
         Some(("eni-b".into(), ip(3)))
@@ -574,19 +579,7 @@ fn a_requested_address_is_given_back_while_cooling_down_but_never_taken_from_ano
 
 #[test]
 fn waiting_pods_are_served_in_turn() {
-    let s = state(vec![
-        eni("eni-a", &[(1, IpSlot::Idle), (2, IpSlot::Idle)]),
-        eni(
-            "eni-b",
-            &[(
-                3,
-                IpSlot::Sticky {
-                    pod: pod("web-0"),
-                    until_ms: 99_999,
-                },
-            )],
-        ),
-    ]);
+    let s = two_free_and_a_sticky();
     let p = EniSelectionPolicy::MostIps;
     // Two free slots: the second in line and a newcomer behind one waiter get one, the third does not.
     assert!(pick_slot_in_turn(&s, &pod("x"), 1_000, p, 1).is_some());
