@@ -196,7 +196,7 @@ pub fn render(r: &pb::StatusReply, with_ips: bool) -> String {
                 ]
             })
             .collect();
-        out.push_str("\nallocations that waited for the cloud (newest first):\n");
+        out.push_str("\nallocations that waited for the pool (newest first):\n");
         out.push_str(&table(&["POD", "WAITED", "WAITED ON"], &slow));
     }
     if !r.events.is_empty() {

@@ -101,7 +101,7 @@ pub struct Metrics {
     pub reconcile_seconds: Family<ReconcilerLabel, Histogram>,
     /// Events recorded by reason.
     pub events: Family<ReasonLabel, Counter>,
-    /// Allocations that waited for the cloud, by what they waited on.
+    /// Allocations that waited for the pool, by what they waited on.
     pub slow_allocations: Family<WaitedOnLabel, Counter>,
 }
 
@@ -153,7 +153,7 @@ impl Metrics {
         let slow_allocations = Family::<WaitedOnLabel, Counter>::default();
         registry.register(
             "slow_allocations",
-            "Allocations that waited for the cloud, by what they waited on",
+            "Allocations that waited for the pool, by what they waited on",
             slow_allocations.clone(),
         );
         registry.register(
@@ -233,7 +233,7 @@ impl Metrics {
             .observe(secs);
     }
 
-    /// Count an allocation that waited for the cloud.
+    /// Count an allocation that waited for the pool.
     pub fn slow_allocation(&self, waited_on: &str) {
         self.slow_allocations
             .get_or_create(&WaitedOnLabel {

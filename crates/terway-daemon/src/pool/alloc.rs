@@ -120,7 +120,7 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
         }
     }
 
-    /// Keep, log and count an allocation that waited for the cloud, with what it waited on.
+    /// Keep, log and count an allocation that waited for the pool, with what it waited on.
     fn record_slow(&self, req: &AllocRequest, started: Instant, reason: WaitReason) {
         let waited_ms = started.elapsed().as_millis() as u64;
         tracing::info!(pod = %req.key, waited_ms, waited_on = %reason, "allocation waited for the pool");

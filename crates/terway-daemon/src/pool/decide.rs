@@ -95,12 +95,8 @@ pub fn pick_slot(
     now_ms: u64,
     policy: EniSelectionPolicy,
 ) -> Option<(String, Ipv4Addr)> {
-    for eni in state.enis.values().filter(|e| e.phase == EniPhase::Ready) {
-        for (ip, slot) in &eni.ips {
-            if matches!(slot, IpSlot::Sticky { pod: p, .. } if p == pod) {
-                return Some((eni.id.clone(), *ip));
-            }
-        }
+    if let Some(own) = own_sticky_slot(state, pod) {
+        return Some(own);
     }
     let mut candidates: Vec<_> = state
         .enis
@@ -131,19 +127,32 @@ pub fn pick_slot_in_turn(
     policy: EniSelectionPolicy,
     waiting_ahead: u32,
 ) -> Option<(String, Ipv4Addr)> {
-    if waiting_ahead > 0 {
-        let ready = || state.enis.values().filter(|e| e.phase == EniPhase::Ready);
-        let own_sticky = ready().any(|e| {
-            e.ips
-                .values()
-                .any(|s| matches!(s, IpSlot::Sticky { pod: p, .. } if p == pod))
-        });
-        let free: usize = ready().map(|e| e.free(now_ms)).sum();
-        if !own_sticky && free <= waiting_ahead as usize {
+    if waiting_ahead > 0 && own_sticky_slot(state, pod).is_none() {
+        let free: usize = state
+            .enis
+            .values()
+            .filter(|e| e.phase == EniPhase::Ready)
+            .map(|e| e.free(now_ms))
+            .sum();
+        if free <= waiting_ahead as usize {
             return None;
         }
     }
     pick_slot(state, pod, now_ms, policy)
+}
+
+/// The address reserved for `pod` (a sticky slot on a ready ENI), if any.
+fn own_sticky_slot(state: &PoolState, pod: &PodKey) -> Option<(String, Ipv4Addr)> {
+    state
+        .enis
+        .values()
+        .filter(|e| e.phase == EniPhase::Ready)
+        .find_map(|e| {
+            e.ips
+                .iter()
+                .find(|(_, s)| matches!(s, IpSlot::Sticky { pod: p, .. } if p == pod))
+                .map(|(ip, _)| (e.id.clone(), *ip))
+        })
 }
 
 /// The slot of `ip` for `pod`, which asked for that address (CNI_ARGS `IP=`: podman's `network reload`

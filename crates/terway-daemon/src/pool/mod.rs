@@ -237,7 +237,7 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
         self.inner.waits.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The recent allocations that waited for the cloud, oldest first.
+    /// The recent allocations that waited for the pool, oldest first.
     pub fn slow_allocations(&self) -> Vec<waits::SlowAllocation> {
         self.waits().slow().cloned().collect()
     }

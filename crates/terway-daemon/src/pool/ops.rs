@@ -68,16 +68,10 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
         let snapshot = {
             let mut st = self.lock();
             st.enis.get_mut(eni_id).map(|e| {
-                let mut waits = self.waits();
                 for ip in &ips {
                     e.ips.entry(*ip).or_insert(IpSlot::Idle);
-                    waits.slot_added(
-                        *ip,
-                        super::waits::SlotOrigin::Assigned {
-                            eni: eni_id.to_string(),
-                        },
-                    );
                 }
+                self.waits().ips_assigned(eni_id, &ips);
                 e.version += 1;
                 e.clone()
             })
@@ -460,10 +454,12 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
                 for ip in ips {
                     if res.is_ok() {
                         e.ips.remove(ip);
-                        self.waits().forget(*ip);
                     } else if e.ips.get(ip) == Some(&IpSlot::Releasing) {
                         e.ips.insert(*ip, IpSlot::Idle);
                     }
+                }
+                if res.is_ok() {
+                    self.waits().forget_all(ips);
                 }
                 e.busy = false;
                 e.version += 1;
@@ -495,10 +491,7 @@ impl<C: Cloud, M: Metadata> Pool<C, M> {
         match res {
             Ok(()) => {
                 if let Some(gone) = self.lock().enis.remove(eni_id) {
-                    let mut waits = self.waits();
-                    for ip in gone.ips.keys() {
-                        waits.forget(*ip);
-                    }
+                    self.waits().forget_all(gone.ips.keys());
                 }
                 self.persist(vec![
                     Change::DelEni(eni_id.into()),

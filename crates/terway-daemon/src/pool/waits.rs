@@ -31,8 +31,7 @@ pub enum SlotOrigin {
 }
 
 /// What a slow allocation waited on, by kind (the group `bench churn` counts).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum WaitKind {
     /// A new ENI to be created and attached.
     NewEni,
@@ -70,7 +69,7 @@ impl WaitKind {
 }
 
 /// Why one allocation waited.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WaitReason {
     /// The kind of wait.
     pub kind: WaitKind,
@@ -124,11 +123,11 @@ impl fmt::Display for WaitReason {
 }
 
 /// One allocation that waited for its address.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlowAllocation {
     /// `namespace/name`.
     pub pod: String,
-    /// From the request to a slot being taken.
+    /// From the request to its address being durably recorded.
     pub waited_ms: u64,
     /// What it waited on.
     pub reason: WaitReason,
@@ -194,6 +193,18 @@ impl WaitLog {
         }
     }
 
+    /// AssignPrivateIpAddresses on `eni` made `ips` free slots.
+    pub fn ips_assigned(&mut self, eni: &str, ips: &[Ipv4Addr]) {
+        for ip in ips {
+            self.slot_added(
+                *ip,
+                SlotOrigin::Assigned {
+                    eni: eni.to_string(),
+                },
+            );
+        }
+    }
+
     /// Every address of a new ENI became a free slot; counts the ENI as ready.
     pub fn eni_ready(
         &mut self,
@@ -217,6 +228,13 @@ impl WaitLog {
     /// wait. Returns the origin it had.
     pub fn forget(&mut self, ip: Ipv4Addr) -> Option<SlotOrigin> {
         self.origins.remove(&ip).map(|(_, o)| o)
+    }
+
+    /// [`WaitLog::forget`] each of `ips` (unassigned, or their ENI deleted).
+    pub fn forget_all<'a>(&mut self, ips: impl IntoIterator<Item = &'a Ipv4Addr>) {
+        for ip in ips {
+            self.forget(*ip);
+        }
     }
 
     /// ENIs that became ready so far (compare two readings to count those in between).

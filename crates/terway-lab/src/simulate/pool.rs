@@ -18,7 +18,7 @@ use terway_daemon::pool::decide::{
 use terway_daemon::pool::ledger::{plan_round, released_slot, settle, Outcome};
 use terway_daemon::pool::schedule::{manager_tick, AttachTimes, RoundClock};
 use terway_daemon::pool::state::{Capacity, Eni, EniPhase, IpSlot, PodKey, PoolState};
-use terway_daemon::pool::waits::{SlotOrigin, WaitLog, WaitReason};
+use terway_daemon::pool::waits::{WaitLog, WaitReason};
 use terway_daemon::pool::EniPoolKind;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -303,16 +303,10 @@ impl SimPool {
         {
             let mut st = self.st.borrow_mut();
             if let Some(e) = st.enis.get_mut(eni_id) {
-                let mut waits = self.waits.borrow_mut();
                 for ip in &ips {
                     e.ips.entry(*ip).or_insert(IpSlot::Idle);
-                    waits.slot_added(
-                        *ip,
-                        SlotOrigin::Assigned {
-                            eni: eni_id.to_string(),
-                        },
-                    );
                 }
+                self.waits.borrow_mut().ips_assigned(eni_id, &ips);
                 e.version += 1;
             }
         }
@@ -376,11 +370,10 @@ impl SimPool {
         self.commit().await;
         self.call("UnassignPrivateIpAddresses").await;
         if let Some(e) = self.st.borrow_mut().enis.get_mut(eni_id) {
-            let mut waits = self.waits.borrow_mut();
             for ip in ips {
                 e.ips.remove(ip);
-                waits.forget(*ip);
             }
+            self.waits.borrow_mut().forget_all(ips);
             e.busy = false;
             e.version += 1;
         }
@@ -413,10 +406,7 @@ impl SimPool {
             delay = (delay * 2).min(Duration::from_secs(2));
         }
         if let Some(gone) = self.st.borrow_mut().enis.remove(eni_id) {
-            let mut waits = self.waits.borrow_mut();
-            for ip in gone.ips.keys() {
-                waits.forget(*ip);
-            }
+            self.waits.borrow_mut().forget_all(gone.ips.keys());
         }
         self.commit().await;
     }
