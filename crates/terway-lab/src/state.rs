@@ -200,10 +200,131 @@ pub fn publish_node_pods(dir: &Path, node: &str) -> std::io::Result<()> {
         .open(path.with_extension("lock"))?;
     let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| std::io::Error::from(e))?;
-    let pods: Vec<serde_json::Value> = list_pods(dir)
+    let mut pods: Vec<serde_json::Value> = list_pods(dir)
         .into_iter()
         .filter(|p| p.node == node)
         .map(|p| serde_json::json!({ "namespace": p.namespace, "name": p.pod, "uid": p.uid }))
         .collect();
+    pods.extend(listed_pods(dir, node));
     write_json_atomic(&path, &serde_json::json!({ "pods": pods }))
+}
+
+/// Directory of a node's externally listed pod sets (one file per [`ListedPods`]).
+fn listed_dir(dir: &Path, node: &str) -> PathBuf {
+    dir.join("nodes").join(node).join("listed")
+}
+
+/// Every pod of every listed set of `node`, as pods-file entries.
+fn listed_pods(dir: &Path, node: &str) -> Vec<serde_json::Value> {
+    let Ok(entries) = std::fs::read_dir(listed_dir(dir, node)) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| read_json::<serde_json::Value>(&e.path()).ok())
+        .filter_map(|v| v.get("pods").and_then(|p| p.as_array()).cloned())
+        .flatten()
+        .collect()
+}
+
+/// Pods that something other than `pod add` drives with direct CNI calls (a benchmark), listed as living
+/// on a node from before their first ADD until this guard drops, after their DEL: the daemon's pod GC
+/// would otherwise release them as leaked once its grace ran out, racing the benchmark's own DEL.
+#[derive(Debug)]
+pub struct ListedPods {
+    dir: PathBuf,
+    node: String,
+    file: PathBuf,
+}
+
+impl ListedPods {
+    /// List `pods` (namespace, name) on `node` under the set name `set` (unique per run).
+    pub fn list(
+        dir: &Path,
+        node: &str,
+        set: &str,
+        pods: impl IntoIterator<Item = (String, String)>,
+    ) -> std::io::Result<ListedPods> {
+        let ldir = listed_dir(dir, node);
+        std::fs::create_dir_all(&ldir)?;
+        let file = ldir.join(format!("{set}.json"));
+        let pods: Vec<serde_json::Value> = pods
+            .into_iter()
+            .map(|(namespace, name)| serde_json::json!({ "namespace": namespace, "name": name }))
+            .collect();
+        write_json_atomic(&file, &serde_json::json!({ "pods": pods }))?;
+        let listed = ListedPods {
+            dir: dir.to_path_buf(),
+            node: node.to_string(),
+            file,
+        };
+        publish_node_pods(dir, node)?;
+        Ok(listed)
+    }
+}
+
+impl Drop for ListedPods {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file);
+        if let Err(e) = publish_node_pods(&self.dir, &self.node) {
+            tracing::warn!(node = %self.node, error = %e, "cannot republish the node's pods after unlisting a pod set");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn published(dir: &Path, node: &str) -> Vec<String> {
+        let v: serde_json::Value = read_json(&node_pods_path(dir, node)).unwrap_or_default();
+        let mut names: Vec<String> = v["pods"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                Some(format!(
+                    "{}/{}",
+                    p["namespace"].as_str()?,
+                    p["name"].as_str()?
+                ))
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn listed_pods_are_published_with_the_records_until_dropped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        std::fs::create_dir_all(pods_dir(&dir)).unwrap();
+        let rec = PodRecord {
+            node: "node0".into(),
+            pod: "web".into(),
+            namespace: "default".into(),
+            uid: "u1".into(),
+            container_id: "c1".into(),
+            if_name: "eth0".into(),
+            netns: "cni-x".into(),
+            ip: None,
+            result: None,
+        };
+        write_json_atomic(&pod_path(&dir, "node0", "web"), &rec).unwrap();
+        let a = ListedPods::list(&dir, "node0", "run1-a", [("bench".into(), "p0".into())]).unwrap();
+        let b = ListedPods::list(&dir, "node0", "run1-b", [("bench".into(), "q0".into())]).unwrap();
+        assert_eq!(
+            published(&dir, "node0"),
+            ["bench/p0", "bench/q0", "default/web"]
+        );
+        assert!(
+            published(&dir, "node1").is_empty(),
+            "another node's file is untouched"
+        );
+        drop(a);
+        assert_eq!(published(&dir, "node0"), ["bench/q0", "default/web"]);
+        drop(b);
+        assert_eq!(published(&dir, "node0"), ["default/web"]);
+    }
 }

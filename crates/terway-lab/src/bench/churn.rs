@@ -115,6 +115,7 @@ pub fn churn(
         rt.block_on(wait_idle(&socket, o.min_pool, Duration::from_secs(60)))?;
     }
     let set = Arc::new(PodSet::create(run_id, "ch", trace.pods.len())?);
+    let listed = subject.list(&set)?;
     let since_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -207,6 +208,7 @@ pub fn churn(
             }
         }
     }
+    drop(listed);
     drop(set);
     let calls = lab.emulator("GET", "/_emulator/calls", None)?;
     let calls = calls

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use terway_datapath::Netns;
 
+use crate::state::ListedPods;
+
 use super::exec::{run_cni, CniCall};
 use super::lab::{Lab, LabSpec};
 use super::report::{fmt, fmt_ratio, Chart, Section, Table, Target};
@@ -37,6 +39,25 @@ pub struct Subject {
     owned_dir: Option<PathBuf>,
     /// Called before each run (e.g. wait for a warm pool).
     pub before_run: Option<Box<dyn Fn(usize) -> anyhow::Result<()> + Send + Sync>>,
+    /// The lab directory and node whose pods file must list this subject's pods while they live.
+    listed_on: Option<(PathBuf, String)>,
+}
+
+impl Subject {
+    /// List `set`'s pods on the subject's lab node (see [`ListedPods`]); nothing for a subject that is not
+    /// a lab daemon.
+    pub fn list(&self, set: &PodSet) -> anyhow::Result<Option<ListedPods>> {
+        let Some((dir, node)) = &self.listed_on else {
+            return Ok(None);
+        };
+        let pods = set
+            .pods
+            .iter()
+            .map(|p| ("bench".to_string(), p.name.clone()));
+        ListedPods::list(dir, node, &set.id, pods)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("listing the bench pods on {node}: {e}"))
+    }
 }
 
 impl Drop for Subject {
@@ -77,6 +98,7 @@ pub fn reference(kind: &str, run_id: &str, subnet: &str) -> anyhow::Result<Subje
         host,
         owned_host: Some(host_name),
         owned_dir: Some(dir),
+        listed_on: None,
         before_run: None,
     })
 }
@@ -104,6 +126,7 @@ pub fn terway(lab: &Lab, node: &str) -> anyhow::Result<Subject> {
         host: Netns::open_named(&n.netns)?,
         owned_host: None,
         owned_dir: None,
+        listed_on: lab.dir.clone().map(|d| (d, node.to_string())),
         before_run: Some(Box::new(move |pods| {
             // A warm pool: every pod of the run must find an idle IP (the cooldown of the last run has passed).
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -148,6 +171,8 @@ pub struct Pod {
 
 /// Pods whose namespaces exist; removed on drop (after DEL, as the runtime does).
 pub struct PodSet {
+    /// Unique name of the set (run and label).
+    pub id: String,
     /// The pods.
     pub pods: Vec<Pod>,
 }
@@ -156,6 +181,7 @@ impl PodSet {
     /// Create `n` pod namespaces named after the run and subject.
     pub fn create(run_id: &str, label: &str, n: usize) -> anyhow::Result<PodSet> {
         let mut set = PodSet {
+            id: format!("{run_id}-{label}"),
             pods: Vec::with_capacity(n),
         };
         for i in 0..n {
@@ -254,6 +280,7 @@ pub fn run(
     }
     let short = subject.name.split('+').next().unwrap_or("x");
     let set = PodSet::create(run_id, &format!("{short}{tag}"), pods)?;
+    let _listed = subject.list(&set)?;
     let mut res = RunResult::default();
     let (adds, wall) = phase(subject, &set, "ADD", workers);
     res.add_wall = wall;

@@ -37,6 +37,8 @@ pub struct Lab {
     pub admin_socket: PathBuf,
     /// Nodes.
     pub nodes: Vec<LabNode>,
+    /// The lab's state directory, when its description names one.
+    pub dir: Option<PathBuf>,
     owned: bool,
 }
 
@@ -88,6 +90,7 @@ fn parse_desc(desc: &Value, owned: bool) -> anyhow::Result<Lab> {
         name,
         admin_socket,
         nodes,
+        dir: s(desc, "dir").map(PathBuf::from),
         owned,
     })
 }
