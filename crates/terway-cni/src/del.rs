@@ -93,7 +93,7 @@ pub async fn del(req: &AttachmentRequest, conf: &PluginConf) -> Result<(), CniEr
     // First, so that a DEL for the node's own namespace changes nothing at all.
     let pod_ctx = pod_ctx_if_present(req.netns.as_ref().map(|n| n.path()), conf)?;
     let host = host_ctx(conf)?;
-    crate::sweep_retired(&host).await;
+    crate::sweep_retired(&host, false).await;
     let mut d = match daemon::connect(
         Path::new(&conf.terway.daemon_socket),
         conf.terway.daemon_timeout(),

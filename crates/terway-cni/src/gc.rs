@@ -75,7 +75,7 @@ pub async fn gc(req: &GcRequest, conf: &PluginConf) -> Result<(), CniError> {
         .collect();
     let keep = keep_set(&valid, &status.pods);
     let host = host_ctx(conf)?;
-    crate::sweep_retired(&host).await;
+    crate::sweep_retired(&host, true).await;
     let mut errs = ErrorList::new();
     for l in link::list_links(&host.nl).await.map_err(datapath_error)? {
         if l.name.starts_with(HOST_VETH_PREFIX)

@@ -173,9 +173,14 @@ pub fn host_ctx(conf: &PluginConf) -> Result<HostCtx, CniError> {
 }
 
 /// Delete host veths retired by an earlier DEL whose netns the runtime never removed (see
-/// `terway_datapath::driver::retire`). One link dump when there is nothing to do; failures are logged only,
-/// the next ADD/DEL/GC retries.
-pub async fn sweep_retired(host: &HostCtx) {
+/// `terway_datapath::driver::retire`): always for GC, for ADD and DEL when the last sweep is
+/// `SWEEP_INTERVAL` old. One link dump when there is nothing to do; failures are logged only, a later call
+/// retries.
+pub async fn sweep_retired(host: &HostCtx, always: bool) {
+    use terway_datapath::driver::retire;
+    if !always && !retire::sweep_due(&host.lock_dir, retire::SWEEP_INTERVAL) {
+        return;
+    }
     match terway_datapath::driver::retire::sweep_retired(
         &host.nl,
         terway_datapath::driver::retire::RETIRE_GRACE,

@@ -301,7 +301,8 @@ async fn parallel_adds_and_dels_on_one_eni() {
 }
 
 /// The runtime never removes the netns after DEL: the sweep of a later ADD/DEL/GC deletes the retired
-/// veth once it is older than the grace period, so nothing leaks.
+/// veth once it is older than the grace period, so nothing leaks. ADD and DEL sweep at most once per
+/// sweep interval (a stamp in the lock directory); the test removes the stamp to stand for its passing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retired_veth_is_swept_when_the_netns_stays() {
     let tb = Testbed::new(55).await.unwrap();
@@ -321,7 +322,10 @@ async fn retired_veth_is_swept_when_the_netns_stays() {
     );
     let retired = retired_links(&tb).await;
     assert_eq!(retired.len(), 1);
+    let stamp = dir.path().join("locks").join("retired-sweep.stamp");
+    assert!(stamp.exists(), "the ADD swept and recorded it");
     // A sweep within the grace period leaves it (the runtime is about to remove the netns).
+    std::fs::remove_file(&stamp).unwrap();
     assert_eq!(cni("DEL", "c9", "", "default/other", &conf).await.code, 0);
     assert_eq!(retired_links(&tb).await.len(), 1);
     // Pretend the grace period has passed.
@@ -335,6 +339,11 @@ async fn retired_veth_is_swept_when_the_netns_stays() {
     )
     .await
     .unwrap();
+    // Within the sweep interval a DEL does not look ...
+    assert_eq!(cni("DEL", "c9", "", "default/other", &conf).await.code, 0);
+    assert_eq!(retired_links(&tb).await.len(), 1, "no sweep within the interval");
+    // ... once it has passed, it does.
+    std::fs::remove_file(&stamp).unwrap();
     assert_eq!(cni("DEL", "c9", "", "default/other", &conf).await.code, 0);
     assert!(retired_links(&tb).await.is_empty(), "swept");
     assert!(link::link_by_name(&tb.host_nl, &retired[0].name)

@@ -236,6 +236,29 @@ pub async fn create_veth(
     require_link(nl, name).await
 }
 
+/// Index of `lo` in every network namespace: the kernel registers it first and reserves index 1 for it.
+pub const LOOPBACK_INDEX: u32 = 1;
+
+/// Create a veth pair `name` (here) ↔ `peer_name` (in `peer_ns`) with `name` administratively up in the
+/// same request (the kernel applies the `ifi_flags` once both ends exist). The peer cannot be created up:
+/// the kernel opens it before the pair is joined and answers ENOTCONN. Fails with EEXIST if either name is
+/// taken; the caller looks the links up.
+pub async fn create_veth_up(
+    nl: &Netlink,
+    name: &str,
+    peer_name: &str,
+    peer_ns: &Netns,
+    mtu: u32,
+) -> Result<()> {
+    let mut m = veth_message(name, peer_name, Some(peer_ns), Some(mtu), None);
+    m.header.flags = LinkFlags::Up;
+    m.header.change_mask = LinkFlags::Up;
+    nl.execute(RouteNetlinkMessage::NewLink(m), CREATE_EXCL, || {
+        format!("create veth {name} peer {peer_name}")
+    })
+    .await
+}
+
 /// Ensure a veth `name` exists here: an existing veth of that name is kept as is (its peer is not
 /// re-checked), anything else with that name is an error; otherwise the pair is created like
 /// [`create_veth`].

@@ -180,11 +180,10 @@ pub async fn list_rules(nl: &Netlink, v4: bool) -> Result<Vec<Rule>> {
         .collect())
 }
 
-/// Add `rule` unless an identical rule exists (the kernel allows duplicates, so we look first).
+/// Add `rule` unless an identical rule exists. The kernel keeps duplicate rules only for a request without
+/// `NLM_F_EXCL`; with it, it compares the new rule against the existing ones itself and answers EEXIST, so
+/// this is one round trip, not a dump of every pod's rules followed by the add.
 pub async fn ensure_rule(nl: &Netlink, rule: &Rule) -> Result<()> {
-    if list_rules(nl, rule.v4).await?.iter().any(|r| r == rule) {
-        return Ok(());
-    }
     let r = nl
         .execute(
             RouteNetlinkMessage::NewRule(rule.message()),

@@ -18,15 +18,49 @@ use crate::rule::{self, Rule};
 use crate::sysctl;
 
 /// Find the pod's ENI in the host namespace by MAC, waiting (bounded) while it appears.
+///
+/// The kernel cannot look a link up by MAC, only dump every link, and a node's links grow with its pods.
+/// So the ENI's index, once found, is remembered in the lock directory and tried first with one lookup by
+/// index; the MAC decides, so a stale index (the ENI re-attached, the index reused) only costs the dump.
 pub(crate) async fn find_eni(host: &HostCtx, net: &PodNetwork) -> Result<Link> {
     let eni = net.require_eni()?;
-    link::wait_link_by_mac(
+    let hint = eni_index_hint_path(host, eni.mac);
+    let cached = std::fs::read_to_string(&hint)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
+    if let Some(index) = cached {
+        if let Some(l) = link::link_by_index(&host.nl, index).await? {
+            if l.mac == Some(eni.mac) {
+                return Ok(l);
+            }
+        }
+    }
+    let l = link::wait_link_by_mac(
         &host.nl,
         eni.mac,
         host.eni_wait_attempts,
         host.eni_wait_interval,
     )
-    .await
+    .await?;
+    remember_eni_index(&hint, l.index);
+    Ok(l)
+}
+
+fn eni_index_hint_path(host: &HostCtx, mac: MacAddr) -> std::path::PathBuf {
+    host.lock_dir
+        .join(format!("eni-{}.ifindex", mac.to_string().replace(':', "")))
+}
+
+/// Best effort (a missing hint only costs a dump): written to a temporary file and renamed, so a
+/// concurrent ADD reads the old index or the new one, never a partial write.
+fn remember_eni_index(hint: &std::path::Path, index: u32) {
+    let tmp = hint.with_extension(format!("ifindex.{}", std::process::id()));
+    let _ = std::fs::create_dir_all(hint.parent().unwrap_or(std::path::Path::new(".")));
+    let ok = std::fs::write(&tmp, index.to_string()).and_then(|_| std::fs::rename(&tmp, hint));
+    if let Err(e) = ok {
+        let _ = std::fs::remove_file(&tmp);
+        tracing::debug!(hint = %hint.display(), error = %e, "cannot remember the ENI's index");
+    }
 }
 
 /// Exclusive lock on one ENI's shared state (its address and route table) held while it is programmed, so
@@ -100,6 +134,10 @@ pub(crate) fn check_host_sysctls(host: &HostCtx, links: &[&str]) -> Result<()> {
 /// Create a fresh veth pair `host_name` ↔ `pod_name` (pod side directly in the pod namespace, marked as
 /// `container_id`'s). An earlier pair of ours holding those names is removed first; a link that is not ours
 /// fails the setup instead (see [`super::owner`]). Both ends are up, `lo` in the pod too.
+///
+/// The names are free in nearly every ADD (a new sandbox), so the pair is created first, the host end up in
+/// the same request, and the names are looked at only when the kernel says one is taken: five round trips
+/// instead of ten on the path every pod takes.
 pub(crate) async fn create_veth_pair(
     host: &HostCtx,
     pod: &PodCtx,
@@ -108,27 +146,22 @@ pub(crate) async fn create_veth_pair(
     mtu: u32,
     container_id: &str,
 ) -> Result<(Link, Link)> {
-    // The host end first: deleting our old pair takes its pod end along, so what is left under
-    // `pod_name` afterwards is someone else's unless it carries our mark.
-    owner::free_host_veth_name(&host.nl, host_name, container_id).await?;
-    owner::free_pod_name(pod, pod_name, container_id).await?;
-    let host_link = link::create_veth(
-        &host.nl,
-        host_name,
-        pod_name,
-        Some(&pod.ns),
-        Some(mtu),
-        None,
-    )
-    .await?;
-    link::set_up(&host.nl, host_link.index).await?;
+    let create = || link::create_veth_up(&host.nl, host_name, pod_name, &pod.ns, mtu);
+    match create().await {
+        Ok(()) => {}
+        Err(e) if e.errno() == Some(crate::nl::EEXIST) => {
+            // The host end first: deleting our old pair takes its pod end along, so what is left under
+            // `pod_name` afterwards is someone else's unless it carries our mark.
+            owner::free_host_veth_name(&host.nl, host_name, container_id).await?;
+            owner::free_pod_name(pod, pod_name, container_id).await?;
+            create().await?;
+        }
+        Err(e) => return Err(e),
+    }
+    let host_link = link::require_link(&host.nl, host_name).await?;
     let pod_link = link::require_link(&pod.nl, pod_name).await?;
     owner::claim_and_up(&pod.nl, pod_link.index, container_id).await?;
-    let lo = link::require_link(&pod.nl, "lo").await?;
-    link::set_up(&pod.nl, lo.index).await?;
-    let host_link = link::link_by_index(&host.nl, host_link.index)
-        .await?
-        .unwrap_or(host_link);
+    link::set_up(&pod.nl, link::LOOPBACK_INDEX).await?;
     Ok((host_link, pod_link))
 }
 
@@ -141,7 +174,7 @@ fn gateways(net: &PodNetwork) -> Result<Vec<(IpAddr, IpNet)>> {
     Ok(v)
 }
 
-/// Pod side of the veth modes: `podIP/32` (and `/128`), permanent neighbour 169.254.1.1 (fe80::1) → host
+/// Pod side of the veth modes, on the pod end of a pair [`create_veth_pair`] just made: `podIP/32` (and `/128`), permanent neighbour 169.254.1.1 (fe80::1) → host
 /// veth MAC, default route via it onlink (when this interface carries it) and extra routes via the same
 /// gateway. IPv6 needs `disable_ipv6=0`/`accept_ra=0` in the pod first.
 pub(crate) async fn setup_pod_gateway(
@@ -165,8 +198,10 @@ pub(crate) async fn setup_pod_gateway(
         ));
         sysctl::ensure_sysctls(&pod.ns, &pairs)?;
     }
-    let addrs: Vec<(IpNet, Scope)> = gws.iter().map(|(_, n)| (*n, Scope::Universe)).collect();
-    addr::set_addrs(&pod.nl, pod_link.index, &addrs).await?;
+    // The link was created by this ADD (`create_veth_pair`): it holds no address to replace.
+    for (_, n) in &gws {
+        addr::ensure_addr(&pod.nl, pod_link.index, *n, Scope::Universe).await?;
+    }
     for (gw, _) in &gws {
         let gw = *gw;
         neigh::ensure_permanent_neighbour(&pod.nl, pod_link.index, gw, host_mac).await?;
@@ -326,7 +361,7 @@ pub(crate) async fn finish_veth_setup(
     host_link: &Link,
     pod_link: &Link,
 ) -> Result<SetupOutput> {
-    qos::apply(&host.nl, Some(host_link), &pod.nl, pod_link, net.bandwidth).await?;
+    qos::apply_to_new_pair(&host.nl, Some(host_link), &pod.nl, pod_link, net.bandwidth).await?;
     for (nl, l) in [(&pod.nl, pod_link), (&host.nl, host_link)] {
         match link::wait_oper_up(nl, l.index, VETH_READY_TIMEOUT).await {
             Ok(_) => {}

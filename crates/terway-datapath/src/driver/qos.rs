@@ -65,16 +65,19 @@ pub async fn check_shaping(nl: &Netlink, link: &Link, rate: Option<u64>) -> Resu
     }
 }
 
-/// Apply both directions for a veth pod.
-pub async fn apply(
+/// Apply both directions to a veth pair setup has just created. Only the limits that are set are
+/// programmed: a new link has no tbf of ours to remove, and looking for one costs a qdisc dump per end.
+pub async fn apply_to_new_pair(
     host_nl: &Netlink,
     host_link: Option<&Link>,
     pod_nl: &Netlink,
     pod_link: &Link,
     bw: Bandwidth,
 ) -> Result<()> {
-    ensure_shaping(pod_nl, pod_link, bw.egress).await?;
-    if let Some(h) = host_link {
+    if bw.egress.is_some_and(|r| r > 0) {
+        ensure_shaping(pod_nl, pod_link, bw.egress).await?;
+    }
+    if let (Some(h), true) = (host_link, bw.ingress.is_some_and(|r| r > 0)) {
         ensure_shaping(host_nl, h, bw.ingress).await?;
     }
     Ok(())

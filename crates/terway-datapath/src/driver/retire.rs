@@ -10,8 +10,9 @@
 //! Who deletes it afterwards:
 //! - normally the runtime, which removes the pod netns right after DEL; the kernel destroys both ends of
 //!   the pair with the namespace, asynchronously and batched;
-//! - if the runtime never removes the netns, [`sweep_retired`] (run by every ADD, DEL and GC of the plugin:
-//!   one link dump filtered by alias) deletes retired veths older than [`RETIRE_GRACE`];
+//! - if the runtime never removes the netns, [`sweep_retired`] (run by every GC of the plugin, and by an ADD
+//!   or DEL when the last sweep is [`SWEEP_INTERVAL`] old: one link dump filtered by alias) deletes retired
+//!   veths older than [`RETIRE_GRACE`];
 //! - a new sandbox of the same pod reuses the host veth name: ADD deletes whatever holds that name first
 //!   (`create_veth_pair`), paying the deletion in that rare case.
 //!
@@ -19,6 +20,7 @@
 //! next ADD of the same pod for the same name, holds RTNL while the runtime is measuring the next call, and
 //! a killed child leaks silently; the alias makes every leftover visible and the sweep idempotent.
 
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Context, ErrorList, Result};
@@ -30,6 +32,34 @@ pub const RETIRED_ALIAS_PREFIX: &str = "terway-deleting:";
 
 /// Age after which the sweep deletes a retired veth the runtime has not destroyed with its netns.
 pub const RETIRE_GRACE: Duration = Duration::from_secs(30);
+
+/// How long ADD and DEL go without a sweep. A sweep dumps every link of the node, which grows with its pods
+/// (a few hundred veths cost more than the rest of an ADD's netlink work), while a retired veth becomes due
+/// only [`RETIRE_GRACE`] after DEL, so sweeping on every call buys nothing.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Name of the file in the plugin's lock directory whose modification time is the last sweep.
+const SWEEP_STAMP: &str = "retired-sweep.stamp";
+
+/// Whether a sweep is due: the stamp in `lock_dir` is missing or at least `every` old. A due sweep is
+/// recorded at once, so concurrent plugins rarely both sweep (and a double sweep is harmless). A lock
+/// directory that cannot record the stamp makes every call sweep, as before there was a stamp.
+pub fn sweep_due(lock_dir: &Path, every: Duration) -> bool {
+    let stamp = lock_dir.join(SWEEP_STAMP);
+    let recent = std::fs::metadata(&stamp)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .is_some_and(|age| age < every);
+    if recent {
+        return false;
+    }
+    let _ = std::fs::create_dir_all(lock_dir);
+    if let Err(e) = std::fs::write(&stamp, b"") {
+        tracing::debug!(stamp = %stamp.display(), error = %e, "cannot record the retired-veth sweep; sweeping on every call");
+    }
+    true
+}
 
 fn now_secs() -> u64 {
     SystemTime::now()
@@ -100,6 +130,18 @@ pub async fn sweep_retired(nl: &Netlink, grace: Duration) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sweep_is_due_once_per_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let locks = dir.path().join("locks");
+        assert!(sweep_due(&locks, Duration::from_secs(60)), "no stamp yet");
+        assert!(
+            !sweep_due(&locks, Duration::from_secs(60)),
+            "swept just now"
+        );
+        assert!(sweep_due(&locks, Duration::ZERO), "the interval has passed");
+    }
 
     #[test]
     fn alias_round_trip() {
