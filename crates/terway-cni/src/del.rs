@@ -153,11 +153,15 @@ async fn teardown(
         }
     }
     // After the teardown (nothing routes to the pod any more, so no new entries appear for it) and before
-    // ReleaseIP (the IP cannot have a new owner yet).
+    // ReleaseIP (the IP cannot have a new owner yet). A daemon that flushes released addresses itself
+    // (batched, before their reuse cooldown ends) spares DEL the walk of the conntrack table for the IPv4
+    // address it records; the rest is flushed here.
+    let daemon_flushes_v4 = info.conntrack_flushed_on_release;
     let ips = nets
         .iter()
         .flat_map(|n| {
             n.ipv4
+                .filter(|_| !daemon_flushes_v4)
                 .map(IpAddr::V4)
                 .into_iter()
                 .chain(n.ipv6.map(IpAddr::V6))

@@ -341,7 +341,11 @@ async fn retired_veth_is_swept_when_the_netns_stays() {
     .unwrap();
     // Within the sweep interval a DEL does not look ...
     assert_eq!(cni("DEL", "c9", "", "default/other", &conf).await.code, 0);
-    assert_eq!(retired_links(&tb).await.len(), 1, "no sweep within the interval");
+    assert_eq!(
+        retired_links(&tb).await.len(),
+        1,
+        "no sweep within the interval"
+    );
     // ... once it has passed, it does.
     std::fs::remove_file(&stamp).unwrap();
     assert_eq!(cni("DEL", "c9", "", "default/other", &conf).await.code, 0);

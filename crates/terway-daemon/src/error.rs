@@ -56,6 +56,9 @@ pub enum DaemonError {
     /// Configuration is unusable.
     #[error("configuration: {0}")]
     Config(String),
+    /// Deleting released addresses' conntrack entries failed.
+    #[error("conntrack: {0}")]
+    Conntrack(String),
     /// Local I/O (sockets, files).
     #[error("{what}: {source}")]
     Io {
@@ -91,9 +94,10 @@ impl From<DaemonError> for tonic::Status {
                 tonic::Status::unavailable(msg)
             }
             DaemonError::Cloud(c) if c.is_retryable() => tonic::Status::unavailable(msg),
-            DaemonError::Cloud(_) | DaemonError::Store { .. } | DaemonError::Io { .. } => {
-                tonic::Status::internal(msg)
-            }
+            DaemonError::Cloud(_)
+            | DaemonError::Store { .. }
+            | DaemonError::Io { .. }
+            | DaemonError::Conntrack(_) => tonic::Status::internal(msg),
         }
     }
 }

@@ -10,6 +10,7 @@ use futures::future::BoxFuture;
 
 use crate::backend::Backends;
 use crate::claims::Claims;
+use crate::conntrack_flush::FlushQueue;
 use crate::error::Result;
 use crate::podsource::PodSource;
 use crate::pool::now_ms;
@@ -70,6 +71,7 @@ pub struct PodGc<P: PodSource> {
     period: Duration,
     grace: Duration,
     reporter: Arc<dyn Reporter>,
+    flush: Option<Arc<FlushQueue>>,
 }
 
 impl<P: PodSource> PodGc<P> {
@@ -82,7 +84,14 @@ impl<P: PodSource> PodGc<P> {
             period,
             grace: Duration::ZERO,
             reporter: Arc::new(LogReporter),
+            flush: None,
         }
+    }
+
+    /// Queue the addresses it releases for the conntrack flush (see `conntrack_flush`).
+    pub fn with_flush_queue(mut self, flush: Option<Arc<FlushQueue>>) -> Self {
+        self.flush = flush;
+        self
     }
 
     /// Report what the GC releases as torn down (the pod is gone and so is its address).
@@ -127,8 +136,12 @@ impl<P: PodSource> PodGc<P> {
                 report.deferred += 1;
                 continue;
             };
-            let uid = b.lookup(&key).map(|a| a.uid).unwrap_or_default();
+            let held = b.lookup(&key);
+            let uid = held.as_ref().map(|a| a.uid.clone()).unwrap_or_default();
             if b.release(&key, &container_id).await? {
+                if let (Some(q), Some(a)) = (&self.flush, &held) {
+                    q.push(std::net::IpAddr::V4(a.ip));
+                }
                 tracing::info!(pod = %key, backend = %kind, "GC released the address of a pod that no longer exists");
                 report.released_pods += 1;
                 if !uid.is_empty() {

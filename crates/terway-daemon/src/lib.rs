@@ -23,6 +23,7 @@ pub mod backend;
 pub mod bench;
 pub mod claims;
 pub mod config;
+pub mod conntrack_flush;
 pub mod error;
 pub mod gc;
 pub mod metrics;
@@ -161,6 +162,15 @@ fn build_backends<C: Cloud, M: Metadata>(
     Ok((Backends::new(default, list), eni_pool))
 }
 
+/// What the binary wires into the daemon beyond its cloud, metadata, pod source and reporter.
+#[derive(Default, Clone)]
+pub struct Wiring {
+    /// PodENIs of PodNetworking pods (the Kubernetes implementation reads them from the API server).
+    pub pod_enis: Option<Arc<dyn backend::pod_eni::PodEniSource>>,
+    /// Deletes the node's conntrack entries of released addresses (the kernel implementation).
+    pub conntrack: Option<Arc<dyn conntrack_flush::ConntrackFlusher>>,
+}
+
 impl<C: Cloud, M: Metadata, P: PodSource> Daemon<C, M, P> {
     /// Recover state, start the backends, the reconcilers, metrics and the gRPC server. Returns once
     /// the socket accepts requests. Reports go to the log.
@@ -176,18 +186,23 @@ impl<C: Cloud, M: Metadata, P: PodSource> Daemon<C, M, P> {
         pods: P,
         reporter: Arc<dyn Reporter>,
     ) -> Result<Self> {
-        Self::start_full(cfg, cloud, meta, pods, reporter, None).await
+        Self::start_full(cfg, cloud, meta, pods, reporter, Wiring::default()).await
     }
 
-    /// [`Daemon::start_reporting`], also serving PodNetworking pods from the PodENIs `pod_enis` reads.
+    /// [`Daemon::start_reporting`] with what the binary wires in: PodNetworking pods served from the PodENIs
+    /// `wiring.pod_enis` reads, released addresses' conntrack entries deleted by `wiring.conntrack`.
     pub async fn start_full(
         cfg: DaemonConfig,
         cloud: C,
         meta: M,
         pods: P,
         reporter: Arc<dyn Reporter>,
-        pod_enis: Option<Arc<dyn backend::pod_eni::PodEniSource>>,
+        wiring: Wiring,
     ) -> Result<Self> {
+        let Wiring {
+            pod_enis,
+            conntrack,
+        } = wiring;
         cfg.validate().map_err(DaemonError::Config)?;
         let metrics = Arc::new(metrics::Metrics::new());
         let store = store::Store::open(&cfg.db_path())?;
@@ -218,6 +233,18 @@ impl<C: Cloud, M: Metadata, P: PodSource> Daemon<C, M, P> {
         for b in backends.all() {
             tasks.extend(b.start(stop_rx.clone()));
         }
+        // The daemon deletes released addresses' conntrack entries itself only when the binary gave it the
+        // means and the reuse cooldown leaves its passes the time (see `conntrack_flush`); otherwise DEL does.
+        let flush_queue = match &conntrack {
+            Some(_) if cfg.pool.ip_reuse_cooldown >= conntrack_flush::MIN_COOLDOWN => {
+                Some(Arc::new(conntrack_flush::FlushQueue::default()))
+            }
+            Some(_) => {
+                tracing::info!(cooldown = ?cfg.pool.ip_reuse_cooldown, "ip_reuse_cooldown is below {:?}: CNI DEL flushes conntrack itself", conntrack_flush::MIN_COOLDOWN);
+                None
+            }
+            None => None,
+        };
         let pod_gc = Arc::new(
             gc::PodGc::new(
                 backends.clone(),
@@ -226,7 +253,8 @@ impl<C: Cloud, M: Metadata, P: PodSource> Daemon<C, M, P> {
                 cfg.gc_period,
             )
             .with_grace(cfg.gc_grace)
-            .with_reporter(reporter.clone()),
+            .with_reporter(reporter.clone())
+            .with_flush_queue(flush_queue.clone()),
         );
         let node_state = Arc::new(node_state::NodeState::new(
             backends.clone(),
@@ -243,6 +271,15 @@ impl<C: Cloud, M: Metadata, P: PodSource> Daemon<C, M, P> {
         ));
         let mut reconcilers: Vec<Arc<dyn reconciler::Reconciler>> =
             vec![pod_gc.clone(), node_state, node_resources];
+        if let Some(flusher) = conntrack.filter(|_| flush_queue.is_some()) {
+            if let Some(q) = &flush_queue {
+                reconcilers.push(Arc::new(conntrack_flush::ConntrackFlush::new(
+                    q.clone(),
+                    flusher,
+                    backends.clone(),
+                )));
+            }
+        }
         for b in backends.all() {
             reconcilers.extend(b.reconcilers());
         }
@@ -269,7 +306,8 @@ impl<C: Cloud, M: Metadata, P: PodSource> Daemon<C, M, P> {
             node.clone(),
             metrics.clone(),
             reporter,
-        );
+        )
+        .with_flush_queue(flush_queue);
         let mut rx = stop_rx;
         let server = tokio::spawn(
             tonic::transport::Server::builder()

@@ -13,6 +13,7 @@ use crate::backend::resolve::{resolve, NodeBackends};
 use crate::backend::{AllocRequest, Backends};
 use crate::claims::Claims;
 use crate::config::DaemonConfig;
+use crate::conntrack_flush::FlushQueue;
 use crate::error::DaemonError;
 use crate::metrics::Metrics;
 use crate::podsource::{PodMeta, PodSource};
@@ -30,6 +31,7 @@ pub struct Service<P: PodSource> {
     metrics: Arc<Metrics>,
     reporter: Arc<dyn Reporter>,
     events: Arc<Mutex<VecDeque<String>>>,
+    flush: Option<Arc<FlushQueue>>,
 }
 
 impl<P: PodSource> Clone for Service<P> {
@@ -43,6 +45,7 @@ impl<P: PodSource> Clone for Service<P> {
             metrics: self.metrics.clone(),
             reporter: self.reporter.clone(),
             events: self.events.clone(),
+            flush: self.flush.clone(),
         }
     }
 }
@@ -118,7 +121,31 @@ impl<P: PodSource> Service<P> {
             metrics,
             reporter,
             events: Arc::new(Mutex::new(VecDeque::new())),
+            flush: None,
         }
+    }
+
+    /// Queue released addresses for the daemon's conntrack flush, and tell DEL it need not walk the
+    /// table itself (see `conntrack_flush`).
+    pub fn with_flush_queue(mut self, flush: Option<Arc<FlushQueue>>) -> Self {
+        self.flush = flush;
+        self
+    }
+
+    /// Release `key`'s record in its backend if `container_id` matches; queue its address for the
+    /// conntrack flush when it was released.
+    async fn release_record(
+        &self,
+        b: &Arc<dyn crate::backend::ResourceBackend>,
+        key: &AllocKey,
+        container_id: &str,
+    ) -> Result<bool, DaemonError> {
+        let held = b.lookup(key);
+        let released = b.release(key, container_id).await?;
+        if let (true, Some(q), Some(a)) = (released, &self.flush, held) {
+            q.push(std::net::IpAddr::V4(a.ip));
+        }
+        Ok(released)
     }
 
     /// Log the event, keep it for terway-cli's status and hand it to the reporter.
@@ -262,7 +289,7 @@ impl<P: PodSource> Service<P> {
             }
             tracing::info!(old = %existing.container_id, old_uid = %existing.uid, "new sandbox or new pod incarnation; releasing the old record first");
             if let Some(b) = self.backends.get(existing.backend) {
-                b.release(&key, &existing.container_id).await?;
+                self.release_record(b, &key, &existing.container_id).await?;
             }
         }
         let kind = resolve(meta.as_ref(), &self.node_backends())
@@ -384,7 +411,7 @@ impl<P: PodSource> pb::terway_backend_server::TerwayBackend for Service<P> {
             let _claim = self.claims.claim(&pod)?;
             let released = match self.backends.lookup(&key) {
                 Some(a) => match self.backends.get(a.backend) {
-                    Some(b) => b.release(&key, &container_id).await?,
+                    Some(b) => self.release_record(b, &key, &container_id).await?,
                     None => false,
                 },
                 None => false,
@@ -427,6 +454,7 @@ impl<P: PodSource> pb::terway_backend_server::TerwayBackend for Service<P> {
             net_confs: vec![self.net_conf(&a)],
             node_ip: self.node.primary_ip.to_string(),
             container_id: a.container_id,
+            conntrack_flushed_on_release: self.flush.is_some(),
         }))
     }
 

@@ -196,7 +196,12 @@ async fn serve(args: &Args, cfg: DaemonConfig) -> Result<(), String> {
     if args.kubeconfig.is_none() && !args.in_cluster {
         let (cloud, meta) = cfg.cloud.connect().await.map_err(|e| e.to_string())?;
         let pods = terway_daemon::LocalPodSource::new(cfg.pods_file.clone());
-        let d = terway_daemon::Daemon::start(cfg, cloud, meta, pods)
+        let wiring = terway_daemon::Wiring {
+            conntrack: node_setup::conntrack_flusher(),
+            ..Default::default()
+        };
+        let reporter = std::sync::Arc::new(terway_daemon::LogReporter);
+        let d = terway_daemon::Daemon::start_full(cfg, cloud, meta, pods, reporter, wiring)
             .await
             .map_err(|e| e.to_string())?;
         node_setup::symmetric_routing(symmetric, d.node().primary_ip.into()).await;
@@ -220,7 +225,11 @@ async fn serve(args: &Args, cfg: DaemonConfig) -> Result<(), String> {
     // PodNetworking pods get the ENI the controlplane made for them (their PodENI).
     let pod_enis: std::sync::Arc<dyn terway_daemon::backend::pod_eni::PodEniSource> =
         std::sync::Arc::new(terway_k8s::KubePodEniSource::new(client.clone()));
-    let d = terway_daemon::Daemon::start_full(cfg, cloud, meta, pods, reporter, Some(pod_enis))
+    let wiring = terway_daemon::Wiring {
+        pod_enis: Some(pod_enis),
+        conntrack: node_setup::conntrack_flusher(),
+    };
+    let d = terway_daemon::Daemon::start_full(cfg, cloud, meta, pods, reporter, wiring)
         .await
         .map_err(|e| e.to_string())?;
     node_setup::symmetric_routing(symmetric, d.node().primary_ip.into()).await;

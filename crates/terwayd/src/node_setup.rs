@@ -33,3 +33,41 @@ async fn apply(enabled: bool, node_ip: IpAddr) -> terway_datapath::Result<()> {
     tracing::info!(interface = %cfg.iface, rule = %cfg.rule(), table = symmetric::TABLE, "symmetric routing in place for connections entering the primary interface");
     Ok(())
 }
+
+/// The kernel side of the daemon's conntrack flush (`terway_daemon::conntrack_flush`): one walk of the
+/// conntrack table of terwayd's namespace, the node's, which is where the CNI plugin's DEL would walk it.
+pub struct NodeConntrack {
+    ns: Netns,
+}
+
+impl NodeConntrack {
+    /// The flusher of terwayd's own namespace.
+    pub fn current() -> terway_datapath::Result<Self> {
+        Ok(NodeConntrack {
+            ns: Netns::current()?,
+        })
+    }
+}
+
+impl terway_daemon::conntrack_flush::ConntrackFlusher for NodeConntrack {
+    fn flush(&self, ips: &[IpAddr]) -> Result<usize, String> {
+        match terway_datapath::conntrack::flush_addresses(&self.ns, ips) {
+            Ok(terway_datapath::conntrack::Flush::Deleted(n)) => Ok(n),
+            Ok(terway_datapath::conntrack::Flush::Unavailable) => Ok(0),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// The conntrack flusher to wire into the daemon, or none (DEL then flushes itself) when terwayd cannot
+/// open its own namespace.
+pub fn conntrack_flusher(
+) -> Option<std::sync::Arc<dyn terway_daemon::conntrack_flush::ConntrackFlusher>> {
+    match NodeConntrack::current() {
+        Ok(c) => Some(std::sync::Arc::new(c)),
+        Err(e) => {
+            tracing::warn!("cannot open terwayd's network namespace for conntrack flushes: {e}; CNI DEL flushes instead");
+            None
+        }
+    }
+}

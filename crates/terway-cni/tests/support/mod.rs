@@ -132,6 +132,8 @@ impl TerwayBackend for FakeDaemon {
             net_confs: self.confs_for(&ip),
             node_ip,
             container_id: cid,
+            // This test daemon leaves the flush to DEL, as terwayd does without a conntrack flusher.
+            conntrack_flushed_on_release: false,
         }))
     }
 
