@@ -266,7 +266,10 @@ impl<P: PodSource> Service<P> {
         let meta = if pod.is_runtime() {
             None
         } else {
-            self.pods.pod(&pod, &uid).await
+            let t = Instant::now();
+            let m = self.pods.pod(&pod, &uid).await;
+            tracing::debug!(us = t.elapsed().as_micros() as u64, "pod source lookup");
+            m
         };
         if let Some(m) = &meta {
             if let Some(why) = m.not_ours() {
@@ -314,7 +317,7 @@ impl<P: PodSource> Service<P> {
                 self.metrics.allocation("ok");
                 self.metrics
                     .latency(path.label(), started.elapsed().as_secs_f64());
-                tracing::info!(ip = %a.ip, eni = %a.eni_id, backend = %kind, path = path.label(), ms = started.elapsed().as_millis() as u64, "allocated");
+                tracing::info!(ip = %a.ip, eni = %a.eni_id, backend = %kind, path = path.label(), us = started.elapsed().as_micros() as u64, "allocated");
                 self.reporter.cni_done(&pod, &areq.uid, CniOp::Added);
                 Ok(self.reply(&a))
             }

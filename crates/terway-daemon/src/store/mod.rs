@@ -176,8 +176,10 @@ impl Store {
             path: self.path.display().to_string(),
             message: "the store writer stopped before committing".into(),
         };
-        rx.await
-            .map_err(|_| lost())?
+        let started = std::time::Instant::now();
+        let res = rx.await;
+        tracing::debug!(us = started.elapsed().as_micros() as u64, "store commit");
+        res.map_err(|_| lost())?
             .map_err(|message| DaemonError::Store {
                 path: self.path.display().to_string(),
                 message,

@@ -78,9 +78,17 @@ pub(crate) async fn lock_eni(host: &HostCtx, mac: MacAddr) -> Result<EniLock> {
         .write(true)
         .open(&path)
         .map_err(io)?;
-    let locked = tokio::task::spawn_blocking(move || Flock::lock(file, FlockArg::LockExclusive))
-        .await
-        .map_err(|e| Error::Invalid(format!("lock task: {e}")))?;
+    // Uncontended in most ADDs: try without blocking first, and only wait for the lock on the blocking
+    // pool (a thread, and its teardown at exit) when another plugin holds it.
+    let locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => Ok(l),
+        Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
+            tokio::task::spawn_blocking(move || Flock::lock(file, FlockArg::LockExclusive))
+                .await
+                .map_err(|e| Error::Invalid(format!("lock task: {e}")))?
+        }
+        Err(other) => Err(other),
+    };
     locked
         .map(EniLock)
         .map_err(|(_, errno)| Error::Invalid(format!("lock {}: {errno}", path.display())))

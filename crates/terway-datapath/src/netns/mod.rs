@@ -191,10 +191,15 @@ impl Netns {
     }
 
     /// Run `f` on a dedicated thread inside this namespace. The thread ends afterwards, so no other thread
-    /// (and no tokio worker) ever changes namespace.
+    /// (and no tokio worker) ever changes namespace. When the calling thread is in this namespace already
+    /// (the node's, for the plugin and terwayd), `f` runs right here: a thread costs more than most `f`s.
     pub fn run<T: Send, F: FnOnce() -> T + Send>(&self, f: F) -> Result<T> {
         let fd = self.fd.as_fd();
         let path = &self.path;
+        if is_current(fd) {
+            return std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+                .map_err(|_| ns_err(path, "run", io::Error::other("namespace closure panicked")));
+        }
         std::thread::scope(|s| {
             s.spawn(move || -> Result<T> {
                 enter(fd, path)?;
@@ -258,16 +263,22 @@ impl AsFd for Netns {
     }
 }
 
-fn enter(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
-    // Already there (e.g. terwayd working in its own namespace): setns would need CAP_SYS_ADMIN, which a
-    // container with only NET_ADMIN lacks, for no change at all.
-    if let (Ok(target), Ok(here)) = (
+/// Whether the calling thread is in the namespace `fd` refers to (same nsfs device and inode).
+fn is_current(fd: BorrowedFd<'_>) -> bool {
+    match (
         nix::sys::stat::fstat(fd),
         nix::sys::stat::stat("/proc/thread-self/ns/net"),
     ) {
-        if target.st_ino == here.st_ino && target.st_dev == here.st_dev {
-            return Ok(());
-        }
+        (Ok(target), Ok(here)) => target.st_ino == here.st_ino && target.st_dev == here.st_dev,
+        _ => false,
+    }
+}
+
+fn enter(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
+    // Already there (e.g. terwayd working in its own namespace): setns would need CAP_SYS_ADMIN, which a
+    // container with only NET_ADMIN lacks, for no change at all.
+    if is_current(fd) {
+        return Ok(());
     }
     setns(fd, CloneFlags::CLONE_NEWNET).map_err(|e| ns_err(path, "setns", e))
 }

@@ -121,6 +121,33 @@ fn create_run_delete_named_namespace() {
 }
 
 #[test]
+fn run_stays_on_the_calling_thread_in_its_own_namespace_and_uses_a_thread_elsewhere() {
+    let here = std::thread::current().id();
+    let own = Netns::current().unwrap();
+    assert_eq!(own.run(|| std::thread::current().id()).unwrap(), here);
+    let e = own.run(|| panic!("boom")).unwrap_err();
+    assert!(e.to_string().contains("panicked"), "{e}");
+    let name = format!("tdpns{}", rand::random::<u32>());
+    let other = Netns::create_named(&name).unwrap();
+    let (tid, dev) = other
+        .run(|| {
+            let dev = std::fs::read_to_string("/proc/thread-self/net/dev").unwrap();
+            (std::thread::current().id(), dev)
+        })
+        .unwrap();
+    Netns::delete_named(&name).unwrap();
+    assert_ne!(
+        tid, here,
+        "another namespace is entered on a thread of its own"
+    );
+    assert_eq!(
+        dev.lines().count(),
+        3,
+        "only lo in the new namespace: {dev}"
+    );
+}
+
+#[test]
 fn namespace_in_a_bare_directory_survives_iproute2_remounting_it() {
     let dir = TempNetnsDir::new("bare");
     assert!(mounts_at(dir.path()).is_empty(), "fresh dir is a mount");
