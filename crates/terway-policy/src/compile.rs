@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::model::{policy_key, Pod, Proto, World};
+use crate::model::{policy_key, policy_namespace, rules_as_written, Pod, Proto, World};
 use crate::selector::Selector;
 use crate::PolicyError;
 
@@ -267,28 +267,16 @@ fn parse(p: &NetworkPolicy) -> Result<Parsed<'_>, PolicyError> {
                 .is_some_and(|e| !e.is_empty()),
         ),
     };
-    let ingress = if ingress_on {
-        let rules = spec.and_then(|s| s.ingress.as_ref()).into_iter().flatten();
-        Some(
-            rules
-                .map(|r| parse_rule(&key, r.from.as_deref(), r.ports.as_deref()))
-                .collect::<Result<Vec<_>, _>>()?,
-        )
-    } else {
-        None
+    let parse_rules = |ingress: bool| {
+        rules_as_written(p, ingress)
+            .into_iter()
+            .map(|(peers, ports)| parse_rule(&key, peers, ports))
+            .collect::<Result<Vec<_>, _>>()
     };
-    let egress = if egress_on {
-        let rules = spec.and_then(|s| s.egress.as_ref()).into_iter().flatten();
-        Some(
-            rules
-                .map(|r| parse_rule(&key, r.to.as_deref(), r.ports.as_deref()))
-                .collect::<Result<Vec<_>, _>>()?,
-        )
-    } else {
-        None
-    };
+    let ingress = ingress_on.then(|| parse_rules(true)).transpose()?;
+    let egress = egress_on.then(|| parse_rules(false)).transpose()?;
     Ok(Parsed {
-        namespace: p.metadata.namespace.as_deref().unwrap_or("default"),
+        namespace: policy_namespace(p),
         key,
         select,
         ingress,

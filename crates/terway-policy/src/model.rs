@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
 
 /// A transport protocol a NetworkPolicy port can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -145,11 +145,41 @@ impl World {
     }
 }
 
+/// The namespace of a policy (`default` when the object names none, as the API server fills it in).
+pub fn policy_namespace(p: &NetworkPolicy) -> &str {
+    p.metadata.namespace.as_deref().unwrap_or("default")
+}
+
 /// `namespace/name` of a policy.
 pub fn policy_key(p: &NetworkPolicy) -> String {
     format!(
         "{}/{}",
-        p.metadata.namespace.as_deref().unwrap_or("default"),
+        policy_namespace(p),
         p.metadata.name.as_deref().unwrap_or("")
     )
+}
+
+/// One rule as written: its peer list (`from` of an ingress rule, `to` of an egress rule) and its ports.
+pub type RuleView<'a> = (
+    Option<&'a [NetworkPolicyPeer]>,
+    Option<&'a [NetworkPolicyPort]>,
+);
+
+/// The ingress or the egress rules of `p`, as written (field access only: what they mean is left to the
+/// compiler and the oracle).
+pub fn rules_as_written(p: &NetworkPolicy, ingress: bool) -> Vec<RuleView<'_>> {
+    let spec = p.spec.as_ref();
+    if ingress {
+        spec.and_then(|s| s.ingress.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|r| (r.from.as_deref(), r.ports.as_deref()))
+            .collect()
+    } else {
+        spec.and_then(|s| s.egress.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|r| (r.to.as_deref(), r.ports.as_deref()))
+            .collect()
+    }
 }

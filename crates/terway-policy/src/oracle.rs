@@ -18,7 +18,7 @@ use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, Network
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::model::{Endpoint, Pod, Proto, World};
+use crate::model::{policy_namespace, rules_as_written, Endpoint, Pod, Proto, World};
 
 /// Whether the connection `src` → `dst` on `port`/`proto` is allowed.
 pub fn allowed(w: &World, src: Endpoint<'_>, dst: Endpoint<'_>, port: u16, proto: Proto) -> bool {
@@ -32,12 +32,6 @@ pub fn allowed(w: &World, src: Endpoint<'_>, dst: Endpoint<'_>, port: u16, proto
     };
     egress_ok && ingress_ok
 }
-
-/// One rule as the oracle reads it: its peers and its ports.
-type RuleView<'a> = (
-    Option<&'a Vec<NetworkPolicyPeer>>,
-    Option<&'a Vec<NetworkPolicyPort>>,
-);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Dir {
@@ -71,31 +65,17 @@ fn side_allows(
         },
     };
     isolating.iter().any(|p| {
-        let ns = p.metadata.namespace.as_deref().unwrap_or("default");
-        let spec = p.spec.as_ref();
-        let rules: Vec<RuleView<'_>> = match dir {
-            Dir::Ingress => spec
-                .and_then(|s| s.ingress.as_ref())
-                .into_iter()
-                .flatten()
-                .map(|r| (r.from.as_ref(), r.ports.as_ref()))
-                .collect(),
-            Dir::Egress => spec
-                .and_then(|s| s.egress.as_ref())
-                .into_iter()
-                .flatten()
-                .map(|r| (r.to.as_ref(), r.ports.as_ref()))
-                .collect(),
-        };
+        let ns = policy_namespace(p);
+        let rules = rules_as_written(p, dir == Dir::Ingress);
         rules.iter().any(|(peers, ports)| {
             let peer_ok = match peers {
                 None => true,
-                Some(v) if v.is_empty() => true,
+                Some([]) => true,
                 Some(v) => v.iter().any(|pp| peer_matches(w, ns, pp, peer)),
             };
             let port_ok = match ports {
                 None => true,
-                Some(v) if v.is_empty() => true,
+                Some([]) => true,
                 Some(v) => v.iter().any(|pt| port_matches(pt, dst, port, proto)),
             };
             peer_ok && port_ok
@@ -105,7 +85,7 @@ fn side_allows(
 
 /// The policy is in the pod's namespace and its pod selector matches the pod.
 fn selects(p: &NetworkPolicy, pod: &Pod) -> bool {
-    if pod.host_network || p.metadata.namespace.as_deref().unwrap_or("default") != pod.namespace {
+    if pod.host_network || policy_namespace(p) != pod.namespace {
         return false;
     }
     let everything = LabelSelector::default();
