@@ -181,12 +181,7 @@ pub async fn sweep_retired(host: &HostCtx, always: bool) {
     if !always && !retire::sweep_due(&host.lock_dir, retire::SWEEP_INTERVAL) {
         return;
     }
-    match terway_datapath::driver::retire::sweep_retired(
-        &host.nl,
-        terway_datapath::driver::retire::RETIRE_GRACE,
-    )
-    .await
-    {
+    match retire::sweep_retired(&host.nl, retire::RETIRE_GRACE).await {
         Ok(0) => {}
         Ok(n) => tracing::info!("deleted {n} retired host veth(s) left by earlier DELs"),
         Err(e) => tracing::warn!("sweep of retired host veths failed, retried next time: {e}"),

@@ -67,6 +67,23 @@ impl FlushQueue {
     }
 }
 
+/// Release `key`'s record in `b` if `container_id` matches (empty: any), and queue its address for the
+/// flush when it was released. Every release on behalf of a pod that is gone (ReleaseIP, the pod GC, a new
+/// sandbox replacing an old one) goes through here.
+pub async fn release_and_queue(
+    b: &dyn crate::backend::ResourceBackend,
+    key: &crate::record::AllocKey,
+    container_id: &str,
+    queue: Option<&FlushQueue>,
+) -> Result<bool> {
+    let held = b.lookup(key);
+    let released = b.release(key, container_id).await?;
+    if let (true, Some(q), Some(a)) = (released, queue, held) {
+        q.push(IpAddr::V4(a.ip));
+    }
+    Ok(released)
+}
+
 /// Pure plan: the queued addresses that no pod holds by now. One that a pod got back in the meantime (a
 /// sticky or runtime-named address, which skips the cooldown) keeps its entries: they are that pod's.
 pub fn plan(queued: &BTreeSet<IpAddr>, held: &BTreeSet<IpAddr>) -> Vec<IpAddr> {

@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 
 use crate::backend::Backends;
 use crate::claims::Claims;
-use crate::conntrack_flush::FlushQueue;
+use crate::conntrack_flush::{release_and_queue, FlushQueue};
 use crate::error::Result;
 use crate::podsource::PodSource;
 use crate::pool::now_ms;
@@ -136,12 +136,8 @@ impl<P: PodSource> PodGc<P> {
                 report.deferred += 1;
                 continue;
             };
-            let held = b.lookup(&key);
-            let uid = held.as_ref().map(|a| a.uid.clone()).unwrap_or_default();
-            if b.release(&key, &container_id).await? {
-                if let (Some(q), Some(a)) = (&self.flush, &held) {
-                    q.push(std::net::IpAddr::V4(a.ip));
-                }
+            let uid = b.lookup(&key).map(|a| a.uid).unwrap_or_default();
+            if release_and_queue(b.as_ref(), &key, &container_id, self.flush.as_deref()).await? {
                 tracing::info!(pod = %key, backend = %kind, "GC released the address of a pod that no longer exists");
                 report.released_pods += 1;
                 if !uid.is_empty() {

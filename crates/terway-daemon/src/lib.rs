@@ -271,14 +271,12 @@ impl<C: Cloud, M: Metadata, P: PodSource> Daemon<C, M, P> {
         ));
         let mut reconcilers: Vec<Arc<dyn reconciler::Reconciler>> =
             vec![pod_gc.clone(), node_state, node_resources];
-        if let Some(flusher) = conntrack.filter(|_| flush_queue.is_some()) {
-            if let Some(q) = &flush_queue {
-                reconcilers.push(Arc::new(conntrack_flush::ConntrackFlush::new(
-                    q.clone(),
-                    flusher,
-                    backends.clone(),
-                )));
-            }
+        if let (Some(flusher), Some(q)) = (conntrack, &flush_queue) {
+            reconcilers.push(Arc::new(conntrack_flush::ConntrackFlush::new(
+                q.clone(),
+                flusher,
+                backends.clone(),
+            )));
         }
         for b in backends.all() {
             reconcilers.extend(b.reconcilers());

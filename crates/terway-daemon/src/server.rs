@@ -13,7 +13,7 @@ use crate::backend::resolve::{resolve, NodeBackends};
 use crate::backend::{AllocRequest, Backends};
 use crate::claims::Claims;
 use crate::config::DaemonConfig;
-use crate::conntrack_flush::FlushQueue;
+use crate::conntrack_flush::{release_and_queue, FlushQueue};
 use crate::error::DaemonError;
 use crate::metrics::Metrics;
 use crate::podsource::{PodMeta, PodSource};
@@ -130,22 +130,6 @@ impl<P: PodSource> Service<P> {
     pub fn with_flush_queue(mut self, flush: Option<Arc<FlushQueue>>) -> Self {
         self.flush = flush;
         self
-    }
-
-    /// Release `key`'s record in its backend if `container_id` matches; queue its address for the
-    /// conntrack flush when it was released.
-    async fn release_record(
-        &self,
-        b: &Arc<dyn crate::backend::ResourceBackend>,
-        key: &AllocKey,
-        container_id: &str,
-    ) -> Result<bool, DaemonError> {
-        let held = b.lookup(key);
-        let released = b.release(key, container_id).await?;
-        if let (true, Some(q), Some(a)) = (released, &self.flush, held) {
-            q.push(std::net::IpAddr::V4(a.ip));
-        }
-        Ok(released)
     }
 
     /// Log the event, keep it for terway-cli's status and hand it to the reporter.
@@ -292,7 +276,13 @@ impl<P: PodSource> Service<P> {
             }
             tracing::info!(old = %existing.container_id, old_uid = %existing.uid, "new sandbox or new pod incarnation; releasing the old record first");
             if let Some(b) = self.backends.get(existing.backend) {
-                self.release_record(b, &key, &existing.container_id).await?;
+                release_and_queue(
+                    b.as_ref(),
+                    &key,
+                    &existing.container_id,
+                    self.flush.as_deref(),
+                )
+                .await?;
             }
         }
         let kind = resolve(meta.as_ref(), &self.node_backends())
@@ -414,7 +404,10 @@ impl<P: PodSource> pb::terway_backend_server::TerwayBackend for Service<P> {
             let _claim = self.claims.claim(&pod)?;
             let released = match self.backends.lookup(&key) {
                 Some(a) => match self.backends.get(a.backend) {
-                    Some(b) => self.release_record(b, &key, &container_id).await?,
+                    Some(b) => {
+                        release_and_queue(b.as_ref(), &key, &container_id, self.flush.as_deref())
+                            .await?
+                    }
                     None => false,
                 },
                 None => false,
