@@ -140,8 +140,9 @@ pub(crate) fn check_host_sysctls(host: &HostCtx, links: &[&str]) -> Result<()> {
 }
 
 /// Create a fresh veth pair `host_name` ↔ `pod_name` (pod side directly in the pod namespace, marked as
-/// `container_id`'s). An earlier pair of ours holding those names is removed first; a link that is not ours
-/// fails the setup instead (see [`super::owner`]). Both ends are up, `lo` in the pod too.
+/// `container_id`'s). An earlier pair of ours holding those names is removed and the pair created again; a
+/// link that is not ours fails the setup instead (see [`super::owner`]). Both ends are up, `lo` in the pod
+/// too.
 ///
 /// The names are free in nearly every ADD (a new sandbox), so the pair is created first, the host end up in
 /// the same request, and the names are looked at only when the kernel says one is taken: five round trips
@@ -182,9 +183,10 @@ fn gateways(net: &PodNetwork) -> Result<Vec<(IpAddr, IpNet)>> {
     Ok(v)
 }
 
-/// Pod side of the veth modes, on the pod end of a pair [`create_veth_pair`] just made: `podIP/32` (and `/128`), permanent neighbour 169.254.1.1 (fe80::1) → host
-/// veth MAC, default route via it onlink (when this interface carries it) and extra routes via the same
-/// gateway. IPv6 needs `disable_ipv6=0`/`accept_ra=0` in the pod first.
+/// Pod side of the veth modes, on the pod end of a pair [`create_veth_pair`] just made: `podIP/32` (and
+/// `/128`), permanent neighbour 169.254.1.1 (fe80::1) → host veth MAC, default route via it onlink (when
+/// this interface carries it) and extra routes via the same gateway. IPv6 needs
+/// `disable_ipv6=0`/`accept_ra=0` in the pod first.
 pub(crate) async fn setup_pod_gateway(
     pod: &PodCtx,
     pod_link: &Link,
