@@ -42,6 +42,7 @@ pub mod link;
 pub mod mac;
 pub mod neigh;
 pub mod netns;
+pub mod nft;
 pub mod nl;
 pub mod route;
 pub mod rule;

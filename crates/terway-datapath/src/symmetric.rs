@@ -11,14 +11,13 @@
 //!
 //! The marking is one nftables table, replaced in one `nft -f` transaction; the rule is an `ip rule`.
 
-use std::io::Write;
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
 
 use crate::addr;
 use crate::error::{Error, Result};
 use crate::link::{self, Link};
 use crate::netns::Netns;
+use crate::nft;
 use crate::nl::Netlink;
 use crate::route::MAIN_TABLE;
 use crate::rule::{self, Rule};
@@ -96,7 +95,7 @@ pub async fn primary_interface(nl: &Netlink, node_ip: IpAddr) -> Result<Link> {
 
 /// Program the marking table and the rule in `netns` (idempotent: the table is replaced, the rule ensured).
 pub async fn ensure(netns: &Netns, nl: &Netlink, cfg: &SymmetricRouting) -> Result<()> {
-    nft(netns, &cfg.ruleset())?;
+    nft::apply(netns, &cfg.ruleset(), WHAT)?;
     // A rule of ours with another mark (an earlier terwayd's) must not linger beside the wanted one.
     let wanted = cfg.rule();
     rule::remove_rules_where(nl, true, |r| is_ours(r) && *r != wanted).await?;
@@ -105,9 +104,10 @@ pub async fn ensure(netns: &Netns, nl: &Netlink, cfg: &SymmetricRouting) -> Resu
 
 /// Remove the table and the rule (symmetric routing turned off); absent is fine.
 pub async fn remove(netns: &Netns, nl: &Netlink) -> Result<()> {
-    nft(
+    nft::apply(
         netns,
         &format!("table inet {TABLE} {{}}\ndelete table inet {TABLE}\n"),
+        WHAT,
     )?;
     rule::remove_rules_where(nl, true, is_ours).await?;
     Ok(())
@@ -115,14 +115,7 @@ pub async fn remove(netns: &Netns, nl: &Netlink) -> Result<()> {
 
 /// Whether the marking table is present in `netns`.
 pub fn table_present(netns: &Netns) -> Result<bool> {
-    let out = netns
-        .run(|| {
-            Command::new("nft")
-                .args(["list", "table", "inet", TABLE])
-                .output()
-        })?
-        .map_err(|e| nft_error(&e.to_string()))?;
-    Ok(out.status.success())
+    Ok(nft::query(netns, &["list", "table", "inet", TABLE], WHAT)?.is_some())
 }
 
 /// The rules this module makes: an fwmark rule at our priority that looks up the main table.
@@ -134,34 +127,8 @@ fn is_ours(r: &Rule) -> bool {
         && r.dst.is_none()
 }
 
-fn nft_error(detail: &str) -> Error {
-    Error::Invalid(format!(
-        "nft (nftables) failed programming symmetric routing: {detail}; install nftables on the node or set \
-         \"symmetric_routing\": false in eni_conf"
-    ))
-}
-
-/// Run `nft -f -` inside `netns` with `script` on stdin.
-fn nft(netns: &Netns, script: &str) -> Result<()> {
-    let out = netns
-        .run(|| -> std::io::Result<std::process::Output> {
-            let mut child = Command::new("nft")
-                .args(["-f", "-"])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()?;
-            if let Some(mut stdin) = child.stdin.take() {
-                stdin.write_all(script.as_bytes())?;
-            }
-            child.wait_with_output()
-        })?
-        .map_err(|e| nft_error(&e.to_string()))?;
-    if !out.status.success() {
-        return Err(nft_error(String::from_utf8_lossy(&out.stderr).trim()));
-    }
-    Ok(())
-}
+/// What the table is for, in nft's error messages; the fix, if nft is missing, is in them too.
+const WHAT: &str = "symmetric routing (or set \"symmetric_routing\": false in eni_conf)";
 
 #[cfg(test)]
 mod tests {

@@ -6,7 +6,6 @@
 //! ENI, a VPC peer at .100. The VPC side learns pod IPs the way the cloud does: a permanent neighbour per IP
 //! pointing at the ENI's MAC ([`Testbed::vpc_learn`]).
 
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
@@ -153,26 +152,12 @@ impl Drop for Testbed {
     }
 }
 
-/// Load an nftables ruleset in the namespace named `ns_name` only (`ip netns exec NS nft -f -`), e.g. to
-/// make a test namespace track connections; never touches the caller's namespace.
+/// Load an nftables ruleset in the namespace named `ns_name` only, e.g. to make a test namespace track
+/// connections; never touches the caller's namespace.
 pub fn nft_in(ns_name: &str, ruleset: &str) -> std::io::Result<()> {
-    let mut child = std::process::Command::new("ip")
-        .args(["netns", "exec", ns_name, "nft", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(ruleset.as_bytes())?;
-    }
-    let out = child.wait_with_output()?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(std::io::Error::other(format!(
-            "nft in {ns_name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )))
-    }
+    let ns = Netns::open_named(ns_name).map_err(|e| std::io::Error::other(e.to_string()))?;
+    crate::nft::apply(&ns, ruleset, "test ruleset")
+        .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 /// An open TCP connection: a listener on `bind` inside `server`, and `client` connecting to `dial` (the same

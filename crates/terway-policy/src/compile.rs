@@ -70,6 +70,9 @@ pub enum PortMatch {
 pub struct CompiledRule {
     /// `namespace/name` of the policy it comes from.
     pub policy: String,
+    /// Its position among that policy's rules of the same direction: with `policy` and the direction, the
+    /// rule's identity, which stays put while the pods its peers resolve to come and go.
+    pub index: usize,
     /// Its peers.
     pub peers: PeerMatch,
     /// Its ports; `None`: every port of every protocol.
@@ -211,9 +214,10 @@ pub fn compile(w: &World) -> Result<Compiled, PolicyError> {
             }
             let mut rules = Vec::new();
             for p in isolating {
-                for r in rules_of(p, ingress).into_iter().flatten() {
+                for (index, r) in rules_of(p, ingress).into_iter().flatten().enumerate() {
                     rules.push(CompiledRule {
                         policy: p.key.clone(),
+                        index,
                         peers: resolve_peers(w, p.namespace, r.peers.as_deref()),
                         ports: r.ports.as_ref().map(|ps| {
                             ps.iter()

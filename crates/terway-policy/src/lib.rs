@@ -6,6 +6,8 @@
 //! - [`oracle::allowed`] answers one question — may `src` reach `dst` on this port and protocol? — straight
 //!   from the API's wording, evaluating selectors against labels at the moment of the question.
 //!
+//! [`nft`] renders the compiled form as a node's nftables table and diffs one state of it to the next.
+//!
 //! They share only the input model ([`model`]); label selectors are parsed by the compiler and interpreted
 //! raw by the oracle, so a misreading in either shows up as a disagreement ([`gen`] makes the cases).
 
@@ -14,7 +16,9 @@
 pub mod compile;
 pub mod gen;
 pub mod model;
+pub mod nft;
 pub mod oracle;
+pub mod ranges;
 pub mod selector;
 
 pub use compile::{compile, Compiled, CompiledRule, PeerMatch, PodRules, PortMatch, Rules};
