@@ -211,6 +211,8 @@ pub struct EniConf {
     /// Route replies of connections that entered through the node's primary interface (hostPort,
     /// NodePort) back out of it; on by default.
     pub symmetric_routing: bool,
+    /// Leave NetworkPolicy to something else (Terway's key): terwayd then programs no policy table.
+    pub disable_network_policy: bool,
 
     /// Keys we do not know; kept so the daemon can warn about typos.
     #[serde(flatten)]
@@ -273,6 +275,7 @@ impl Default for EniConf {
             inhibit_eni_limit: GoDuration::from_secs(60),
             inhibit_ip_not_enough: GoDuration::from_secs(600),
             symmetric_routing: true,
+            disable_network_policy: false,
             unknown: BTreeMap::new(),
         }
     }

@@ -173,6 +173,8 @@ pub struct DaemonConfig {
     pub cloud: CloudOptions,
     /// Program symmetric routing for DNATed connections in the node (done by the terwayd binary).
     pub symmetric_routing: bool,
+    /// Enforce NetworkPolicy on the node (wired in by the terwayd binary in Kubernetes mode).
+    pub network_policy: bool,
 }
 
 impl Default for DaemonConfig {
@@ -192,6 +194,7 @@ impl Default for DaemonConfig {
             alloc_timeout: Duration::from_secs(90),
             cloud: Default::default(),
             symmetric_routing: true,
+            network_policy: true,
         }
     }
 }
@@ -245,6 +248,7 @@ impl DaemonConfig {
         };
         self.mode = c.mode;
         self.symmetric_routing = c.symmetric_routing;
+        self.network_policy = !c.disable_network_policy;
         self.service_cidrs = c
             .service_cidr
             .iter()

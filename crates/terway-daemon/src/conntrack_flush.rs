@@ -67,19 +67,19 @@ impl FlushQueue {
     }
 }
 
-/// Release `key`'s record in `b` if `container_id` matches (empty: any), and queue its address for the
-/// flush when it was released. Every release on behalf of a pod that is gone (ReleaseIP, the pod GC, a new
-/// sandbox replacing an old one) goes through here.
+/// Release `key`'s record in `b` if `container_id` matches (empty: any), and run the release hooks (the
+/// conntrack flush queue, the policy state) when it was released. Every release on behalf of a pod that is
+/// gone (ReleaseIP, the pod GC, a new sandbox replacing an old one) goes through here.
 pub async fn release_and_queue(
     b: &dyn crate::backend::ResourceBackend,
     key: &crate::record::AllocKey,
     container_id: &str,
-    queue: Option<&FlushQueue>,
+    hooks: &crate::pod_policy::ReleaseHooks,
 ) -> Result<bool> {
     let held = b.lookup(key);
     let released = b.release(key, container_id).await?;
-    if let (true, Some(q), Some(a)) = (released, queue, held) {
-        q.push(IpAddr::V4(a.ip));
+    if let (true, Some(a)) = (released, held) {
+        hooks.released(key, IpAddr::V4(a.ip)).await;
     }
     Ok(released)
 }

@@ -56,6 +56,17 @@ pub enum DaemonError {
     /// Configuration is unusable.
     #[error("configuration: {0}")]
     Config(String),
+    /// The pod's NetworkPolicy could not be put in place, so it does not start.
+    #[error("pod {pod}: its NetworkPolicy could not be programmed on this node, so it does not start: {message}; the kubelet retries the sandbox, and terwayd's log says more")]
+    Policy {
+        /// `namespace/name`.
+        pod: String,
+        /// Why.
+        message: String,
+    },
+    /// The node's NetworkPolicy table could not be brought up to date (retried by its reconciler).
+    #[error("NetworkPolicy: {0}")]
+    PolicySync(String),
     /// Deleting released addresses' conntrack entries failed.
     #[error("conntrack: {0}")]
     Conntrack(String),
@@ -97,7 +108,9 @@ impl From<DaemonError> for tonic::Status {
             DaemonError::Cloud(_)
             | DaemonError::Store { .. }
             | DaemonError::Io { .. }
-            | DaemonError::Conntrack(_) => tonic::Status::internal(msg),
+            | DaemonError::Conntrack(_)
+            | DaemonError::PolicySync(_) => tonic::Status::internal(msg),
+            DaemonError::Policy { .. } => tonic::Status::unavailable(msg),
         }
     }
 }

@@ -10,8 +10,9 @@ use futures::future::BoxFuture;
 
 use crate::backend::Backends;
 use crate::claims::Claims;
-use crate::conntrack_flush::{release_and_queue, FlushQueue};
+use crate::conntrack_flush::release_and_queue;
 use crate::error::Result;
+use crate::pod_policy::ReleaseHooks;
 use crate::podsource::PodSource;
 use crate::pool::now_ms;
 use crate::reconciler::Reconciler;
@@ -71,7 +72,7 @@ pub struct PodGc<P: PodSource> {
     period: Duration,
     grace: Duration,
     reporter: Arc<dyn Reporter>,
-    flush: Option<Arc<FlushQueue>>,
+    hooks: ReleaseHooks,
 }
 
 impl<P: PodSource> PodGc<P> {
@@ -84,13 +85,13 @@ impl<P: PodSource> PodGc<P> {
             period,
             grace: Duration::ZERO,
             reporter: Arc::new(LogReporter),
-            flush: None,
+            hooks: ReleaseHooks::default(),
         }
     }
 
-    /// Queue the addresses it releases for the conntrack flush (see `conntrack_flush`).
-    pub fn with_flush_queue(mut self, flush: Option<Arc<FlushQueue>>) -> Self {
-        self.flush = flush;
+    /// What follows each release (the conntrack flush queue, the policy state).
+    pub fn with_release_hooks(mut self, hooks: ReleaseHooks) -> Self {
+        self.hooks = hooks;
         self
     }
 
@@ -137,7 +138,7 @@ impl<P: PodSource> PodGc<P> {
                 continue;
             };
             let uid = b.lookup(&key).map(|a| a.uid).unwrap_or_default();
-            if release_and_queue(b.as_ref(), &key, &container_id, self.flush.as_deref()).await? {
+            if release_and_queue(b.as_ref(), &key, &container_id, &self.hooks).await? {
                 tracing::info!(pod = %key, backend = %kind, "GC released the address of a pod that no longer exists");
                 report.released_pods += 1;
                 if !uid.is_empty() {

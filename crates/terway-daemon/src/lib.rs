@@ -28,6 +28,7 @@ pub mod error;
 pub mod gc;
 pub mod metrics;
 pub mod node_state;
+pub mod pod_policy;
 pub mod podsource;
 pub mod pool;
 pub mod reconciler;
@@ -169,6 +170,10 @@ pub struct Wiring {
     pub pod_enis: Option<Arc<dyn backend::pod_eni::PodEniSource>>,
     /// Deletes the node's conntrack entries of released addresses (the kernel implementation).
     pub conntrack: Option<Arc<dyn conntrack_flush::ConntrackFlusher>>,
+    /// Enforces NetworkPolicy on the node; admitted in AllocIP before the reply (see `pod_policy`).
+    pub policy: Option<Arc<dyn pod_policy::PodPolicy>>,
+    /// The binary's own control loops, run like the daemon's (period, error policy, metric, shutdown).
+    pub reconcilers: Vec<Arc<dyn reconciler::Reconciler>>,
 }
 
 impl<C: Cloud, M: Metadata, P: PodSource> Daemon<C, M, P> {
@@ -202,6 +207,8 @@ impl<C: Cloud, M: Metadata, P: PodSource> Daemon<C, M, P> {
         let Wiring {
             pod_enis,
             conntrack,
+            policy,
+            reconcilers: extra_reconcilers,
         } = wiring;
         cfg.validate().map_err(DaemonError::Config)?;
         let metrics = Arc::new(metrics::Metrics::new());
@@ -245,6 +252,24 @@ impl<C: Cloud, M: Metadata, P: PodSource> Daemon<C, M, P> {
             }
             None => None,
         };
+        if let Some(p) = &policy {
+            let recovered: Vec<pod_policy::PolicyPod> = backends
+                .all()
+                .iter()
+                .flat_map(|b| b.allocations())
+                .filter(|a| pod_policy::covers(a.backend))
+                .map(|a| pod_policy::PolicyPod::of(&a))
+                .collect();
+            p.restore(recovered);
+        }
+        let drop_counters = policy.clone().map(|p| {
+            Arc::new(pod_policy::PolicyDropCounters::new(p, metrics.clone()))
+                as Arc<dyn reconciler::Reconciler>
+        });
+        let hooks = pod_policy::ReleaseHooks {
+            flush: flush_queue.clone(),
+            policy,
+        };
         let pod_gc = Arc::new(
             gc::PodGc::new(
                 backends.clone(),
@@ -254,7 +279,7 @@ impl<C: Cloud, M: Metadata, P: PodSource> Daemon<C, M, P> {
             )
             .with_grace(cfg.gc_grace)
             .with_reporter(reporter.clone())
-            .with_flush_queue(flush_queue.clone()),
+            .with_release_hooks(hooks.clone()),
         );
         let node_state = Arc::new(node_state::NodeState::new(
             backends.clone(),
@@ -281,6 +306,8 @@ impl<C: Cloud, M: Metadata, P: PodSource> Daemon<C, M, P> {
         for b in backends.all() {
             reconcilers.extend(b.reconcilers());
         }
+        reconcilers.extend(extra_reconcilers);
+        reconcilers.extend(drop_counters);
         for r in reconcilers {
             // First pass right away (pods that vanished while we were down); failures are retried
             // by the loop.
@@ -305,7 +332,7 @@ impl<C: Cloud, M: Metadata, P: PodSource> Daemon<C, M, P> {
             metrics.clone(),
             reporter,
         )
-        .with_flush_queue(flush_queue);
+        .with_release_hooks(hooks);
         let mut rx = stop_rx;
         let server = tokio::spawn(
             tonic::transport::Server::builder()

@@ -82,6 +82,17 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+/// Label: one direction of one pod's NetworkPolicy.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct PolicyDropLabel {
+    /// Pod namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub pod: String,
+    /// ingress | egress.
+    pub direction: String,
+}
+
 /// All metrics of the daemon.
 pub struct Metrics {
     registry: Registry,
@@ -103,6 +114,8 @@ pub struct Metrics {
     pub events: Family<ReasonLabel, Counter>,
     /// Allocations that waited for the pool, by what they waited on.
     pub slow_allocations: Family<WaitedOnLabel, Counter>,
+    /// Packets the node's NetworkPolicy dropped, per pod and direction.
+    pub policy_drops: Family<PolicyDropLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -161,8 +174,16 @@ impl Metrics {
             "Active allocation inhibits by kind",
             inhibits.clone(),
         );
+        let policy_drops = Family::<PolicyDropLabel, Gauge>::default();
+        registry.register(
+            "policy_dropped_packets",
+            "Packets the node's NetworkPolicy dropped, per pod and direction (read from the pod's nftables \
+             counter; starts again from 0 when the pod's chain is recreated)",
+            policy_drops.clone(),
+        );
         Metrics {
             registry,
+            policy_drops,
             pool,
             allocations,
             alloc_latency,

@@ -13,9 +13,10 @@ use crate::backend::resolve::{resolve, NodeBackends};
 use crate::backend::{AllocRequest, Backends};
 use crate::claims::Claims;
 use crate::config::DaemonConfig;
-use crate::conntrack_flush::{release_and_queue, FlushQueue};
+use crate::conntrack_flush::release_and_queue;
 use crate::error::DaemonError;
 use crate::metrics::Metrics;
+use crate::pod_policy::{PolicyPod, ReleaseHooks};
 use crate::podsource::{PodMeta, PodSource};
 use crate::pool::{now_ms, NodeInfo};
 use crate::record::{AllocKey, Allocation, PodKey, QosAnswer, ResourceKind};
@@ -31,7 +32,7 @@ pub struct Service<P: PodSource> {
     metrics: Arc<Metrics>,
     reporter: Arc<dyn Reporter>,
     events: Arc<Mutex<VecDeque<String>>>,
-    flush: Option<Arc<FlushQueue>>,
+    hooks: ReleaseHooks,
 }
 
 impl<P: PodSource> Clone for Service<P> {
@@ -45,7 +46,7 @@ impl<P: PodSource> Clone for Service<P> {
             metrics: self.metrics.clone(),
             reporter: self.reporter.clone(),
             events: self.events.clone(),
-            flush: self.flush.clone(),
+            hooks: self.hooks.clone(),
         }
     }
 }
@@ -121,15 +122,51 @@ impl<P: PodSource> Service<P> {
             metrics,
             reporter,
             events: Arc::new(Mutex::new(VecDeque::new())),
-            flush: None,
+            hooks: ReleaseHooks::default(),
         }
     }
 
-    /// Queue released addresses for the daemon's conntrack flush, and tell DEL it need not walk the
-    /// table itself (see `conntrack_flush`).
-    pub fn with_flush_queue(mut self, flush: Option<Arc<FlushQueue>>) -> Self {
-        self.flush = flush;
+    /// What follows each release: with a flush queue, released addresses are queued for the daemon's
+    /// conntrack flush and DEL is told it need not walk the table itself (see `conntrack_flush`); with a
+    /// policy hook, pods are admitted to the node's NetworkPolicy before AllocIP replies (`pod_policy`).
+    pub fn with_release_hooks(mut self, hooks: ReleaseHooks) -> Self {
+        self.hooks = hooks;
         self
+    }
+
+    /// Put the pod's NetworkPolicy state in place before AllocIP answers (veth pods only: see
+    /// `pod_policy`). When it cannot be, the allocation is undone and the pod does not start.
+    async fn admit_to_policy(
+        &self,
+        a: &Allocation,
+        key: &AllocKey,
+        meta: Option<&PodMeta>,
+    ) -> Result<(), DaemonError> {
+        let Some(policy) = &self.hooks.policy else {
+            return Ok(());
+        };
+        if !crate::pod_policy::covers(a.backend) {
+            return Ok(());
+        }
+        let pod = PolicyPod {
+            labels: meta.map(|m| m.labels.clone()).unwrap_or_default(),
+            ..PolicyPod::of(a)
+        };
+        let t = Instant::now();
+        let res = policy.admit(&pod).await;
+        tracing::debug!(us = t.elapsed().as_micros() as u64, "policy admit");
+        let Err(message) = res else {
+            return Ok(());
+        };
+        if let Some(b) = self.backends.get(a.backend) {
+            if let Err(e) = release_and_queue(b.as_ref(), key, &a.container_id, &self.hooks).await {
+                tracing::warn!(error = %e, "releasing the address of a pod whose policy failed");
+            }
+        }
+        Err(DaemonError::Policy {
+            pod: key.pod.to_string(),
+            message,
+        })
     }
 
     /// Log the event, keep it for terway-cli's status and hand it to the reporter.
@@ -269,6 +306,7 @@ impl<P: PodSource> Service<P> {
         if let Some(existing) = self.backends.lookup(&key) {
             let same_pod = uid.is_empty() || existing.uid.is_empty() || existing.uid == uid;
             if existing.container_id == container_id && same_pod {
+                self.admit_to_policy(&existing, &key, meta.as_ref()).await?;
                 self.metrics.allocation("ok");
                 self.metrics
                     .latency("existing", started.elapsed().as_secs_f64());
@@ -276,13 +314,7 @@ impl<P: PodSource> Service<P> {
             }
             tracing::info!(old = %existing.container_id, old_uid = %existing.uid, "new sandbox or new pod incarnation; releasing the old record first");
             if let Some(b) = self.backends.get(existing.backend) {
-                release_and_queue(
-                    b.as_ref(),
-                    &key,
-                    &existing.container_id,
-                    self.flush.as_deref(),
-                )
-                .await?;
+                release_and_queue(b.as_ref(), &key, &existing.container_id, &self.hooks).await?;
             }
         }
         let kind = resolve(meta.as_ref(), &self.node_backends())
@@ -304,6 +336,7 @@ impl<P: PodSource> Service<P> {
         let deadline = Instant::now() + self.cfg.alloc_timeout;
         match backend.allocate(&areq, deadline).await {
             Ok((a, path)) => {
+                self.admit_to_policy(&a, &areq.key, meta.as_ref()).await?;
                 self.metrics.allocation("ok");
                 self.metrics
                     .latency(path.label(), started.elapsed().as_secs_f64());
@@ -405,8 +438,7 @@ impl<P: PodSource> pb::terway_backend_server::TerwayBackend for Service<P> {
             let released = match self.backends.lookup(&key) {
                 Some(a) => match self.backends.get(a.backend) {
                     Some(b) => {
-                        release_and_queue(b.as_ref(), &key, &container_id, self.flush.as_deref())
-                            .await?
+                        release_and_queue(b.as_ref(), &key, &container_id, &self.hooks).await?
                     }
                     None => false,
                 },
@@ -450,7 +482,7 @@ impl<P: PodSource> pb::terway_backend_server::TerwayBackend for Service<P> {
             net_confs: vec![self.net_conf(&a)],
             node_ip: self.node.primary_ip.to_string(),
             container_id: a.container_id,
-            conntrack_flushed_on_release: self.flush.is_some(),
+            conntrack_flushed_on_release: self.hooks.flush.is_some(),
         }))
     }
 
