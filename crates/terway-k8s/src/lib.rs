@@ -4,6 +4,7 @@
 pub mod authority_shim;
 pub mod config_watch;
 pub mod device_plugin;
+pub mod netpol;
 pub mod node_cr;
 pub mod node_runtime;
 pub mod pod_eni;

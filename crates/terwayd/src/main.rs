@@ -10,6 +10,7 @@ use terway_daemon::{DaemonConfig, MetricsAddr};
 
 mod install;
 mod node_setup;
+mod policy;
 
 /// What to do instead of serving.
 #[derive(Debug, clap::Subcommand)]
@@ -225,10 +226,20 @@ async fn serve(args: &Args, cfg: DaemonConfig) -> Result<(), String> {
     // PodNetworking pods get the ENI the controlplane made for them (their PodENI).
     let pod_enis: std::sync::Arc<dyn terway_daemon::backend::pod_eni::PodEniSource> =
         std::sync::Arc::new(terway_k8s::KubePodEniSource::new(client.clone()));
-    let wiring = terway_daemon::Wiring {
+    let mut wiring = terway_daemon::Wiring {
         pod_enis: Some(pod_enis),
         conntrack: node_setup::conntrack_flusher(),
+        ..Default::default()
     };
+    if cfg.network_policy {
+        let watch = terway_k8s::netpol::PolicyWatch::start(client.clone());
+        let node_policy = policy::NodePolicy::new(watch)
+            .map_err(|e| format!("NetworkPolicy: cannot open terwayd's network namespace: {e}"))?;
+        wiring.reconcilers.push(node_policy.reconciler());
+        wiring.policy = Some(node_policy);
+    } else {
+        tracing::info!("NetworkPolicy left to another component (eni_conf disable_network_policy)");
+    }
     let d = terway_daemon::Daemon::start_full(cfg, cloud, meta, pods, reporter, wiring)
         .await
         .map_err(|e| e.to_string())?;
