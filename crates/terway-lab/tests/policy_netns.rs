@@ -4,24 +4,25 @@
 //! from case to case by the incremental scripts alone. Every pod-to-pod (and pod-to-outside) probe on ports
 //! 80 and 81 over TCP and UDP must get the answer the oracle gives, for 200 generated cases.
 
-use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+mod common;
+
+use std::net::IpAddr;
 use std::process::Command;
 use std::time::Duration;
 
+use common::probe::{self, Endpoint};
 use terway_datapath::conntrack;
 use terway_datapath::netns::Netns;
 use terway_datapath::nft as nft_cmd;
+use terway_policy::compile;
 use terway_policy::gen::{self, NAMESPACES, OUTSIDE, PODS};
 use terway_policy::nft::{self, LocalPod, NodeRuleset};
-use terway_policy::oracle::{self, endpoint};
-use terway_policy::{compile, Proto, World};
-use tokio::net::{TcpListener, TcpSocket, UdpSocket};
 
-/// How long a probe waits before it counts as blocked. Drops are silent, so every blocked probe costs this;
-/// a probe the oracle allows but that timed out is retried with [`RETRY`] before it counts as a mismatch.
+/// How long a probe waits before it counts as blocked. Drops are silent, so every blocked probe costs this.
 const PROBE: Duration = Duration::from_millis(200);
-const RETRY: Duration = Duration::from_secs(2);
+/// How long a case may take to agree: the table is in place before the probes start, so only a probe
+/// that lost a race with the scheduler (a 2-core machine under CI) needs a second round.
+const AGREE: Duration = Duration::from_secs(3);
 const CASES: u64 = 200;
 
 fn ip(args: &[&str]) {
@@ -154,165 +155,32 @@ impl Drop for Topology {
     }
 }
 
-/// Listeners on 80 and 81, TCP and UDP, in every member: TCP accepts and closes, UDP echoes.
-async fn serve(t: &Topology) {
-    for m in &t.members {
-        let ns = Netns::open_named(&m.ns).expect("open member namespace");
-        for port in gen::PORTS {
-            let any = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
-            let (tcp, udp) = ns
-                .run(|| {
-                    let tcp = std::net::TcpListener::bind(any)?;
-                    let udp = std::net::UdpSocket::bind(any)?;
-                    tcp.set_nonblocking(true)?;
-                    udp.set_nonblocking(true)?;
-                    Ok::<_, std::io::Error>((tcp, udp))
-                })
-                .expect("enter member namespace")
-                .expect("bind the probe servers");
-            let tcp = TcpListener::from_std(tcp).expect("tokio listener");
-            let udp = UdpSocket::from_std(udp).expect("tokio udp socket");
-            tokio::spawn(async move {
-                while let Ok((s, _)) = tcp.accept().await {
-                    drop(s);
-                }
-            });
-            tokio::spawn(async move {
-                let mut buf = [0u8; 64];
-                while let Ok((n, from)) = udp.recv_from(&mut buf).await {
-                    let _ = udp.send_to(&buf[..n], from).await;
-                }
-            });
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Probe {
-    src: usize,
-    dst: usize,
-    port: u16,
-    udp: bool,
-}
-
-/// Sockets for `probes` from member `src`, made inside its namespace.
-enum Client {
-    Tcp(TcpSocket),
-    Udp(std::net::UdpSocket),
-}
-
-fn clients(ns: &Netns, n_tcp: usize, n_udp: usize) -> (Vec<TcpSocket>, Vec<std::net::UdpSocket>) {
-    ns.run(|| {
-        let tcp = (0..n_tcp)
-            .map(|_| TcpSocket::new_v4())
-            .collect::<Result<Vec<_>, _>>()?;
-        let udp = (0..n_udp)
-            .map(|_| {
-                let s = std::net::UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))?;
-                s.set_nonblocking(true)?;
-                Ok(s)
-            })
-            .collect::<Result<Vec<_>, std::io::Error>>()?;
-        Ok::<_, std::io::Error>((tcp, udp))
-    })
-    .expect("enter member namespace")
-    .expect("make probe sockets")
-}
-
-async fn probe_one(client: Client, dst: SocketAddr, wait: Duration) -> bool {
-    match client {
-        Client::Tcp(s) => matches!(tokio::time::timeout(wait, s.connect(dst)).await, Ok(Ok(_))),
-        Client::Udp(s) => {
-            let Ok(s) = UdpSocket::from_std(s) else {
-                return false;
-            };
-            if s.send_to(b"probe", dst).await.is_err() {
-                return false;
-            }
-            let mut buf = [0u8; 16];
-            matches!(
-                tokio::time::timeout(wait, s.recv_from(&mut buf)).await,
-                Ok(Ok(_))
-            )
-        }
-    }
-}
-
-/// Run `probes` at once, each waiting up to `wait`; whether each got through.
-async fn run_probes(t: &Topology, probes: &[Probe], wait: Duration) -> BTreeMap<Probe, bool> {
-    let mut set = tokio::task::JoinSet::new();
-    for (src, m) in t.members.iter().enumerate() {
-        let mine: Vec<Probe> = probes.iter().copied().filter(|p| p.src == src).collect();
-        if mine.is_empty() {
-            continue;
-        }
-        let ns = Netns::open_named(&m.ns).expect("open member namespace");
-        let n_udp = mine.iter().filter(|p| p.udp).count();
-        let (mut tcp, mut udp) = clients(&ns, mine.len() - n_udp, n_udp);
-        for p in mine {
-            let client = if p.udp {
-                Client::Udp(udp.pop().expect("one socket per probe"))
-            } else {
-                Client::Tcp(tcp.pop().expect("one socket per probe"))
-            };
-            let dst = SocketAddr::new(t.members[p.dst].ip, p.port);
-            set.spawn(async move { (p, probe_one(client, dst, wait).await) });
-        }
-    }
-    let mut out = BTreeMap::new();
-    while let Some(r) = set.join_next().await {
-        let (p, ok) = r.expect("probe task");
-        out.insert(p, ok);
-    }
-    out
-}
-
-fn expected(w: &World, t: &Topology, p: Probe) -> bool {
-    let proto = if p.udp { Proto::Udp } else { Proto::Tcp };
-    oracle::allowed(
-        w,
-        endpoint(w, t.members[p.src].ip),
-        endpoint(w, t.members[p.dst].ip),
-        p.port,
-        proto,
-    )
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn the_kernel_enforces_what_the_oracle_says_on_200_generated_cases() {
     let t = Topology::build();
-    serve(&t).await;
+    let eps: Vec<Endpoint> = t
+        .members
+        .iter()
+        .map(|m| Endpoint {
+            name: m.key.clone().unwrap_or_else(|| "outside".into()),
+            netns: Netns::named_path(&m.ns),
+            ip: m.ip,
+        })
+        .collect();
+    probe::serve(&eps).await;
     let node = Netns::open_named(&t.node).expect("open the node namespace");
     let all_ips: Vec<IpAddr> = t.members.iter().map(|m| m.ip).collect();
-    let mut probes = Vec::new();
-    for src in 0..t.members.len() {
-        for dst in 0..t.members.len() {
-            // A pod's traffic to itself never leaves it; the outside address is not probed against itself.
-            if src != dst {
-                for port in gen::PORTS {
-                    for udp in [false, true] {
-                        probes.push(Probe {
-                            src,
-                            dst,
-                            port,
-                            udp,
-                        });
-                    }
-                }
-            }
-        }
-    }
+    let probes = probe::all_probes(eps.len());
+    // Entries of earlier flows would admit a probe as an established one.
+    let flush = || {
+        conntrack::flush_addresses(&node, &all_ips).expect("flush the node's conntrack entries");
+    };
 
     // Without a policy everything gets through: the topology itself works.
-    let open = run_probes(&t, &probes, RETRY).await;
-    let blocked: Vec<&Probe> = open
-        .iter()
-        .filter(|(_, ok)| !**ok)
-        .map(|(p, _)| p)
-        .collect();
+    let wrong = probe::until_agreed(&eps, &probes, &|_| true, PROBE, AGREE, &flush).await;
     assert!(
-        blocked.is_empty(),
-        "with no table, these probes failed: {blocked:?}"
+        wrong.is_empty(),
+        "with no table, these probes failed: {wrong:?}"
     );
 
     let local = t.local_pods();
@@ -331,40 +199,23 @@ async fn the_kernel_enforces_what_the_oracle_says_on_200_generated_cases() {
                 .unwrap_or_else(|e| panic!("case {seed}: {e}\nscript:\n{s}"));
         }
         applied = Some(next);
-        // Entries of the previous case's flows would admit this case's probes as established ones.
-        conntrack::flush_addresses(&node, &all_ips).expect("flush the node's conntrack entries");
-
-        let got = run_probes(&t, &probes, PROBE).await;
-        let retry: Vec<Probe> = got
-            .iter()
-            .filter(|(p, ok)| !**ok && expected(&w, &t, **p))
-            .map(|(p, _)| *p)
-            .collect();
-        let again = run_probes(&t, &retry, RETRY).await;
-        for (p, ok) in &got {
-            let ok = again.get(p).copied().unwrap_or(*ok);
-            let want = expected(&w, &t, *p);
-            if ok != want {
-                let listing =
-                    nft_cmd::query(&node, &["list", "table", "inet", nft::TABLE], "listing")
-                        .ok()
-                        .flatten()
-                        .unwrap_or_default();
-                panic!(
-                    "case {seed}: {} -> {}:{} {}: the oracle says {}, the kernel {}\npolicies: {:#?}\ntable:\n{listing}",
-                    t.members[p.src].ip,
-                    t.members[p.dst].ip,
-                    p.port,
-                    if p.udp { "udp" } else { "tcp" },
-                    if want { "allowed" } else { "denied" },
-                    if ok { "delivered it" } else { "dropped it" },
-                    w.policies
-                );
-            }
-            if !want {
-                denied_probes += 1;
-            }
+        let want = |p: &probe::Probe| p.expected(&w, &eps);
+        let wrong = probe::until_agreed(&eps, &probes, &want, PROBE, AGREE, &flush).await;
+        if let Some((p, got)) = wrong.first() {
+            let listing = nft_cmd::query(&node, &["list", "table", "inet", nft::TABLE], "listing")
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            panic!(
+                "case {seed}: {}: the oracle says {}, the kernel {} ({} probes disagree)\npolicies: {:#?}\ntable:\n{listing}",
+                p.describe(&eps),
+                if *got { "denied" } else { "allowed" },
+                if *got { "delivered it" } else { "dropped it" },
+                wrong.len(),
+                w.policies
+            );
         }
+        denied_probes += probes.iter().filter(|p| !want(p)).count();
         if !compiled
             .pods
             .values()

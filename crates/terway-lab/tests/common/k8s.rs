@@ -27,8 +27,16 @@ pub fn get_json(lab: &Lab, args: &[&str]) -> Value {
 
 /// `kubectl apply -f -` of `yaml`.
 pub fn apply(lab: &Lab, yaml: &str) {
+    apply_with(lab, yaml, &[]);
+}
+
+/// `kubectl apply EXTRA -f -` of `yaml`.
+pub fn apply_with(lab: &Lab, yaml: &str, extra: &[&str]) {
+    let mut args = vec!["kubectl", "--lab", &lab.name, "--", "apply"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["-f", "-"]);
     let mut child = Command::new(super::lab_bin())
-        .args(["kubectl", "--lab", &lab.name, "--", "apply", "-f", "-"])
+        .args(&args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
