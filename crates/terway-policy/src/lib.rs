@@ -14,12 +14,14 @@
 #![warn(missing_docs)]
 
 pub mod compile;
+pub mod explain;
 pub mod gen;
 pub mod model;
 pub mod nft;
 pub mod oracle;
 pub mod ranges;
 pub mod selector;
+pub mod upstream;
 
 pub use compile::{compile, Compiled, CompiledRule, PeerMatch, PodRules, PortMatch, Rules};
 pub use model::{Endpoint, NamedPort, Namespace, Pod, Proto, World};

@@ -8,7 +8,8 @@
 //! a rule admits and ends in a named drop counter. Rule peers are named sets, one per policy rule (its
 //! identity: policy, direction, index), so that a pod appearing or going away anywhere in the cluster changes
 //! set elements, never a chain; a chain changes only when the policies that select its pod do. Traffic the
-//! node itself sends to a pod (kubelet probes) passes no hook of this table, so it is always allowed.
+//! node itself sends to a pod (kubelet probes) passes no hook of this table, so it is always allowed, and
+//! IPv6 neighbour discovery from a pod to its gateway (the node) is never taken for egress.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -397,6 +398,7 @@ pub fn full_script(new: &NodeRuleset) -> String {
          \tchain input {{\n\
          \t\ttype filter hook input priority filter; policy accept;\n\
          \t\tct state established,related accept\n\
+         \t\ticmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit }} accept\n\
          \t\tiifname vmap @{EGRESS_MAP}\n\
          \t}}\n\
          }}\n"
