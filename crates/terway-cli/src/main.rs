@@ -1,8 +1,9 @@
-//! `terway-cli`: inspect a running terwayd over its unix socket (`status`) and compute how many pods
-//! an instance type can hold (`maxpods`).
+//! `terway-cli`: inspect a running terwayd over its unix socket (`status`, `pod`, `policy`) and compute
+//! how many pods an instance type can hold (`maxpods`).
 
 mod maxpods;
 mod pod;
+mod policy;
 mod status;
 
 use std::path::PathBuf;
@@ -40,6 +41,20 @@ enum Cmd {
         /// `NAMESPACE/NAME`, as Kubernetes names it.
         pod: String,
     },
+    /// Which NetworkPolicies select a pod and what they let in and out, with its drop counters.
+    Policy {
+        /// `NAMESPACE/NAME`, as Kubernetes names it.
+        pod: String,
+    },
+}
+
+fn pod_key(pod: &str) -> anyhow::Result<terway_core::PodKey> {
+    let key: terway_core::PodKey = pod
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{e} (expected NAMESPACE/NAME)"))?;
+    terway_core::PodKey::validated(&key.namespace, &key.name)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(key)
 }
 
 async fn status_client(socket: &std::path::Path) -> anyhow::Result<terway_rpc::v1::StatusReply> {
@@ -63,12 +78,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", status::render(&reply, ips));
             }
         }
+        Cmd::Policy { pod } => {
+            let key = pod_key(&pod)?;
+            let ch = terway_rpc::connect_unix(&cli.socket, Duration::from_secs(3)).await?;
+            let mut c = terway_rpc::v1::terway_status_client::TerwayStatusClient::new(ch);
+            let reply = c
+                .explain_policy(terway_rpc::v1::PolicyRequest {
+                    namespace: key.namespace.clone(),
+                    name: key.name.clone(),
+                })
+                .await?
+                .into_inner();
+            let name = key.to_string();
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&policy::to_json(&name, &reply))?
+                );
+            } else {
+                print!("{}", policy::render(&name, &reply));
+            }
+        }
         Cmd::Pod { pod } => {
-            let key: terway_core::PodKey = pod
-                .parse()
-                .map_err(|e| anyhow::anyhow!("{e} (expected NAMESPACE/NAME)"))?;
-            terway_core::PodKey::validated(&key.namespace, &key.name)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let key = pod_key(&pod)?;
             let reply = status_client(&cli.socket).await?;
             let Some(view) = pod::find(&reply, &key) else {
                 anyhow::bail!(

@@ -66,6 +66,11 @@ pub trait PodPolicy: Send + Sync + 'static {
     fn restore(&self, pods: Vec<PolicyPod>);
     /// Packets dropped so far, per isolated pod direction.
     fn drops(&self) -> BoxFuture<'_, std::result::Result<Vec<PolicyDrops>, String>>;
+    /// Which policies select `pod` and what they admit, for `terway-cli policy`.
+    fn explain<'a>(
+        &'a self,
+        pod: &'a PodKey,
+    ) -> BoxFuture<'a, std::result::Result<terway_rpc::v1::PolicyReply, String>>;
 }
 
 /// Packets the node's policy dropped for one direction of one pod.

@@ -537,6 +537,26 @@ impl<P: PodSource> pb::terway_status_server::TerwayStatus for Service<P> {
             events,
         )))
     }
+
+    async fn explain_policy(
+        &self,
+        request: Request<pb::PolicyRequest>,
+    ) -> Result<Response<pb::PolicyReply>, Status> {
+        let req = request.into_inner();
+        let key = PodKey::validated(&req.namespace, &req.name)
+            .map_err(|e| DaemonError::InvalidRequest(e.to_string()))?;
+        let Some(policy) = &self.hooks.policy else {
+            return Ok(Response::new(pb::PolicyReply {
+                note: "this terwayd does not enforce NetworkPolicy (no Kubernetes, or eni_conf disable_network_policy)".into(),
+                ..Default::default()
+            }));
+        };
+        policy
+            .explain(&key)
+            .await
+            .map(Response::new)
+            .map_err(|e| Status::from(DaemonError::PolicySync(format!("pod {key}: {e}"))))
+    }
 }
 
 #[cfg(test)]

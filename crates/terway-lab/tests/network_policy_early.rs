@@ -238,4 +238,29 @@ fn a_default_deny_pod_receives_nothing_from_its_first_moment() {
         delivered, 0,
         "{delivered} flood packets reached default-deny pods"
     );
+
+    // terway-cli explains what the node enforces for one of them, with the drops its counter saw.
+    let node = get_json(&lab, &["pod", "-n", "quiet", "burst-0"])["spec"]["nodeName"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let (ok, v, err) = common::k8s::cli_policy(&lab, &node, "quiet/burst-0");
+    assert!(ok, "terway-cli policy quiet/burst-0: {err}");
+    assert_eq!(
+        v["selected_by"],
+        serde_json::json!(["quiet/default-deny"]),
+        "{v}"
+    );
+    assert_eq!(v["local"], true, "{v}");
+    assert_eq!(v["ingress"]["isolated"], true, "{v}");
+    assert_eq!(
+        v["ingress"]["rules"].as_array().map(Vec::len),
+        Some(0),
+        "{v}"
+    );
+    assert!(
+        v["ingress"]["dropped_packets"].as_u64() > Some(0),
+        "the flood was dropped: {v}"
+    );
+    assert_eq!(v["egress"]["isolated"], false, "{v}");
 }

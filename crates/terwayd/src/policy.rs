@@ -20,7 +20,8 @@ use terway_datapath::driver::host_veth_name;
 use terway_datapath::Netns;
 use terway_k8s::netpol::PolicyWatch;
 use terway_policy::nft::{self, Direction, LocalPod, NodeRuleset};
-use terway_policy::{Compiled, PolicyError, World};
+use terway_policy::{explain, Compiled, PolicyError, Rules, World};
+use terway_rpc::v1 as pb;
 
 /// Time between passes of the reconciler; a pass with nothing new only compares two numbers.
 pub const PERIOD: Duration = Duration::from_millis(200);
@@ -69,6 +70,25 @@ impl NodePolicy {
     /// The reconciler that follows the cluster.
     pub fn reconciler(self: &Arc<Self>) -> Arc<dyn Reconciler> {
         Arc::new(PolicyReconciler(self.clone()))
+    }
+
+    /// Packets of every named counter in the table (none before the first pass made it).
+    async fn counters(&self) -> Result<BTreeMap<String, u64>, String> {
+        let ns = self.ns.try_clone().map_err(|e| e.to_string())?;
+        let listing = tokio::task::spawn_blocking(move || {
+            terway_datapath::nft::query(
+                &ns,
+                &["-j", "list", "counters", "table", "inet", nft::TABLE],
+                "NetworkPolicy drop counters",
+            )
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        match listing {
+            Some(l) => counter_values(&l),
+            None => Ok(BTreeMap::new()),
+        }
     }
 
     /// Bring the table up to date with the watch and the local pods; a summary of what changed.
@@ -230,21 +250,7 @@ impl PodPolicy for NodePolicy {
 
     fn drops(&self) -> BoxFuture<'_, Result<Vec<PolicyDrops>, String>> {
         Box::pin(async move {
-            let ns = self.ns.try_clone().map_err(|e| e.to_string())?;
-            let listing = tokio::task::spawn_blocking(move || {
-                terway_datapath::nft::query(
-                    &ns,
-                    &["-j", "list", "counters", "table", "inet", nft::TABLE],
-                    "NetworkPolicy drop counters",
-                )
-            })
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-            let Some(listing) = listing else {
-                return Ok(Vec::new());
-            };
-            let counters = counter_values(&listing)?;
+            let counters = self.counters().await?;
             let st = self.state.lock().await;
             let mut out = Vec::new();
             for l in st.local.values() {
@@ -263,6 +269,65 @@ impl PodPolicy for NodePolicy {
                 }
             }
             Ok(out)
+        })
+    }
+
+    fn explain<'a>(&'a self, pod: &'a PodKey) -> BoxFuture<'a, Result<pb::PolicyReply, String>> {
+        Box::pin(async move {
+            let key = format!("{}/{}", pod.namespace, pod.name);
+            let counters = self.counters().await?;
+            let st = self.state.lock().await;
+            let (_, world) = self.watch.snapshot();
+            let world = with_local_pods(world, &st.local);
+            let (compiled, _) = compile_valid(&world);
+            let local = st.local.contains_key(&key);
+            let Some(rules) = compiled.pods.get(&key) else {
+                let note = match world.pod(&pod.namespace, &pod.name) {
+                    None => "no such pod in the API server (as this node's watch has it)",
+                    Some(_) => "a hostNetwork pod: NetworkPolicy does not apply to it",
+                };
+                return Ok(pb::PolicyReply {
+                    enforced: true,
+                    local,
+                    note: note.into(),
+                    ..Default::default()
+                });
+            };
+            let direction = |dir: Direction, r: &Rules| match r {
+                Rules::Unrestricted => pb::PolicyDirection::default(),
+                Rules::Allow(list) => {
+                    let chain = nft::chain_name(dir, &key);
+                    pb::PolicyDirection {
+                        isolated: true,
+                        rules: list
+                            .iter()
+                            .map(|cr| pb::PolicyRule {
+                                policy: cr.policy.clone(),
+                                index: u32::try_from(cr.index).unwrap_or(u32::MAX),
+                                peers: explain::peers(&cr.peers),
+                                ports: explain::ports(&cr.ports),
+                            })
+                            .collect(),
+                        dropped_packets: counters
+                            .get(&nft::drop_counter(&chain))
+                            .copied()
+                            .unwrap_or(0),
+                        chain: if local { chain } else { String::new() },
+                    }
+                }
+            };
+            Ok(pb::PolicyReply {
+                enforced: true,
+                local,
+                selected_by: rules.selected_by.iter().cloned().collect(),
+                ingress: Some(direction(Direction::Ingress, &rules.ingress)),
+                egress: Some(direction(Direction::Egress, &rules.egress)),
+                note: if local {
+                    String::new()
+                } else {
+                    "not a covered pod of this node (its own node enforces its policy); shown as this node compiles it".into()
+                },
+            })
         })
     }
 

@@ -163,6 +163,14 @@ impl TerwayStatus for FakeDaemon {
             ..Default::default()
         }))
     }
+
+    async fn explain_policy(
+        &self,
+        _: Request<terway_rpc::v1::PolicyRequest>,
+    ) -> Result<Response<terway_rpc::v1::PolicyReply>, Status> {
+        // The plugin never asks; the fake enforces no policy.
+        Ok(Response::new(terway_rpc::v1::PolicyReply::default()))
+    }
 }
 
 /// Serve the fake daemon on `sock` until the test's runtime ends.

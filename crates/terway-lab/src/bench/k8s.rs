@@ -199,7 +199,8 @@ async fn measure(
 }
 
 /// A future run on the benchmark's own thread.
-type LocalFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<T>>>>;
+pub(super) type LocalFuture<T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<T>>>>;
 
 /// The lab's administrator token, from its kubeconfig.
 fn admin_token(plan: &LabPlan) -> anyhow::Result<String> {
@@ -212,7 +213,7 @@ fn admin_token(plan: &LabPlan) -> anyhow::Result<String> {
 }
 
 /// Run `f` with an API client on a thread inside the lab's VPC (where the API server's address is).
-fn in_vpc<T: Send + 'static>(
+pub(super) fn in_vpc<T: Send + 'static>(
     plan: &LabPlan,
     f: impl FnOnce(Api) -> LocalFuture<T> + Send + 'static,
 ) -> anyhow::Result<T> {

@@ -14,6 +14,7 @@ mod footprint;
 mod k8s;
 mod lab;
 mod plot;
+mod policy;
 mod pool;
 pub(crate) mod report;
 mod stats;
@@ -58,6 +59,8 @@ pub enum BenchCmd {
     Pool(PoolOpts),
     /// Pod creation → IP and → Ready through the real Kubernetes path: terway vs bridge+host-local.
     K8s(k8s::K8sOpts),
+    /// NetworkPolicy create → enforced for 1/10/100 policies; pod start and datapath with 100 vs none.
+    Policy(policy::PolicyOpts),
     /// Everything above with the given sizes.
     All(AllOpts),
 }
@@ -235,6 +238,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCmd::Cloud(o) => push("cloud", cloud::bench(&opts, o)),
         BenchCmd::Pool(o) => push("pool", pool::bench(&opts, o)),
         BenchCmd::K8s(o) => push("k8s", k8s::bench(&opts, o)),
+        BenchCmd::Policy(o) => push("policy", policy::bench(&opts, o)),
         BenchCmd::All(o) => {
             push(
                 "cloud",

@@ -241,6 +241,16 @@ pub fn cli_pod(lab: &Lab, node: &str, pod: &str) -> (bool, Value, String) {
     )
 }
 
+/// `terway-cli policy POD --json` on `node`: (success, JSON, stderr).
+pub fn cli_policy(lab: &Lab, node: &str, pod: &str) -> (bool, Value, String) {
+    let out = terway_cli(lab, node, &["policy", pod]);
+    (
+        out.status.success(),
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Wait up to `secs` until Deployment `app` has exactly `n` pods, all Ready; panics with them otherwise.
 pub fn wait_app_ready(lab: &Lab, app: &str, n: usize, secs: u64) {
     let ready = super::eventually(secs, || {
