@@ -128,6 +128,22 @@ async fn set_up(api: &Api, plan: &LabPlan, o: &PolicyOpts) -> anyhow::Result<Set
         Some(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})),
     )
     .await?;
+    // A namespace admits pods only once its default service account has its token (1.20 makes it
+    // asynchronously, and refuses pods until then).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let sa = api
+            .get(&format!("/api/v1/namespaces/{ns}/serviceaccounts/default"))
+            .await
+            .unwrap_or(Value::Null);
+        if sa["secrets"].as_array().is_some_and(|s| !s.is_empty()) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!("namespace {ns} got no default service account token within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let mut names: Vec<String> = (0..o.pods).map(|i| format!("srv-{i}")).collect();
     for n in &names {
         let labels = json!({"app": "srv", "idx": n});
