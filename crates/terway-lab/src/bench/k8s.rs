@@ -238,16 +238,20 @@ pub(super) fn in_vpc<T: Send + 'static>(
     .map_err(|_| anyhow::anyhow!("the benchmark thread panicked"))?
 }
 
-/// `terway-lab bench k8s`.
-pub fn bench(opts: &CommonOpts, o: &K8sOpts) -> anyhow::Result<Section> {
-    let quiet = opts.json;
-    let owned = opts.lab.is_none();
-    let plan = match &opts.lab {
-        Some(name) => crate::state::load(name)?.plan,
+/// The lab `--lab` names, or a new one-node Kubernetes lab (shared ENI, pool `min`/`max`) named
+/// `<prefix><random>`, which the caller takes down.
+pub(super) fn k8s_lab(
+    opts: &CommonOpts,
+    prefix: &str,
+    (min_pool, max_pool): (u32, u32),
+    terwayd: crate::plan::TerwaydInstall,
+) -> anyhow::Result<LabPlan> {
+    match &opts.lab {
+        Some(name) => Ok(crate::state::load(name)?.plan),
         None => crate::up::up(
             &crate::up::UpArgs {
                 name: Some(format!(
-                    "bk{}",
+                    "{prefix}{}",
                     &uuid::Uuid::new_v4().simple().to_string()[..6]
                 )),
                 nodes: 1,
@@ -257,21 +261,28 @@ pub fn bench(opts: &CommonOpts, o: &K8sOpts) -> anyhow::Result<Section> {
                 vswitches: 1,
                 pod_vswitches: 0,
                 vswitch_prefix: crate::plan::DEFAULT_VSWITCH_PREFIX,
-                min_pool: 2,
-                max_pool: 10,
+                min_pool,
+                max_pool,
                 attach_delay_ms: "200-600".into(),
                 vpc_cidr: None,
                 timeout: Some(240),
                 json: false,
                 k8s: true,
                 cni: NodeCni::Terway,
-                // It switches nodes between terway and the reference chain, whose plugins only
-                // the lab's CNI directory holds.
-                terwayd: crate::plan::TerwaydInstall::Process,
+                terwayd,
             },
             true,
-        )?,
-    };
+        ),
+    }
+}
+
+/// `terway-lab bench k8s`.
+pub fn bench(opts: &CommonOpts, o: &K8sOpts) -> anyhow::Result<Section> {
+    let quiet = opts.json;
+    let owned = opts.lab.is_none();
+    // It switches nodes between terway and the reference chain, whose plugins only the lab's CNI
+    // directory holds: terwayd runs as processes.
+    let plan = k8s_lab(opts, "bk", (2, 10), crate::plan::TerwaydInstall::Process)?;
     let result = run_both(&plan, o, quiet);
     // Leave a borrowed lab as it was found: terway on every node.
     for i in 0..plan.nodes.len() {

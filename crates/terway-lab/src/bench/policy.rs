@@ -13,12 +13,12 @@ use terway_datapath::netns::Netns;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
-use super::k8s::in_vpc;
+use super::k8s::{in_vpc, k8s_lab};
 use super::report::{fmt, fmt_ratio, Section, Table, Target};
 use super::stats::{ratio, Summary};
 use super::CommonOpts;
 use crate::k8s::api::Api;
-use crate::plan::{LabPlan, NodeCni, NodeMode};
+use crate::plan::LabPlan;
 
 /// `bench policy` sizes.
 #[derive(Debug, Clone, clap::Args)]
@@ -463,34 +463,7 @@ async fn measure(
 pub fn bench(opts: &CommonOpts, o: &PolicyOpts) -> anyhow::Result<Section> {
     let quiet = opts.json;
     let owned = opts.lab.is_none();
-    let plan = match &opts.lab {
-        Some(name) => crate::state::load(name)?.plan,
-        None => crate::up::up(
-            &crate::up::UpArgs {
-                name: Some(format!(
-                    "bp{}",
-                    &uuid::Uuid::new_v4().simple().to_string()[..6]
-                )),
-                nodes: 1,
-                modes: vec![NodeMode::Shared],
-                node_specs: Vec::new(),
-                instance_type: "ecs.g7.4xlarge".into(),
-                vswitches: 1,
-                pod_vswitches: 0,
-                vswitch_prefix: crate::plan::DEFAULT_VSWITCH_PREFIX,
-                min_pool: 10,
-                max_pool: 40,
-                attach_delay_ms: "200-600".into(),
-                vpc_cidr: None,
-                timeout: Some(240),
-                json: false,
-                k8s: true,
-                cni: NodeCni::Terway,
-                terwayd: crate::plan::TerwaydInstall::Daemonset,
-            },
-            true,
-        )?,
-    };
+    let plan = k8s_lab(opts, "bp", (10, 40), crate::plan::TerwaydInstall::Daemonset)?;
     let (o2, plan2) = (o.clone(), plan.clone());
     let result = in_vpc(&plan, move |api| {
         Box::pin(async move { measure(&api, &plan2, &o2, quiet).await })
