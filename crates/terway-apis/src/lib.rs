@@ -1,11 +1,13 @@
-//! Terway's CRD types, group `network.alibabacloud.com/v1beta1`, with Terway's field names.
+//! Terway's CRD types, group `network.alibabacloud.com/v1beta1`, with Terway's field names, and the
+//! network-policy-api's `ClusterNetworkPolicy` (`policy.networking.k8s.io/v1alpha2`) with its field names.
 //!
-//! One module per kind; [`crds`] lists all five CRDs and [`generated_files`] renders the
+//! One module per kind; [`crds`] lists all six CRDs and [`generated_files`] renders the
 //! manifests checked in under `deploy/crds/` (regenerate with
 //! `cargo run -p terway-apis --bin terway-crdgen`).
 
 #![warn(missing_docs)]
 
+pub mod cluster_network_policy;
 pub mod common;
 pub mod events;
 mod manifests;
@@ -16,13 +18,19 @@ mod node_status;
 pub mod pod_eni;
 pub mod pod_networking;
 
+pub use cluster_network_policy::{
+    Action, ClusterNetworkPolicy, ClusterNetworkPolicyEgressPeer, ClusterNetworkPolicyEgressRule,
+    ClusterNetworkPolicyIngressPeer, ClusterNetworkPolicyIngressRule, ClusterNetworkPolicyProtocol,
+    ClusterNetworkPolicySpec, ClusterNetworkPolicyStatus, ClusterNetworkPolicySubject,
+    NamespacedPod, Port, PortRange, ProtocolPort, Tier, CNP_GROUP, CNP_VERSION,
+};
 pub use common::{
     Allocation, AllocationType, AttachmentOptions, Eni, EniBindStatus, EniInfo, EniType,
     IpAllocType, Phase, ReleaseStrategy, Route, SelectionPolicy,
 };
 pub use manifests::{
     crds, generated_files, kustomization_yaml, manifest_file_name, manifest_yaml, ManifestError,
-    GENERATED_HEADER,
+    API_APPROVED_ANNOTATION, GENERATED_HEADER,
 };
 pub use network_interface::{
     ManagePolicy, NetworkInterface, NetworkInterfaceSpec, NetworkInterfaceStatus,

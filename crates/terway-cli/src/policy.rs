@@ -14,6 +14,7 @@ fn direction_json(d: &Option<pb::PolicyDirection>) -> Value {
         "dropped_packets": d.dropped_packets,
         "rules": d.rules.iter().map(|r| json!({
             "policy": r.policy, "index": r.index, "peers": r.peers, "ports": r.ports,
+            "tier": r.tier, "action": r.action,
         })).collect::<Vec<_>>(),
     })
 }
@@ -33,7 +34,7 @@ pub fn to_json(pod: &str, r: &pb::PolicyReply) -> Value {
 
 fn render_direction(s: &mut String, name: &str, verb: &str, d: &Option<pb::PolicyDirection>) {
     let d = d.clone().unwrap_or_default();
-    if !d.isolated {
+    if !d.isolated && d.rules.is_empty() {
         let _ = writeln!(
             s,
             "{name}: not isolated (no policy of type {name} selects the pod): everything {verb}"
@@ -45,16 +46,31 @@ fn render_direction(s: &mut String, name: &str, verb: &str, d: &Option<pb::Polic
     } else {
         format!(", chain {}, {} packets dropped", d.chain, d.dropped_packets)
     };
-    let _ = writeln!(s, "{name}: isolated{chain}");
-    if d.rules.is_empty() {
-        let _ = writeln!(s, "  nothing is allowed");
-    }
-    for r in &d.rules {
+    if d.isolated {
+        let _ = writeln!(s, "{name}: isolated{chain}");
+    } else {
         let _ = writeln!(
             s,
-            "  {} rule {}: {} on {}",
-            r.policy, r.index, r.peers, r.ports
+            "{name}: no NetworkPolicy isolates it; cluster policies decide first, then everything {verb}{chain}"
         );
+    }
+    if d.isolated && !d.rules.iter().any(|r| r.tier == "NetworkPolicy") {
+        let _ = writeln!(s, "  nothing is allowed by NetworkPolicy");
+    }
+    for r in &d.rules {
+        if r.tier == "NetworkPolicy" || r.tier.is_empty() {
+            let _ = writeln!(
+                s,
+                "  {} rule {}: {} on {}",
+                r.policy, r.index, r.peers, r.ports
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "  {} {} rule {} {}: {} on {}",
+                r.tier, r.policy, r.index, r.action, r.peers, r.ports
+            );
+        }
     }
 }
 
@@ -95,6 +111,8 @@ mod tests {
                     index: 0,
                     peers: "pods 10.0.0.3".into(),
                     ports: "TCP 80".into(),
+                    tier: "NetworkPolicy".into(),
+                    action: "Allow".into(),
                 }],
                 chain: "in_0123".into(),
                 dropped_packets: 4,
@@ -114,5 +132,46 @@ mod tests {
         );
         assert!(text.contains("Egress: not isolated"), "{text}");
         assert_eq!(to_json("x/a", &r)["ingress"]["dropped_packets"], 4);
+    }
+
+    #[test]
+    fn cluster_policy_rules_read_in_evaluation_order_with_their_tier_and_action() {
+        let rule = |tier: &str, policy: &str, action: &str| pb::PolicyRule {
+            policy: policy.into(),
+            index: 0,
+            peers: "pods 10.0.1.2".into(),
+            ports: "all ports".into(),
+            tier: tier.into(),
+            action: action.into(),
+        };
+        let r = pb::PolicyReply {
+            enforced: true,
+            local: true,
+            selected_by: vec!["ClusterNetworkPolicy/deny-y".into()],
+            ingress: Some(pb::PolicyDirection {
+                isolated: false,
+                rules: vec![
+                    rule("Admin", "ClusterNetworkPolicy/deny-y", "Deny"),
+                    rule("Baseline", "ClusterNetworkPolicy/base", "Pass"),
+                ],
+                chain: "in_42".into(),
+                dropped_packets: 1,
+            }),
+            egress: None,
+            note: String::new(),
+        };
+        let text = render("x/a", &r);
+        assert!(
+            text.contains("Ingress: no NetworkPolicy isolates it; cluster policies decide first"),
+            "{text}"
+        );
+        let admin = text
+            .find("Admin ClusterNetworkPolicy/deny-y rule 0 Deny: pods 10.0.1.2 on all ports")
+            .expect("the Admin rule");
+        let base = text
+            .find("Baseline ClusterNetworkPolicy/base rule 0 Pass")
+            .expect("the Baseline rule");
+        assert!(admin < base, "{text}");
+        assert_eq!(to_json("x/a", &r)["ingress"]["rules"][0]["tier"], "Admin");
     }
 }

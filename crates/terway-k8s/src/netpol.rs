@@ -1,5 +1,5 @@
-//! What NetworkPolicy enforcement reads from the API server: every NetworkPolicy, namespace and pod of the
-//! cluster (peers are resolved to addresses cluster-wide), kept by reflectors, handed out as one
+//! What NetworkPolicy enforcement reads from the API server: every NetworkPolicy, ClusterNetworkPolicy,
+//! namespace, pod and node of the cluster (peers are resolved to addresses cluster-wide), kept by reflectors, handed out as one
 //! [`World`] snapshot with a generation that moves on every change, so a pass that sees the same
 //! generation knows there is nothing new.
 
@@ -7,40 +7,49 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
 use terway_policy::model;
-use terway_policy::{NamedPort, Proto, World};
+use terway_policy::{ClusterNetworkPolicy, NamedPort, Proto, World};
 
 /// The reflectors and their progress.
 #[derive(Clone)]
 pub struct PolicyWatch {
     policies: Store<NetworkPolicy>,
+    cluster_policies: Store<ClusterNetworkPolicy>,
     namespaces: Store<Namespace>,
     pods: Store<Pod>,
+    nodes: Store<Node>,
     generation: Arc<AtomicU64>,
     synced: tokio::sync::watch::Receiver<u8>,
 }
 
-/// The three kinds watched; synced when all have listed once.
-const KINDS: u8 = 3;
+/// The five kinds watched; synced when all have listed once.
+const KINDS: u8 = 5;
 
 impl PolicyWatch {
-    /// Start the three watches (each retries with backoff on its own).
+    /// Start the five watches (each retries with backoff on its own).
     pub fn start(client: Client) -> PolicyWatch {
         let generation = Arc::new(AtomicU64::new(0));
         let (tx, rx) = tokio::sync::watch::channel(0u8);
         let tx = Arc::new(tx);
-        let policies = watch(Api::all(client.clone()), generation.clone(), tx.clone());
-        let namespaces = watch(Api::all(client.clone()), generation.clone(), tx.clone());
-        let pods = watch(Api::all(client), generation.clone(), tx);
+        let g = || generation.clone();
+        let policies = watch(Api::all(client.clone()), g(), tx.clone(), false);
+        // A cluster without the ClusterNetworkPolicy CRD has no cluster policies: that is not a reason to
+        // hold every pod start, so a missing CRD counts as listed (empty) and the watch keeps retrying.
+        let cluster_policies = watch(Api::all(client.clone()), g(), tx.clone(), true);
+        let namespaces = watch(Api::all(client.clone()), g(), tx.clone(), false);
+        let nodes = watch(Api::all(client.clone()), g(), tx.clone(), false);
+        let pods = watch(Api::all(client), g(), tx, false);
         PolicyWatch {
             policies,
+            cluster_policies,
             namespaces,
             pods,
+            nodes,
             generation,
             synced: rx,
         }
@@ -82,16 +91,25 @@ impl PolicyWatch {
                 .iter()
                 .map(|p| (**p).clone())
                 .collect(),
+            cluster_policies: self
+                .cluster_policies
+                .state()
+                .iter()
+                .map(|p| (**p).clone())
+                .collect(),
+            nodes: self.nodes.state().iter().map(|n| node(n)).collect(),
         };
         (generation, world)
     }
 }
 
-/// A reflector on `api` that bumps `generation` on every event and counts its first completed list.
+/// A reflector on `api` that bumps `generation` on every event and counts its first completed list (or,
+/// with `absent_ok`, a list refused because the API server does not serve the kind).
 fn watch<K>(
     api: Api<K>,
     generation: Arc<AtomicU64>,
     synced: Arc<tokio::sync::watch::Sender<u8>>,
+    absent_ok: bool,
 ) -> Store<K>
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
@@ -115,6 +133,15 @@ where
                         tracing::info!(kind = %kind, "NetworkPolicy watch synced");
                     }
                 }
+                Err(watcher::Error::InitialListFailed(kube::Error::Api(status)))
+                    if absent_ok && status.is_not_found() =>
+                {
+                    if !listed {
+                        listed = true;
+                        synced.send_modify(|n| *n += 1);
+                        tracing::warn!(kind = %kind, "the API server does not serve this kind (its CRD is not installed): none are enforced until it is; install deploy/crds");
+                    }
+                }
                 Err(e) if !failing => {
                     failing = true;
                     tracing::warn!(kind = %kind, error = %e, "NetworkPolicy watch failed; retrying with backoff");
@@ -130,6 +157,22 @@ fn namespace(n: &Namespace) -> model::Namespace {
     model::Namespace {
         name: n.metadata.name.clone().unwrap_or_default(),
         labels: n.metadata.labels.clone().unwrap_or_default(),
+    }
+}
+
+/// A node as a ClusterNetworkPolicy `nodes` peer reads it: its labels and the IPs among its addresses.
+pub fn node(n: &Node) -> model::Node {
+    model::Node {
+        name: n.metadata.name.clone().unwrap_or_default(),
+        labels: n.metadata.labels.clone().unwrap_or_default(),
+        ips: n
+            .status
+            .as_ref()
+            .and_then(|s| s.addresses.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.address.parse().ok())
+            .collect(),
     }
 }
 

@@ -13,15 +13,16 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use common::k8s::{apply, apply_with, get_json, kubectl};
-use common::probe::{self, Endpoint, Probe};
+use common::k8s::{apply, apply_with, kubectl};
+use common::netpol::{
+    delete_all_policies, model_manifest, policies_manifest, running_pods, stored_policies, tables,
+};
+use common::probe::{self, Probe};
 use common::{eventually, Lab};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use serde_json::{json, Value};
 use terway_datapath::conntrack;
 use terway_datapath::netns::Netns;
 use terway_policy::gen::{self, NAMESPACES, PODS};
-use terway_policy::{Proto, World};
+use terway_policy::World;
 
 /// Generated cases (the issue asks for at least 200).
 const CASES: u64 = 200;
@@ -30,105 +31,6 @@ const PROBE: Duration = Duration::from_millis(200);
 /// How long a case may take to agree: the watch delivering the policy, one reconciler period, the nft
 /// transaction — well under a second here; the margin is for a loaded 2-core CI machine.
 const AGREE: Duration = Duration::from_secs(15);
-
-/// Namespaces and pods of the cyclonus model, with the model's labels and named container ports.
-fn model_manifest(model: &World) -> String {
-    let mut items: Vec<Value> = model
-        .namespaces
-        .iter()
-        .map(|n| {
-            json!({"apiVersion": "v1", "kind": "Namespace",
-                   "metadata": {"name": n.name, "labels": n.labels}})
-        })
-        .collect();
-    for p in &model.pods {
-        let ports: Vec<Value> = p
-            .ports
-            .iter()
-            .map(|np| {
-                json!({"name": np.name, "containerPort": np.port,
-                       "protocol": if np.proto == Proto::Udp { "UDP" } else { "TCP" }})
-            })
-            .collect();
-        items.push(json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": p.name, "namespace": p.namespace, "labels": p.labels},
-            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
-                "name": "main", "image": "terway-lab.local/workload:1", "imagePullPolicy": "Never",
-                "ports": ports}]}
-        }));
-    }
-    json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string()
-}
-
-/// The model's pods as they run: name, IP and network namespace of each, in the model's order.
-fn running_pods(lab: &Lab, model: &World) -> Option<Vec<Endpoint>> {
-    let listed = lab.pods();
-    let mut out = Vec::new();
-    for p in &model.pods {
-        let obj = get_json(lab, &["pod", "-n", &p.namespace, &p.name]);
-        if obj["status"]["phase"] != "Running" {
-            return None;
-        }
-        let ip: IpAddr = obj["status"]["podIP"].as_str()?.parse().ok()?;
-        let netns = listed
-            .iter()
-            .find(|l| l["namespace"] == p.namespace.as_str() && l["pod"] == p.name.as_str())
-            .and_then(|l| l["netns"].as_str())?;
-        out.push(Endpoint {
-            name: p.key(),
-            netns: netns.into(),
-            ip,
-        });
-    }
-    Some(out)
-}
-
-/// The NetworkPolicies as the API server stored them (a 1.20 server drops fields it does not know, such
-/// as `endPort`: the oracle must judge what the nodes see).
-fn stored_policies(lab: &Lab) -> Vec<NetworkPolicy> {
-    let list = get_json(lab, &["networkpolicies", "--all-namespaces"]);
-    list["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|v| {
-            serde_json::from_value(v.clone()).expect("a NetworkPolicy the API server returned")
-        })
-        .collect()
-}
-
-fn policies_manifest(seed: u64, policies: &[NetworkPolicy]) -> String {
-    let items: Vec<Value> = policies
-        .iter()
-        .map(|p| {
-            let mut v = serde_json::to_value(p).expect("serialize a NetworkPolicy");
-            v["apiVersion"] = json!("networking.k8s.io/v1");
-            v["kind"] = json!("NetworkPolicy");
-            v["metadata"]["name"] = json!(format!(
-                "c{seed}-{}",
-                p.metadata.name.as_deref().unwrap_or("p")
-            ));
-            v
-        })
-        .collect();
-    json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string()
-}
-
-/// Each node's nftables policy table, for a failure message.
-fn tables(lab: &Lab) -> String {
-    let mut s = String::new();
-    for n in lab.desc["nodes"].as_array().into_iter().flatten() {
-        let ns = n["netns"].as_str().unwrap_or_default();
-        let listing = Netns::open_named(ns).ok().and_then(|ns| {
-            terway_datapath::nft::query(&ns, &["list", "table", "inet", "terway_policy"], "listing")
-                .ok()
-                .flatten()
-        });
-        s.push_str(&format!("--- {ns}\n{}\n", listing.unwrap_or_default()));
-    }
-    s
-}
 
 #[tokio::test(flavor = "current_thread")]
 async fn terwayd_enforces_what_the_oracle_says_on_generated_and_upstream_cases() {
@@ -323,19 +225,6 @@ async fn terwayd_enforces_what_the_oracle_says_on_generated_and_upstream_cases()
         "{} upstream cases ({} tests) agreed",
         scenarios.len(),
         titles.len()
-    );
-}
-
-fn delete_all_policies(lab: &Lab) {
-    kubectl(
-        lab,
-        &[
-            "delete",
-            "networkpolicies",
-            "--all",
-            "--all-namespaces",
-            "--wait=true",
-        ],
     );
 }
 

@@ -8,6 +8,9 @@ use ipnet::IpNet;
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use terway_apis::Tier;
+
+use crate::cluster::{self, side_allows, Tiers};
 use crate::model::{policy_key, policy_namespace, rules_as_written, Pod, Proto, World};
 use crate::selector::Selector;
 use crate::PolicyError;
@@ -80,7 +83,8 @@ pub struct CompiledRule {
 }
 
 impl CompiledRule {
-    fn admits(&self, ip: IpAddr, port: u16, proto: Proto, dst: Option<&Pod>) -> bool {
+    /// Whether the peer `ip` on `port`/`proto` matches; `dst` is the destination pod.
+    pub fn admits(&self, ip: IpAddr, port: u16, proto: Proto, dst: Option<&Pod>) -> bool {
         self.peers.admits(ip)
             && self.ports.as_ref().is_none_or(|ps| {
                 ps.iter().any(|p| match p {
@@ -127,13 +131,47 @@ impl Rules {
 /// A pod's compiled policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodRules {
-    /// Traffic to the pod.
+    /// Traffic to the pod (NetworkPolicy).
     pub ingress: Rules,
-    /// Traffic from the pod.
+    /// Traffic from the pod (NetworkPolicy).
     pub egress: Rules,
+    /// Traffic to the pod (ClusterNetworkPolicy, both tiers).
+    pub cluster_ingress: Tiers,
+    /// Traffic from the pod (ClusterNetworkPolicy, both tiers).
+    pub cluster_egress: Tiers,
     /// Policies that select the pod (also those that isolate no direction of it, such as an Egress-only
-    /// policy with respect to ingress).
+    /// policy with respect to ingress), cluster policies included.
     pub selected_by: BTreeSet<String>,
+}
+
+impl PodRules {
+    /// Whether traffic with the peer `ip` on `port`/`proto` passes this pod's side (`ingress`: traffic to
+    /// it), all tiers consulted; `dst` is the destination pod.
+    pub fn allows(
+        &self,
+        ingress: bool,
+        ip: IpAddr,
+        port: u16,
+        proto: Proto,
+        dst: Option<&Pod>,
+    ) -> bool {
+        let (np, tiers) = if ingress {
+            (&self.ingress, &self.cluster_ingress)
+        } else {
+            (&self.egress, &self.cluster_egress)
+        };
+        side_allows(np, tiers, ip, port, proto, dst)
+    }
+
+    /// Whether a direction has anything to enforce (some policy of some tier has rules for it).
+    pub fn restricted(&self, ingress: bool) -> bool {
+        let (np, tiers) = if ingress {
+            (&self.ingress, &self.cluster_ingress)
+        } else {
+            (&self.egress, &self.cluster_egress)
+        };
+        matches!(np, Rules::Allow(_)) || !tiers.is_empty()
+    }
 }
 
 /// Every non-host-network pod's rules, keyed by `namespace/name`.
@@ -158,10 +196,10 @@ impl Compiled {
         let egress = w
             .pod_by_ip(src_ip)
             .and_then(|p| self.pods.get(&p.key()))
-            .is_none_or(|r| r.egress.allows(dst_ip, port, proto, dst_pod));
+            .is_none_or(|r| r.allows(false, dst_ip, port, proto, dst_pod));
         let ingress = dst_pod
             .and_then(|p| self.pods.get(&p.key()))
-            .is_none_or(|r| r.ingress.allows(src_ip, port, proto, dst_pod));
+            .is_none_or(|r| r.allows(true, src_ip, port, proto, dst_pod));
         egress && ingress
     }
 }
@@ -197,6 +235,7 @@ enum ParsedPort {
 /// Compile every policy of `w` into per-pod rules.
 pub fn compile(w: &World) -> Result<Compiled, PolicyError> {
     let parsed: Vec<Parsed<'_>> = w.policies.iter().map(parse).collect::<Result<_, _>>()?;
+    let cluster = cluster::parse_all(w)?;
     let mut out = Compiled::default();
     for pod in w.pods.iter().filter(|p| !p.host_network) {
         let selecting: Vec<&Parsed<'_>> = parsed
@@ -229,10 +268,19 @@ pub fn compile(w: &World) -> Result<Compiled, PolicyError> {
             }
             Rules::Allow(rules)
         };
+        let tiers = |ingress: bool| Tiers {
+            admin: cluster::tier_rules(w, &cluster, Tier::Admin, pod, ingress),
+            baseline: cluster::tier_rules(w, &cluster, Tier::Baseline, pod, ingress),
+        };
+        let (cluster_ingress, cluster_egress) = (tiers(true), tiers(false));
+        let mut selected_by: BTreeSet<String> = selecting.iter().map(|p| p.key.clone()).collect();
+        selected_by.extend(cluster::selecting(w, &cluster, pod));
         let rules = PodRules {
             ingress: direction(true),
             egress: direction(false),
-            selected_by: selecting.iter().map(|p| p.key.clone()).collect(),
+            cluster_ingress,
+            cluster_egress,
+            selected_by,
         };
         out.pods.insert(pod.key(), rules);
     }

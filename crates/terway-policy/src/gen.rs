@@ -96,11 +96,11 @@ impl Rng {
         (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n.max(1)
     }
 
-    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
+    pub(crate) fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
         &v[self.below(v.len())]
     }
 
-    fn chance(&mut self, percent: usize) -> bool {
+    pub(crate) fn chance(&mut self, percent: usize) -> bool {
         self.below(100) < percent
     }
 }
@@ -135,7 +135,7 @@ fn selector(r: &mut Rng, key: &str, values: &[&str]) -> LabelSelector {
 }
 
 /// A selector over pod labels: by name or by the tier some pods lack.
-fn pod_selector(r: &mut Rng) -> LabelSelector {
+pub(crate) fn pod_selector(r: &mut Rng) -> LabelSelector {
     if r.chance(60) {
         selector(r, "pod", &PODS)
     } else {
@@ -144,7 +144,7 @@ fn pod_selector(r: &mut Rng) -> LabelSelector {
 }
 
 /// A selector over namespace labels: by name or by the env z lacks.
-fn namespace_selector(r: &mut Rng) -> LabelSelector {
+pub(crate) fn namespace_selector(r: &mut Rng) -> LabelSelector {
     if r.chance(60) {
         selector(r, "ns", &NAMESPACES)
     } else {

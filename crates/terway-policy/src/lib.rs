@@ -1,4 +1,5 @@
-//! NetworkPolicy (networking.k8s.io/v1) semantics, pure: no I/O, no clock, no kernel.
+//! NetworkPolicy (networking.k8s.io/v1) and ClusterNetworkPolicy (policy.networking.k8s.io/v1alpha2)
+//! semantics, pure: no I/O, no clock, no kernel.
 //!
 //! Two independent readings of the same API:
 //! - [`compile`] turns the policies, pods and namespaces of a cluster into per-pod rule sets whose peers are
@@ -13,9 +14,11 @@
 
 #![warn(missing_docs)]
 
+pub mod cluster;
 pub mod compile;
 pub mod explain;
 pub mod gen;
+pub mod gen_cluster;
 pub mod model;
 pub mod nft;
 pub mod oracle;
@@ -23,8 +26,10 @@ pub mod ranges;
 pub mod selector;
 pub mod upstream;
 
+pub use cluster::{TierRule, Tiers};
 pub use compile::{compile, Compiled, CompiledRule, PeerMatch, PodRules, PortMatch, Rules};
-pub use model::{Endpoint, NamedPort, Namespace, Pod, Proto, World};
+pub use model::{Endpoint, NamedPort, Namespace, Node, Pod, Proto, World};
+pub use terway_apis::{Action, ClusterNetworkPolicy, Tier};
 
 /// Why a policy cannot be compiled. The API server validates policies, so these are what slipped past it
 /// (or a client that bypassed validation); each names the policy and the offending field.

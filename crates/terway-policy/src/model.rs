@@ -1,10 +1,11 @@
 //! What the policy code knows of a cluster: namespaces with labels, pods with labels, addresses and named
-//! container ports, and the NetworkPolicies (the API's own types).
+//! container ports, nodes, the NetworkPolicies (the API's own types) and the ClusterNetworkPolicies.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
+use terway_apis::ClusterNetworkPolicy;
 
 /// A transport protocol a NetworkPolicy port can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -113,6 +114,17 @@ impl Endpoint<'_> {
     }
 }
 
+/// A node of the cluster, as a ClusterNetworkPolicy `nodes` peer selects it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Node {
+    /// Name.
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its addresses (`status.addresses` that are IPs).
+    pub ips: Vec<IpAddr>,
+}
+
 /// Everything the policy code reads.
 #[derive(Debug, Clone, Default)]
 pub struct World {
@@ -122,6 +134,10 @@ pub struct World {
     pub pods: Vec<Pod>,
     /// NetworkPolicies.
     pub policies: Vec<NetworkPolicy>,
+    /// ClusterNetworkPolicies (both tiers).
+    pub cluster_policies: Vec<ClusterNetworkPolicy>,
+    /// Nodes.
+    pub nodes: Vec<Node>,
 }
 
 impl World {
@@ -155,6 +171,15 @@ pub fn policy_key(p: &NetworkPolicy) -> String {
     format!(
         "{}/{}",
         policy_namespace(p),
+        p.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+/// `ClusterNetworkPolicy/<name>`: the key of a cluster policy where a namespaced policy's is
+/// `namespace/name` (no namespace is spelled with capitals, so the two never collide).
+pub fn cluster_policy_key(p: &ClusterNetworkPolicy) -> String {
+    format!(
+        "ClusterNetworkPolicy/{}",
         p.metadata.name.as_deref().unwrap_or("")
     )
 }

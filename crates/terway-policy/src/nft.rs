@@ -10,11 +10,18 @@
 //! set elements, never a chain; a chain changes only when the policies that select its pod do. Traffic the
 //! node itself sends to a pod (kubelet probes) passes no hook of this table, so it is always allowed, and
 //! IPv6 neighbour discovery from a pod to its gateway (the node) is never taken for egress.
+//!
+//! ClusterNetworkPolicy: a pod chain starts with the Admin tier's rules (Accept `return`s, Deny drops, Pass
+//! `goto`s the pod chain's tail, which holds the NetworkPolicy rules or, where none isolates the pod, the
+//! Baseline tier's).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
+use terway_apis::Action;
+
+use crate::cluster::Tiers;
 use crate::compile::{Compiled, CompiledRule, PeerMatch, PortMatch, Rules};
 use crate::model::{Proto, World};
 use crate::ranges;
@@ -257,9 +264,15 @@ impl Builder<'_> {
         out
     }
 
-    fn chain(&mut self, dir: Direction, chain: &str, rules: &[CompiledRule]) -> Vec<String> {
+    /// The lines of rules, each ending in its verdict when it matches.
+    fn rule_lines<'r>(
+        &mut self,
+        dir: Direction,
+        rules: impl IntoIterator<Item = (&'r CompiledRule, String)>,
+    ) -> Vec<String> {
         let mut lines = Vec::new();
-        for r in rules {
+        for (r, verdict) in rules {
+            let verdict = verdict.as_str();
             let ports: Vec<PortExpr> = match &r.ports {
                 None => vec![PortExpr::Plain(String::new())],
                 Some(ps) => ps
@@ -287,7 +300,7 @@ impl Builder<'_> {
             for (fam, peer) in self.peers(dir, r) {
                 for port in &ports {
                     match port {
-                        PortExpr::Plain(p) => lines.push(join(&[&peer, p, "return"])),
+                        PortExpr::Plain(p) => lines.push(join(&[&peer, p, verdict])),
                         PortExpr::Named(proto, name) => {
                             let fams: &[bool] = match fam {
                                 Some(v6) => {
@@ -306,16 +319,71 @@ impl Builder<'_> {
                                     "meta l4proto {} {ip} daddr . th dport @{set}",
                                     proto_kw(*proto)
                                 );
-                                lines.push(join(&[&peer, &m, "return"]));
+                                lines.push(join(&[&peer, &m, verdict]));
                             }
                         }
                     }
                 }
             }
         }
-        lines.push(format!("counter name \"{}\" drop", drop_counter(chain)));
         lines
     }
+
+    /// The chains of one direction of a pod: `chain` itself and, when an Admin tier rule may Pass, its
+    /// tail (what comes after the Admin tier: NetworkPolicy, or the Baseline tier where none isolates).
+    fn direction(&mut self, dir: Direction, chain: &str, np: &Rules, tiers: &Tiers) {
+        let deny = format!("counter name \"{}\" drop", drop_counter(chain));
+        let verdict = |a: Action, pass: &str| match a {
+            Action::Accept => "return".to_string(),
+            Action::Deny => deny.clone(),
+            Action::Pass => pass.to_string(),
+        };
+        let tail = match np {
+            Rules::Allow(list) => {
+                let mut lines = self.rule_lines(dir, list.iter().map(|r| (r, "return".into())));
+                lines.push(deny.clone());
+                lines
+            }
+            // A Baseline Pass leaves the decision to the default: allowed.
+            Rules::Unrestricted => self.rule_lines(
+                dir,
+                tiers
+                    .baseline
+                    .iter()
+                    .map(|t| (&t.rule, verdict(t.action, "return"))),
+            ),
+        };
+        if tiers.admin.is_empty() {
+            self.out.chains.insert(chain.to_string(), tail);
+            return;
+        }
+        let tail_chain = format!("{chain}{TAIL_SUFFIX}");
+        let pass = if tail.is_empty() {
+            "return".to_string()
+        } else {
+            format!("goto {tail_chain}")
+        };
+        let mut lines = self.rule_lines(
+            dir,
+            tiers
+                .admin
+                .iter()
+                .map(|t| (&t.rule, verdict(t.action, &pass))),
+        );
+        if !tail.is_empty() {
+            lines.push(pass);
+            self.out.chains.insert(tail_chain, tail);
+        }
+        self.out.chains.insert(chain.to_string(), lines);
+    }
+}
+
+/// What the tail chain of a pod chain adds to its name.
+const TAIL_SUFFIX: &str = "_t";
+
+/// A pod chain has a drop counter; its tail chain counts in the pod chain's.
+fn has_counter(chain: &str) -> bool {
+    !chain.ends_with(TAIL_SUFFIX)
 }
 
 fn join(parts: &[&str]) -> String {
@@ -341,16 +409,15 @@ pub fn ruleset(compiled: &Compiled, world: &World, local: &[LocalPod]) -> NodeRu
         let Some(rules) = compiled.pods.get(&pod.key) else {
             continue;
         };
-        for (dir, r) in [
-            (Direction::Ingress, &rules.ingress),
-            (Direction::Egress, &rules.egress),
+        for (dir, np, tiers) in [
+            (Direction::Ingress, &rules.ingress, &rules.cluster_ingress),
+            (Direction::Egress, &rules.egress, &rules.cluster_egress),
         ] {
-            let Rules::Allow(list) = r else {
+            if matches!(np, Rules::Unrestricted) && tiers.is_empty() {
                 continue;
-            };
+            }
             let chain = chain_name(dir, &pod.key);
-            let body = b.chain(dir, &chain, list);
-            b.out.chains.insert(chain.clone(), body);
+            b.direction(dir, &chain, np, tiers);
             match dir {
                 Direction::Egress => {
                     b.out
@@ -457,6 +524,13 @@ pub fn update_script(old: &NodeRuleset, new: &NodeRuleset) -> Option<String> {
             .collect();
         elements_cmd(&mut s, "add", name, &gained);
     }
+    // New chains are declared before any rule is written, since a pod chain's rules go to its tail.
+    for name in new.chains.keys().filter(|c| !old.chains.contains_key(*c)) {
+        let _ = writeln!(s, "add chain inet {TABLE} {name}");
+        if has_counter(name) {
+            let _ = writeln!(s, "add counter inet {TABLE} {}", drop_counter(name));
+        }
+    }
     // Chains, new or rewritten (a rewrite keeps the chain's counter and its map entries).
     for (name, rules) in &new.chains {
         match old.chains.get(name) {
@@ -464,10 +538,7 @@ pub fn update_script(old: &NodeRuleset, new: &NodeRuleset) -> Option<String> {
             Some(_) => {
                 let _ = writeln!(s, "flush chain inet {TABLE} {name}");
             }
-            None => {
-                let _ = writeln!(s, "add chain inet {TABLE} {name}");
-                let _ = writeln!(s, "add counter inet {TABLE} {}", drop_counter(name));
-            }
+            None => {}
         }
         for r in rules {
             let _ = writeln!(s, "add rule inet {TABLE} {name} {r}");
@@ -499,10 +570,20 @@ pub fn update_script(old: &NodeRuleset, new: &NodeRuleset) -> Option<String> {
         );
     }
     // Chains, counters and sets nothing references any more.
-    for name in old.chains.keys().filter(|c| !new.chains.contains_key(*c)) {
+    // All flushed before any is deleted: a pod chain that goes may be the one jumping to a tail that goes.
+    let gone: Vec<&String> = old
+        .chains
+        .keys()
+        .filter(|c| !new.chains.contains_key(*c))
+        .collect();
+    for name in &gone {
         let _ = writeln!(s, "flush chain inet {TABLE} {name}");
+    }
+    for name in &gone {
         let _ = writeln!(s, "delete chain inet {TABLE} {name}");
-        let _ = writeln!(s, "delete counter inet {TABLE} {}", drop_counter(name));
+        if has_counter(name) {
+            let _ = writeln!(s, "delete counter inet {TABLE} {}", drop_counter(name));
+        }
     }
     for name in old.sets.keys() {
         if !new.sets.contains_key(name) {

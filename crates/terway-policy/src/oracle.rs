@@ -8,7 +8,14 @@
 //!   the policies that isolate it allows: a rule allows a peer when its peer list is empty or one peer
 //!   matches, and a port when its port list is empty or one port matches;
 //! - a connection needs the source's egress and the destination's ingress to allow it; pods on the host
-//!   network are never selected and are seen by address only.
+//!   network are never selected and are seen by address only;
+//! - ClusterNetworkPolicies come around that: the Admin tier first — the policies whose subject is the pod,
+//!   by priority (then name), their rules of the direction in order; the first rule whose peers and
+//!   protocols match decides: Accept allows, Deny denies, Pass hands over to NetworkPolicy — then
+//!   NetworkPolicy if it isolates the direction, else the Baseline tier the same way (Pass or no match:
+//!   allowed). A rule with a malformed part (not exactly one field of a peer or protocol, a CIDR or port
+//!   that does not parse, no peers) fails closed: that part matches nothing in an Accept rule, and a Deny
+//!   or Pass rule denies everything.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -17,6 +24,10 @@ use ipnet::IpNet;
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use terway_apis::{
+    Action, ClusterNetworkPolicy, ClusterNetworkPolicyProtocol, NamespacedPod, Tier,
+};
 
 use crate::model::{policy_namespace, rules_as_written, Endpoint, Pod, Proto, World};
 
@@ -39,7 +50,8 @@ enum Dir {
     Egress,
 }
 
-/// `pod`'s side of the connection, with `peer` at the other end.
+/// `pod`'s side of the connection, with `peer` at the other end: the Admin tier, NetworkPolicy, the
+/// Baseline tier.
 fn side_allows(
     w: &World,
     pod: &Pod,
@@ -48,13 +60,246 @@ fn side_allows(
     port: u16,
     proto: Proto,
 ) -> bool {
+    match tier_decides(w, Tier::Admin, pod, dir, peer, port, proto) {
+        Some(Action::Accept) => return true,
+        Some(Action::Deny) => return false,
+        Some(Action::Pass) | None => {}
+    }
+    if let Some(v) = network_policy_decides(w, pod, dir, peer, port, proto) {
+        return v;
+    }
+    tier_decides(w, Tier::Baseline, pod, dir, peer, port, proto) != Some(Action::Deny)
+}
+
+/// The first matching rule's action in `tier`, for `pod`'s side.
+fn tier_decides(
+    w: &World,
+    tier: Tier,
+    pod: &Pod,
+    dir: Dir,
+    peer: Endpoint<'_>,
+    port: u16,
+    proto: Proto,
+) -> Option<Action> {
+    let mut policies: Vec<&ClusterNetworkPolicy> = w
+        .cluster_policies
+        .iter()
+        .filter(|p| p.spec.tier == tier && subject_is(w, p, pod))
+        .collect();
+    policies.sort_by(|a, b| {
+        a.spec
+            .priority
+            .cmp(&b.spec.priority)
+            .then_with(|| a.metadata.name.cmp(&b.metadata.name))
+    });
+    // The destination pod, whose container ports a named port means.
+    let dst = match dir {
+        Dir::Ingress => Some(pod),
+        Dir::Egress => match peer {
+            Endpoint::Pod(p) if !p.host_network => Some(p),
+            _ => None,
+        },
+    };
+    for p in policies {
+        let rules: Vec<(Action, Vec<PeerFields<'_>>, &[ClusterNetworkPolicyProtocol])> = match dir {
+            Dir::Ingress => p
+                .spec
+                .ingress
+                .iter()
+                .map(|r| {
+                    let peers = r
+                        .from
+                        .iter()
+                        .map(|f| PeerFields {
+                            namespaces: f.namespaces.as_ref(),
+                            pods: f.pods.as_ref(),
+                            ..PeerFields::default()
+                        })
+                        .collect();
+                    (r.action, peers, r.protocols.as_slice())
+                })
+                .collect(),
+            Dir::Egress => p
+                .spec
+                .egress
+                .iter()
+                .map(|r| {
+                    let peers =
+                        r.to.iter()
+                            .map(|t| PeerFields {
+                                namespaces: t.namespaces.as_ref(),
+                                pods: t.pods.as_ref(),
+                                nodes: t.nodes.as_ref(),
+                                networks: &t.networks,
+                                domain_names: &t.domain_names,
+                            })
+                            .collect();
+                    (r.action, peers, r.protocols.as_slice())
+                })
+                .collect(),
+        };
+        for (action, peers, protocols) in rules {
+            // `None`: that part is malformed.
+            let peer_hits: Vec<Option<bool>> = peers
+                .iter()
+                .map(|f| cluster_peer_matches(w, f, action, peer))
+                .collect();
+            let proto_hits: Vec<Option<bool>> = protocols
+                .iter()
+                .map(|pr| cluster_protocol_matches(pr, dst, port, proto))
+                .collect();
+            let malformed = peers.is_empty()
+                || peer_hits.iter().any(Option::is_none)
+                || proto_hits.iter().any(Option::is_none);
+            if malformed && action != Action::Accept {
+                return Some(Action::Deny);
+            }
+            let peer_ok = peer_hits.contains(&Some(true));
+            let proto_ok = protocols.is_empty() || proto_hits.contains(&Some(true));
+            if peer_ok && proto_ok {
+                return Some(action);
+            }
+        }
+    }
+    None
+}
+
+/// The fields of a cluster policy peer (an ingress peer has only the first two).
+#[derive(Default)]
+struct PeerFields<'a> {
+    namespaces: Option<&'a LabelSelector>,
+    pods: Option<&'a NamespacedPod>,
+    nodes: Option<&'a LabelSelector>,
+    networks: &'a [String],
+    domain_names: &'a [String],
+}
+
+/// Whether the subject of `p` is `pod`: exactly one of its fields, matching.
+fn subject_is(w: &World, p: &ClusterNetworkPolicy, pod: &Pod) -> bool {
+    if pod.host_network {
+        return false;
+    }
+    let ns = namespace_labels(w, &pod.namespace);
+    match (&p.spec.subject.namespaces, &p.spec.subject.pods) {
+        (Some(sel), None) => labels_match(sel, &ns),
+        (None, Some(np)) => {
+            labels_match(&np.namespace_selector, &ns) && labels_match(&np.pod_selector, &pod.labels)
+        }
+        _ => false,
+    }
+}
+
+fn namespace_labels(w: &World, name: &str) -> BTreeMap<String, String> {
+    w.namespace(name)
+        .map(|n| n.labels.clone())
+        .unwrap_or_default()
+}
+
+/// Whether a cluster policy peer matches the endpoint; `None` when it is malformed. Domain names (only
+/// valid in Accept rules) are not enforced: they match nothing.
+fn cluster_peer_matches(
+    w: &World,
+    f: &PeerFields<'_>,
+    action: Action,
+    peer: Endpoint<'_>,
+) -> Option<bool> {
+    let fields = [
+        f.namespaces.is_some(),
+        f.pods.is_some(),
+        f.nodes.is_some(),
+        !f.networks.is_empty(),
+        !f.domain_names.is_empty(),
+    ];
+    if fields.iter().filter(|b| **b).count() != 1 {
+        return None;
+    }
+    let pod = match peer {
+        Endpoint::Pod(p) if !p.host_network => Some(p),
+        _ => None,
+    };
+    if let Some(sel) = f.namespaces {
+        return Some(pod.is_some_and(|p| labels_match(sel, &namespace_labels(w, &p.namespace))));
+    }
+    if let Some(np) = f.pods {
+        return Some(pod.is_some_and(|p| {
+            labels_match(&np.namespace_selector, &namespace_labels(w, &p.namespace))
+                && labels_match(&np.pod_selector, &p.labels)
+        }));
+    }
+    if let Some(sel) = f.nodes {
+        let Some(ip) = peer.ip() else {
+            return Some(false);
+        };
+        return Some(
+            w.nodes
+                .iter()
+                .any(|n| n.ips.contains(&ip) && labels_match(sel, &n.labels)),
+        );
+    }
+    if !f.networks.is_empty() {
+        let mut hit = false;
+        for c in f.networks {
+            let net: IpNet = c.parse().ok()?;
+            hit |= peer.ip().is_some_and(|ip| net.contains(&ip));
+        }
+        return Some(hit);
+    }
+    (action == Action::Accept).then_some(false)
+}
+
+/// Whether a protocol entry matches; `None` when it is malformed.
+fn cluster_protocol_matches(
+    pr: &ClusterNetworkPolicyProtocol,
+    dst: Option<&Pod>,
+    port: u16,
+    proto: Proto,
+) -> Option<bool> {
+    let entries = [
+        (Proto::Tcp, pr.tcp.as_ref()),
+        (Proto::Udp, pr.udp.as_ref()),
+        (Proto::Sctp, pr.sctp.as_ref()),
+    ];
+    let set = entries.iter().filter(|(_, e)| e.is_some()).count()
+        + usize::from(!pr.destination_named_port.is_empty());
+    if set != 1 {
+        return None;
+    }
+    if !pr.destination_named_port.is_empty() {
+        return Some(
+            dst.and_then(|d| d.named_port(&pr.destination_named_port, proto)) == Some(port),
+        );
+    }
+    let (p, pp) = entries.into_iter().find_map(|(p, e)| e.map(|e| (p, e)))?;
+    let ok_port = |n: i32| (1..=65535).contains(&n);
+    let in_range = match &pp.destination_port {
+        None => true,
+        Some(d) => match (d.number, &d.range) {
+            (n, None) if ok_port(n) => i64::from(n) == i64::from(port),
+            (0, Some(r)) if ok_port(r.start) && ok_port(r.end) && r.start < r.end => {
+                (i64::from(r.start)..=i64::from(r.end)).contains(&i64::from(port))
+            }
+            _ => return None,
+        },
+    };
+    Some(p == proto && in_range)
+}
+
+/// What NetworkPolicy says of `pod`'s side; `None` when no policy isolates it.
+fn network_policy_decides(
+    w: &World,
+    pod: &Pod,
+    dir: Dir,
+    peer: Endpoint<'_>,
+    port: u16,
+    proto: Proto,
+) -> Option<bool> {
     let isolating: Vec<&NetworkPolicy> = w
         .policies
         .iter()
         .filter(|p| selects(p, pod) && affects(p, dir))
         .collect();
     if isolating.is_empty() {
-        return true;
+        return None;
     }
     // The destination's named ports decide a named port: the pod itself for ingress, the peer for egress.
     let dst = match dir {
@@ -64,7 +309,7 @@ fn side_allows(
             _ => None,
         },
     };
-    isolating.iter().any(|p| {
+    Some(isolating.iter().any(|p| {
         let ns = policy_namespace(p);
         let rules = rules_as_written(p, dir == Dir::Ingress);
         rules.iter().any(|(peers, ports)| {
@@ -80,7 +325,7 @@ fn side_allows(
             };
             peer_ok && port_ok
         })
-    })
+    }))
 }
 
 /// The policy is in the pod's namespace and its pod selector matches the pod.

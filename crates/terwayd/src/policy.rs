@@ -20,7 +20,7 @@ use terway_datapath::driver::host_veth_name;
 use terway_datapath::Netns;
 use terway_k8s::netpol::PolicyWatch;
 use terway_policy::nft::{self, Direction, LocalPod, NodeRuleset};
-use terway_policy::{explain, Compiled, PolicyError, Rules, World};
+use terway_policy::{explain, Compiled, CompiledRule, PolicyError, Rules, World};
 use terway_rpc::v1 as pb;
 
 /// Time between passes of the reconciler; a pass with nothing new only compares two numbers.
@@ -149,11 +149,13 @@ fn compile_valid(w: &World) -> (Compiled, Vec<PolicyError>) {
                         policy.clone()
                     }
                 };
-                let before = w.policies.len();
+                let before = w.policies.len() + w.cluster_policies.len();
                 w.policies
                     .retain(|p| terway_policy::model::policy_key(p) != key);
+                w.cluster_policies
+                    .retain(|p| terway_policy::model::cluster_policy_key(p) != key);
                 invalid.push(e);
-                if w.policies.len() == before {
+                if w.policies.len() + w.cluster_policies.len() == before {
                     return (Compiled::default(), invalid);
                 }
             }
@@ -293,35 +295,49 @@ impl PodPolicy for NodePolicy {
                     ..Default::default()
                 });
             };
-            let direction = |dir: Direction, r: &Rules| match r {
-                Rules::Unrestricted => pb::PolicyDirection::default(),
-                Rules::Allow(list) => {
-                    let chain = nft::chain_name(dir, &key);
-                    pb::PolicyDirection {
-                        isolated: true,
-                        rules: list
-                            .iter()
-                            .map(|cr| pb::PolicyRule {
-                                policy: cr.policy.clone(),
-                                index: u32::try_from(cr.index).unwrap_or(u32::MAX),
-                                peers: explain::peers(&cr.peers),
-                                ports: explain::ports(&cr.ports),
-                            })
-                            .collect(),
-                        dropped_packets: counters
-                            .get(&nft::drop_counter(&chain))
-                            .copied()
-                            .unwrap_or(0),
-                        chain: if local { chain } else { String::new() },
-                    }
+            let rule = |tier: &str, action: &str, cr: &CompiledRule| pb::PolicyRule {
+                policy: cr.policy.clone(),
+                index: u32::try_from(cr.index).unwrap_or(u32::MAX),
+                peers: explain::peers(&cr.peers),
+                ports: explain::ports(&cr.ports),
+                tier: tier.into(),
+                action: action.into(),
+            };
+            let direction = |dir: Direction, ingress: bool| {
+                if !rules.restricted(ingress) {
+                    return pb::PolicyDirection::default();
+                }
+                let (np, tiers) = if ingress {
+                    (&rules.ingress, &rules.cluster_ingress)
+                } else {
+                    (&rules.egress, &rules.cluster_egress)
+                };
+                let chain = nft::chain_name(dir, &key);
+                let cluster = |t: &terway_policy::TierRule, tier: &str| {
+                    rule(tier, &format!("{:?}", t.action), &t.rule)
+                };
+                let mut list: Vec<pb::PolicyRule> =
+                    tiers.admin.iter().map(|t| cluster(t, "Admin")).collect();
+                if let Rules::Allow(np) = np {
+                    list.extend(np.iter().map(|cr| rule("NetworkPolicy", "Allow", cr)));
+                }
+                list.extend(tiers.baseline.iter().map(|t| cluster(t, "Baseline")));
+                pb::PolicyDirection {
+                    isolated: matches!(np, Rules::Allow(_)),
+                    rules: list,
+                    dropped_packets: counters
+                        .get(&nft::drop_counter(&chain))
+                        .copied()
+                        .unwrap_or(0),
+                    chain: if local { chain } else { String::new() },
                 }
             };
             Ok(pb::PolicyReply {
                 enforced: true,
                 local,
                 selected_by: rules.selected_by.iter().cloned().collect(),
-                ingress: Some(direction(Direction::Ingress, &rules.ingress)),
-                egress: Some(direction(Direction::Egress, &rules.egress)),
+                ingress: Some(direction(Direction::Ingress, true)),
+                egress: Some(direction(Direction::Egress, false)),
                 note: if local {
                     String::new()
                 } else {

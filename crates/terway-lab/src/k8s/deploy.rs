@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::plan::LabPlan;
 
 /// deploy/ as shipped (compiled in, so the lab cannot drift from it), by path below deploy/.
-pub const BASE: [(&str, &str); 11] = [
+pub const BASE: [(&str, &str); 12] = [
     (
         "kustomization.yaml",
         include_str!("../../../../deploy/kustomization.yaml"),
@@ -55,6 +55,12 @@ pub const BASE: [(&str, &str); 11] = [
     (
         "crds/noderuntimes.network.alibabacloud.com.yaml",
         include_str!("../../../../deploy/crds/noderuntimes.network.alibabacloud.com.yaml"),
+    ),
+    (
+        "crds/clusternetworkpolicies.policy.networking.k8s.io.yaml",
+        include_str!(
+            "../../../../deploy/crds/clusternetworkpolicies.policy.networking.k8s.io.yaml"
+        ),
     ),
 ];
 

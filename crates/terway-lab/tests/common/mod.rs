@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod k8s;
+pub mod netpol;
 pub mod probe;
 
 use std::collections::{BTreeMap, BTreeSet};
