@@ -59,7 +59,7 @@ mod tests {
         assert!(m.contains("kind: ServiceAccount") && m.contains("name: terway"));
         assert_eq!(
             m.matches("kind: CustomResourceDefinition").count(),
-            5,
+            6,
             "{m}"
         );
         let (ns, name) = ("kube-system", "terway");
