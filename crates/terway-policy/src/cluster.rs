@@ -93,7 +93,7 @@ pub fn side_allows(
 
 /// A cluster policy parsed once.
 pub(crate) struct ParsedCluster {
-    key: String,
+    pub(crate) key: String,
     tier: Tier,
     priority: i32,
     name: String,
@@ -325,28 +325,29 @@ fn subject_selects(w: &World, p: &ParsedCluster, pod: &Pod) -> bool {
     })
 }
 
-/// The keys of the cluster policies whose subject is `pod`.
-pub(crate) fn selecting(w: &World, parsed: &[ParsedCluster], pod: &Pod) -> Vec<String> {
+/// The cluster policies whose subject is `pod`, in evaluation order.
+pub(crate) fn selecting<'p>(
+    w: &World,
+    parsed: &'p [ParsedCluster],
+    pod: &Pod,
+) -> Vec<&'p ParsedCluster> {
     parsed
         .iter()
         .filter(|p| subject_selects(w, p, pod))
-        .map(|p| p.key.clone())
         .collect()
 }
 
-/// The rules of every cluster policy of `tier` that selects `pod`, for one direction, in evaluation order.
+/// The rules of the policies of `tier` among `subjects` (those [`selecting`] the pod), for one direction,
+/// in evaluation order.
 pub(crate) fn tier_rules(
     w: &World,
-    parsed: &[ParsedCluster],
+    subjects: &[&ParsedCluster],
     tier: Tier,
     pod: &Pod,
     ingress: bool,
 ) -> Vec<TierRule> {
     let mut out = Vec::new();
-    for p in parsed.iter().filter(|p| p.tier == tier) {
-        if !subject_selects(w, p, pod) {
-            continue;
-        }
+    for p in subjects.iter().filter(|p| p.tier == tier) {
         let rules = if ingress { &p.ingress } else { &p.egress };
         for (index, r) in rules.iter().enumerate() {
             let (peers, ports) = match &r.peers {

@@ -268,13 +268,14 @@ pub fn compile(w: &World) -> Result<Compiled, PolicyError> {
             }
             Rules::Allow(rules)
         };
+        let subjects = cluster::selecting(w, &cluster, pod);
         let tiers = |ingress: bool| Tiers {
-            admin: cluster::tier_rules(w, &cluster, Tier::Admin, pod, ingress),
-            baseline: cluster::tier_rules(w, &cluster, Tier::Baseline, pod, ingress),
+            admin: cluster::tier_rules(w, &subjects, Tier::Admin, pod, ingress),
+            baseline: cluster::tier_rules(w, &subjects, Tier::Baseline, pod, ingress),
         };
         let (cluster_ingress, cluster_egress) = (tiers(true), tiers(false));
         let mut selected_by: BTreeSet<String> = selecting.iter().map(|p| p.key.clone()).collect();
-        selected_by.extend(cluster::selecting(w, &cluster, pod));
+        selected_by.extend(subjects.iter().map(|p| p.key.clone()));
         let rules = PodRules {
             ingress: direction(true),
             egress: direction(false),

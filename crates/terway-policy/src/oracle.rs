@@ -71,6 +71,18 @@ fn side_allows(
     tier_decides(w, Tier::Baseline, pod, dir, peer, port, proto) != Some(Action::Deny)
 }
 
+/// The pod whose container ports a named port means: `pod` itself for ingress, the peer (if it is a pod)
+/// for egress.
+fn destination<'a>(pod: &'a Pod, dir: Dir, peer: Endpoint<'a>) -> Option<&'a Pod> {
+    match dir {
+        Dir::Ingress => Some(pod),
+        Dir::Egress => match peer {
+            Endpoint::Pod(p) if !p.host_network => Some(p),
+            _ => None,
+        },
+    }
+}
+
 /// The first matching rule's action in `tier`, for `pod`'s side.
 fn tier_decides(
     w: &World,
@@ -92,14 +104,7 @@ fn tier_decides(
             .cmp(&b.spec.priority)
             .then_with(|| a.metadata.name.cmp(&b.metadata.name))
     });
-    // The destination pod, whose container ports a named port means.
-    let dst = match dir {
-        Dir::Ingress => Some(pod),
-        Dir::Egress => match peer {
-            Endpoint::Pod(p) if !p.host_network => Some(p),
-            _ => None,
-        },
-    };
+    let dst = destination(pod, dir, peer);
     for p in policies {
         let rules: Vec<(Action, Vec<PeerFields<'_>>, &[ClusterNetworkPolicyProtocol])> = match dir {
             Dir::Ingress => p
@@ -301,14 +306,7 @@ fn network_policy_decides(
     if isolating.is_empty() {
         return None;
     }
-    // The destination's named ports decide a named port: the pod itself for ingress, the peer for egress.
-    let dst = match dir {
-        Dir::Ingress => Some(pod),
-        Dir::Egress => match peer {
-            Endpoint::Pod(p) if !p.host_network => Some(p),
-            _ => None,
-        },
-    };
+    let dst = destination(pod, dir, peer);
     Some(isolating.iter().any(|p| {
         let ns = policy_namespace(p);
         let rules = rules_as_written(p, dir == Dir::Ingress);
