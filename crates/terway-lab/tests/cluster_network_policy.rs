@@ -14,28 +14,18 @@
 
 mod common;
 
-use std::net::IpAddr;
-use std::time::Duration;
-
 use common::k8s::{apply, apply_with, cli_policy, get_json, kubectl};
 use common::netpol::{
-    cluster_policies_manifest, delete_all_cluster_policies, delete_all_policies, model_manifest,
-    nodes, policies_manifest, running_pods, stored_cluster_policies, stored_policies, tables,
+    cluster_policies_manifest, delete_all_cluster_policies, delete_all_policies, nodes,
+    policies_manifest, stored_cluster_policies, stored_policies, tables, ModelPods,
 };
-use common::probe::{self, Endpoint, Probe};
-use common::{eventually, Lab};
-use terway_datapath::conntrack;
-use terway_datapath::netns::Netns;
+use common::probe::{Endpoint, Probe};
+use common::Lab;
 use terway_policy::gen::{NAMESPACES, PODS};
 use terway_policy::{gen_cluster, World};
 
 /// Generated cases after the named scenarios.
 const CASES: u64 = 60;
-/// How long a probe waits before it counts as blocked.
-const PROBE: Duration = Duration::from_millis(200);
-/// How long a case may take to agree (see tests/network_policy.rs).
-const AGREE: Duration = Duration::from_secs(15);
-
 /// A model pod's index (the model's order: x/a, x/b, x/c, y/a, ...).
 fn at(ns: &str, pod: &str) -> usize {
     let n = NAMESPACES.iter().position(|x| *x == ns).unwrap_or(0);
@@ -190,39 +180,8 @@ async fn terwayd_enforces_cluster_network_policy_tiers_as_the_oracle_says() {
         "the lab installs the ClusterNetworkPolicy CRD from deploy/crds"
     );
     let mut model = terway_policy::gen::model();
-    apply(&lab, &model_manifest(&model));
-    let mut eps = None;
-    assert!(
-        eventually(120, || {
-            eps = running_pods(&lab, &model);
-            eps.is_some()
-        }),
-        "the model's 9 pods did not all run: {}",
-        kubectl(&lab, &["get", "pods", "-A", "-o", "wide"])
-    );
-    let eps = eps.unwrap_or_default();
-    for (p, e) in model.pods.iter_mut().zip(&eps) {
-        p.ips = vec![e.ip];
-    }
-    let node_ns: Vec<Netns> = lab.desc["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|n| Netns::open_named(n["netns"].as_str().unwrap_or_default()).expect("node netns"))
-        .collect();
-    let pod_ips: Vec<IpAddr> = eps.iter().map(|e| e.ip).collect();
-    let flush = || {
-        for n in &node_ns {
-            conntrack::flush_addresses(n, &pod_ips).expect("flush a node's conntrack entries");
-        }
-    };
-    probe::serve(&eps).await;
-    let probes = probe::all_probes(eps.len());
-    let open = probe::until_agreed(&eps, &probes, &|_| true, PROBE, AGREE, &flush).await;
-    assert!(
-        open.is_empty(),
-        "without policies, these probes failed: {open:?}"
-    );
+    let m = ModelPods::start(&lab, &mut model).await;
+    let (eps, probes) = (&m.eps, &m.probes);
 
     let vpc = lab.desc["vpc_cidr"]
         .as_str()
@@ -241,26 +200,26 @@ async fn terwayd_enforces_cluster_network_policy_tiers_as_the_oracle_says() {
         let mut about_tiers = false;
         for (p, want) in &sc.pinned {
             assert_eq!(
-                p.expected(&w, &eps),
+                p.expected(&w, eps),
                 *want,
                 "{}: the oracle misreads {}",
                 sc.name,
-                p.describe(&eps)
+                p.describe(eps)
             );
-            about_tiers |= p.expected(&without, &eps) != *want;
+            about_tiers |= p.expected(&without, eps) != *want;
         }
         assert!(
             about_tiers,
             "{}: no pinned probe depends on the cluster policies",
             sc.name
         );
-        let want = |p: &Probe| p.expected(&w, &eps);
-        let wrong = probe::until_agreed(&eps, &probes, &want, PROBE, AGREE, &flush).await;
+        let want = |p: &Probe| p.expected(&w, eps);
+        let wrong = m.until_agreed(&want).await;
         if let Some((p, got)) = wrong.first() {
             panic!(
                 "{}: {}: the oracle says {}, the cluster {} ({} probes disagree)\ncluster policies: {:#?}\ntables:\n{}",
                 sc.name,
-                p.describe(&eps),
+                p.describe(eps),
                 if *got { "denied" } else { "allowed" },
                 if *got { "delivered it" } else { "dropped it" },
                 wrong.len(),
@@ -291,7 +250,7 @@ async fn terwayd_enforces_cluster_network_policy_tiers_as_the_oracle_says() {
         }
         delete_all_cluster_policies(&lab);
         delete_all_policies(&lab);
-        let wrong = probe::until_agreed(&eps, &probes, &|_| true, PROBE, AGREE, &flush).await;
+        let wrong = m.until_agreed(&|_| true).await;
         assert!(
             wrong.is_empty(),
             "{}: with its policies deleted, {} probes still fail",
@@ -318,15 +277,15 @@ async fn terwayd_enforces_cluster_network_policy_tiers_as_the_oracle_says() {
         let w = stored_world(&lab, &model);
         let mut without = w.clone();
         without.cluster_policies.clear();
-        let want = |p: &Probe| p.expected(&w, &eps);
-        if probes.iter().any(|p| want(p) != p.expected(&without, &eps)) {
+        let want = |p: &Probe| p.expected(&w, eps);
+        if probes.iter().any(|p| want(p) != p.expected(&without, eps)) {
             decided += 1;
         }
-        let wrong = probe::until_agreed(&eps, &probes, &want, PROBE, AGREE, &flush).await;
+        let wrong = m.until_agreed(&want).await;
         if let Some((p, got)) = wrong.first() {
             panic!(
                 "cluster case {seed}: {}: the oracle says {}, the cluster {} ({} probes disagree)\ncluster policies: {:#?}\npolicies: {:#?}\ntables:\n{}",
-                p.describe(&eps),
+                p.describe(eps),
                 if *got { "denied" } else { "allowed" },
                 if *got { "delivered it" } else { "dropped it" },
                 wrong.len(),
@@ -337,7 +296,7 @@ async fn terwayd_enforces_cluster_network_policy_tiers_as_the_oracle_says() {
         }
         delete_all_cluster_policies(&lab);
         delete_all_policies(&lab);
-        let wrong = probe::until_agreed(&eps, &probes, &|_| true, PROBE, AGREE, &flush).await;
+        let wrong = m.until_agreed(&|_| true).await;
         assert!(
             wrong.is_empty(),
             "cluster case {seed}: with its policies deleted, {} probes still fail",

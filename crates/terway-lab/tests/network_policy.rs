@@ -10,28 +10,19 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use common::k8s::{apply, apply_with, kubectl};
 use common::netpol::{
-    delete_all_policies, model_manifest, policies_manifest, running_pods, stored_policies, tables,
+    delete_all_policies, policies_manifest, stored_policies, tables, ModelPods, AGREE,
 };
-use common::probe::{self, Probe};
-use common::{eventually, Lab};
-use terway_datapath::conntrack;
-use terway_datapath::netns::Netns;
+use common::probe::Probe;
+use common::Lab;
 use terway_policy::gen::{self, NAMESPACES, PODS};
 use terway_policy::World;
 
 /// Generated cases (the issue asks for at least 200).
 const CASES: u64 = 200;
-/// How long a probe waits before it counts as blocked.
-const PROBE: Duration = Duration::from_millis(200);
-/// How long a case may take to agree: the watch delivering the policy, one reconciler period, the nft
-/// transaction — well under a second here; the margin is for a loaded 2-core CI machine.
-const AGREE: Duration = Duration::from_secs(15);
-
 #[tokio::test(flavor = "current_thread")]
 async fn terwayd_enforces_what_the_oracle_says_on_generated_and_upstream_cases() {
     let lab = Lab::up(&[
@@ -44,41 +35,9 @@ async fn terwayd_enforces_what_the_oracle_says_on_generated_and_upstream_cases()
         "12",
     ]);
     let mut world = gen::model();
-    apply(&lab, &model_manifest(&world));
-    let mut eps = None;
-    assert!(
-        eventually(120, || {
-            eps = running_pods(&lab, &world);
-            eps.is_some()
-        }),
-        "the model's 9 pods did not all run: {}",
-        kubectl(&lab, &["get", "pods", "-A", "-o", "wide"])
-    );
-    let eps = eps.unwrap_or_default();
+    let m = ModelPods::start(&lab, &mut world).await;
+    let (eps, probes) = (&m.eps, &m.probes);
     assert_eq!(eps.len(), NAMESPACES.len() * PODS.len());
-    for (p, e) in world.pods.iter_mut().zip(&eps) {
-        p.ips = vec![e.ip];
-    }
-    let nodes: Vec<Netns> = lab.desc["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|n| Netns::open_named(n["netns"].as_str().unwrap_or_default()).expect("node netns"))
-        .collect();
-    let pod_ips: Vec<IpAddr> = eps.iter().map(|e| e.ip).collect();
-    // Entries of earlier flows would admit a probe as an established one.
-    let flush = || {
-        for n in &nodes {
-            conntrack::flush_addresses(n, &pod_ips).expect("flush a node's conntrack entries");
-        }
-    };
-    probe::serve(&eps).await;
-    let probes = probe::all_probes(eps.len());
-    let wrong = probe::until_agreed(&eps, &probes, &|_| true, PROBE, AGREE, &flush).await;
-    assert!(
-        wrong.is_empty(),
-        "without policies, these probes failed: {wrong:?}"
-    );
 
     let (mut denied, mut slowest) = (0usize, Duration::ZERO);
     for seed in 0..CASES {
@@ -91,12 +50,12 @@ async fn terwayd_enforces_what_the_oracle_says_on_generated_and_upstream_cases()
         );
         let started = Instant::now();
         world.policies = stored_policies(&lab);
-        let want = |p: &Probe| p.expected(&world, &eps);
-        let wrong = probe::until_agreed(&eps, &probes, &want, PROBE, AGREE, &flush).await;
+        let want = |p: &Probe| p.expected(&world, eps);
+        let wrong = m.until_agreed(&want).await;
         if let Some((p, got)) = wrong.first() {
             panic!(
                 "case {seed}: {}: the oracle says {}, the cluster {} ({} probes disagree after {AGREE:?})\npolicies: {:#?}\ntables:\n{}",
-                p.describe(&eps),
+                p.describe(eps),
                 if *got { "denied" } else { "allowed" },
                 if *got { "delivered it" } else { "dropped it" },
                 wrong.len(),
@@ -106,24 +65,15 @@ async fn terwayd_enforces_what_the_oracle_says_on_generated_and_upstream_cases()
         }
         slowest = slowest.max(started.elapsed());
         denied += probes.iter().filter(|p| !want(p)).count();
-        kubectl(
-            &lab,
-            &[
-                "delete",
-                "networkpolicies",
-                "--all",
-                "--all-namespaces",
-                "--wait=true",
-            ],
-        );
-        let wrong = probe::until_agreed(&eps, &probes, &|_| true, PROBE, AGREE, &flush).await;
+        delete_all_policies(&lab);
+        let wrong = m.until_agreed(&|_| true).await;
         assert!(
             wrong.is_empty(),
             "case {seed}: with its policies deleted, {} probes still fail, e.g. {}",
             wrong.len(),
             wrong
                 .first()
-                .map(|(p, _)| p.describe(&eps))
+                .map(|(p, _)| p.describe(eps))
                 .unwrap_or_default()
         );
     }
@@ -151,7 +101,7 @@ async fn terwayd_enforces_what_the_oracle_says_on_generated_and_upstream_cases()
     );
     apply(&lab, &block);
     world.policies = stored_policies(&lab);
-    let want = |p: &Probe| p.expected(&world, &eps);
+    let want = |p: &Probe| p.expected(&world, eps);
     assert!(
         probes
             .iter()
@@ -161,14 +111,14 @@ async fn terwayd_enforces_what_the_oracle_says_on_generated_and_upstream_cases()
                 .any(|p| p.dst == xa && p.src == yb_index && !want(p)),
         "the oracle must admit the pods in the block and deny the excepted one"
     );
-    let wrong = probe::until_agreed(&eps, &probes, &want, PROBE, AGREE, &flush).await;
+    let wrong = m.until_agreed(&want).await;
     assert!(
         wrong.is_empty(),
         "ipBlock over pod addresses: {} probes disagree, e.g. {}\ntables:\n{}",
         wrong.len(),
         wrong
             .first()
-            .map(|(p, _)| p.describe(&eps))
+            .map(|(p, _)| p.describe(eps))
             .unwrap_or_default(),
         tables(&lab)
     );
@@ -198,13 +148,13 @@ async fn terwayd_enforces_what_the_oracle_says_on_generated_and_upstream_cases()
         }
         let mut w = sc.world.clone();
         w.policies = stored_policies(&lab);
-        let want = |p: &Probe| p.expected(&w, &eps);
-        let wrong = probe::until_agreed(&eps, &probes, &want, PROBE, AGREE, &flush).await;
+        let want = |p: &Probe| p.expected(&w, eps);
+        let wrong = m.until_agreed(&want).await;
         if let Some((p, got)) = wrong.first() {
             panic!(
                 "upstream case {:?}: {}: the oracle says {}, the cluster {} ({} probes disagree)\npolicies: {:#?}\ntables:\n{}",
                 sc.name,
-                p.describe(&eps),
+                p.describe(eps),
                 if *got { "denied" } else { "allowed" },
                 if *got { "delivered it" } else { "dropped it" },
                 wrong.len(),
@@ -213,7 +163,7 @@ async fn terwayd_enforces_what_the_oracle_says_on_generated_and_upstream_cases()
             );
         }
         delete_all_policies(&lab);
-        let wrong = probe::until_agreed(&eps, &probes, &|_| true, PROBE, AGREE, &flush).await;
+        let wrong = m.until_agreed(&|_| true).await;
         assert!(
             wrong.is_empty(),
             "upstream case {:?}: with its policies deleted, {} probes still fail",

@@ -2,15 +2,92 @@
 //! policies as the API server stores them, and each node's nftables table for failure messages.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde_json::{json, Value};
+use terway_datapath::conntrack;
 use terway_datapath::netns::Netns;
 use terway_policy::{ClusterNetworkPolicy, Proto, World};
 
-use super::k8s::{get_json, kubectl};
-use super::probe::Endpoint;
-use super::Lab;
+use super::k8s::{apply, get_json, kubectl};
+use super::probe::{self, Endpoint, Probe};
+use super::{eventually, Lab};
+
+/// How long a probe waits before it counts as blocked.
+pub const PROBE: Duration = Duration::from_millis(200);
+/// How long a case may take to agree: the watch delivering the policy, one reconciler period, the nft
+/// transaction — well under a second here; the margin is for a loaded 2-core CI machine.
+pub const AGREE: Duration = Duration::from_secs(15);
+
+/// The cyclonus model running in a lab: its pods as probe endpoints (in the model's order), every probe
+/// between them, and the nodes whose conntrack entries each probing round clears.
+pub struct ModelPods {
+    /// The model's pods.
+    pub eps: Vec<Endpoint>,
+    /// Every probe between two of them.
+    pub probes: Vec<Probe>,
+    nodes: Vec<Netns>,
+    pod_ips: Vec<IpAddr>,
+}
+
+impl ModelPods {
+    /// Create `model`'s namespaces and pods, wait until they run, give `model` their addresses, start the
+    /// listeners, and check that every probe passes while there is no policy.
+    pub async fn start(lab: &Lab, model: &mut World) -> ModelPods {
+        apply(lab, &model_manifest(model));
+        let mut eps = None;
+        assert!(
+            eventually(120, || {
+                eps = running_pods(lab, model);
+                eps.is_some()
+            }),
+            "the model's {} pods did not all run: {}",
+            model.pods.len(),
+            kubectl(lab, &["get", "pods", "-A", "-o", "wide"])
+        );
+        let eps = eps.unwrap_or_default();
+        assert_eq!(eps.len(), model.pods.len());
+        for (p, e) in model.pods.iter_mut().zip(&eps) {
+            p.ips = vec![e.ip];
+        }
+        let nodes = lab.desc["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|n| {
+                Netns::open_named(n["netns"].as_str().unwrap_or_default()).expect("node netns")
+            })
+            .collect();
+        let pod_ips = eps.iter().map(|e| e.ip).collect();
+        probe::serve(&eps).await;
+        let m = ModelPods {
+            probes: probe::all_probes(eps.len()),
+            eps,
+            nodes,
+            pod_ips,
+        };
+        let wrong = m.until_agreed(&|_| true).await;
+        assert!(
+            wrong.is_empty(),
+            "without policies, these probes failed: {wrong:?}"
+        );
+        m
+    }
+
+    /// Probe until every result is what `want` says or [`AGREE`] passes; the mismatches of the last round.
+    /// Each round first clears the pods' conntrack entries on every node: entries of earlier flows would
+    /// admit a probe as an established one.
+    pub async fn until_agreed(&self, want: &dyn Fn(&Probe) -> bool) -> Vec<(Probe, bool)> {
+        let flush = || {
+            for n in &self.nodes {
+                conntrack::flush_addresses(n, &self.pod_ips)
+                    .expect("flush a node's conntrack entries");
+            }
+        };
+        probe::until_agreed(&self.eps, &self.probes, want, PROBE, AGREE, &flush).await
+    }
+}
 
 /// Namespaces and pods of the cyclonus model, with the model's labels and named container ports.
 pub fn model_manifest(model: &World) -> String {
